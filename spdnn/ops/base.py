@@ -1,0 +1,244 @@
+"""The op base class, the registry, and the tiny "module call" IR shared by build and codegen.
+
+An op is one small pydantic class: its fields are the layer parameters of the netspec, and five
+methods say everything the compiler needs to know about it:
+
+* :meth:`Op.infer_shape` -- output shape from input shapes (batch axis excluded);
+* :meth:`Op.num_params` and :meth:`Op.macs` -- cost model;
+* :meth:`Op.module` -- the torch module, as a :class:`Call` that both the in-process builder and
+  the code generator turn into a module (one source of truth, so they cannot drift);
+* :meth:`Op.apply` and :meth:`Op.forward_expr` -- how the layer is called in ``forward``;
+* :meth:`Op.structure` -- the SPDNN structure code of compute layers (thesis ch. 3.1: ``3C``,
+  ``30F``, ``4D``), ``None`` for everything else.
+
+Register a new op with :func:`register_op`; :func:`spdnn.spec.rebuild_layer_union` makes the
+netspec model aware of it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from spdnn.errors import ShapeError
+
+Shape = tuple[int, ...]
+"""A tensor shape without the batch axis: ``(C, H, W)`` for feature maps, ``(F,)`` for vectors."""
+
+OpKind = Literal["compute", "resample", "junction", "reshape", "pointwise"]
+
+
+# --------------------------------------------------------------------------------------------
+# Module calls
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Call:
+    """A constructor call such as ``nn.Conv2d(1, 8, kernel_size=(3, 3))``.
+
+    ``target`` is ``"nn.<Name>"`` for ``torch.nn`` classes or the name of a helper class in
+    :mod:`spdnn.codegen.runtime`. Arguments are plain Python values (numbers, bools, strings,
+    tuples) or nested :class:`Call` objects.
+    """
+
+    target: str
+    args: tuple[Any, ...] = ()
+    kwargs: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
+
+    @staticmethod
+    def of(target: str, *args: Any, **kwargs: Any) -> "Call":
+        return Call(target, tuple(args), tuple(kwargs.items()))
+
+    def build(self, namespace: dict[str, Any]) -> torch.nn.Module:
+        """Instantiate the module; ``namespace`` maps ``"nn"`` and helper class names."""
+        head, _, rest = self.target.partition(".")
+        obj = namespace[head]
+        if rest:
+            for part in rest.split("."):
+                obj = getattr(obj, part)
+        args = [a.build(namespace) if isinstance(a, Call) else a for a in self.args]
+        kwargs = {k: (v.build(namespace) if isinstance(v, Call) else v) for k, v in self.kwargs}
+        return obj(*args, **kwargs)
+
+    def source(self) -> str:
+        """Python source of the call; every value is written with ``repr`` (strings escaped)."""
+        parts = [_src(a) for a in self.args] + [f"{k}={_src(v)}" for k, v in self.kwargs]
+        return f"{self.target}({', '.join(parts)})"
+
+    def helpers(self) -> set[str]:
+        """Names of the non-``nn`` helper classes this call (and nested calls) need."""
+        out = set() if self.target.startswith("nn.") else {self.target.split(".")[0]}
+        for a in list(self.args) + [v for _, v in self.kwargs]:
+            if isinstance(a, Call):
+                out |= a.helpers()
+        return out
+
+
+def _src(value: Any) -> str:
+    if isinstance(value, Call):
+        return value.source()
+    if isinstance(value, float) and math.isfinite(value):
+        return repr(value)
+    if isinstance(value, (bool, int, str, tuple, type(None))):
+        return repr(value)
+    raise TypeError(f"cannot emit value {value!r} of type {type(value).__name__}")
+
+
+def sequential(calls: list[Call]) -> Call:
+    """One call if there is one, else ``nn.Sequential(...)`` of them."""
+    if len(calls) == 1:
+        return calls[0]
+    return Call("nn.Sequential", tuple(calls))
+
+
+# --------------------------------------------------------------------------------------------
+# Activations shared by compute layers
+# --------------------------------------------------------------------------------------------
+ActivationName = Literal["relu", "leaky_relu", "elu", "sigmoid", "tanh", "softmax", "none"]
+
+
+def activation_call(name: str | None, negative_slope: float = 0.01) -> Call | None:
+    """The module of a fused activation (``None`` for ``"none"``/``None``)."""
+    if name in (None, "none"):
+        return None
+    if name == "leaky_relu":
+        return Call.of("nn.LeakyReLU", negative_slope=float(negative_slope))
+    if name == "softmax":
+        return Call.of("nn.Softmax", dim=1)
+    return Call.of({"relu": "nn.ReLU", "elu": "nn.ELU", "sigmoid": "nn.Sigmoid",
+                    "tanh": "nn.Tanh"}[name])
+
+
+# --------------------------------------------------------------------------------------------
+# The op base class
+# --------------------------------------------------------------------------------------------
+class Op(BaseModel):
+    """Base class of every layer op. Subclasses add ``op: Literal["Name"]`` and their params.
+
+    Common fields:
+        name: unique layer name (any string; code generation derives a safe identifier).
+        inputs: names of the layers (or network inputs) this layer reads. Omitted: the previous
+            layer of the list, or the network input for the first layer (a plain list is a chain).
+        merged_from: provenance written by ``spdnn merge`` (``parent:layer`` names); not used by
+            the compiler.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=200)
+    inputs: list[str] | None = None
+    merged_from: list[str] | None = None
+
+    kind: ClassVar[OpKind] = "pointwise"
+    """``compute`` layers become SPDNN graph nodes; ``resample`` ops become sticky pooling
+    factors; ``junction`` ops (Concat, Add) join branches; the rest ride along on edges."""
+    min_inputs: ClassVar[int] = 1
+    max_inputs: ClassVar[int | None] = 1
+
+    @field_validator("inputs")
+    @classmethod
+    def _inputs_nonempty(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and len(v) == 0:
+            raise ValueError("inputs must name at least one layer (or be omitted)")
+        return v
+
+    # -- shape and cost ------------------------------------------------------------------
+    def infer_shape(self, ins: list[Shape]) -> Shape:
+        """Output shape for input shapes ``ins`` (batch axis excluded).
+
+        Raises:
+            ShapeError: the inputs do not fit this op.
+        """
+        return ins[0]
+
+    def num_params(self, ins: list[Shape], out: Shape) -> int:
+        """Number of trainable parameters."""
+        return 0
+
+    def macs(self, ins: list[Shape], out: Shape) -> int:
+        """Multiply-accumulate operations for one sample (batch size 1)."""
+        return 0
+
+    # -- torch -----------------------------------------------------------------------------
+    def module(self, ins: list[Shape], out: Shape) -> Call | None:
+        """The module holding this layer's parameters/state, or ``None`` if stateless."""
+        return None
+
+    def apply(self, mod: torch.nn.Module | None, xs: list[torch.Tensor]) -> torch.Tensor:
+        """Run the layer in the in-process interpreter."""
+        assert mod is not None
+        return mod(xs[0])
+
+    def forward_expr(self, attr: str | None, args: list[str]) -> str:
+        """Python expression computing the layer in generated ``forward`` code.
+
+        ``attr`` is the attribute name of the module (``None`` if stateless), ``args`` the
+        variable names of the inputs. Must compute exactly what :meth:`apply` computes.
+        """
+        return f"self.{attr}({args[0]})"
+
+    # -- SPDNN -------------------------------------------------------------------------------
+    def structure(self) -> str | None:
+        """SPDNN structure code (thesis ch. 3.1 (a), (c)) for compute ops, else ``None``."""
+        return None
+
+    def resample_factor(self) -> Fraction:
+        """How this op changes the sticky pooling factor (thesis ch. 3.1 (d)): a 2x2 pool
+        multiplies it by 2, a 2x unpool divides it by 2; other ops return 1."""
+        return Fraction(1)
+
+    def out_channels_of(self) -> int | None:
+        """The width the SPDNN channel budget may scale (conv-like ops), else ``None``."""
+        return None
+
+    def with_width(self, width: int) -> "Op":
+        """A copy with its scalable width set to ``width`` (see :meth:`out_channels_of`)."""
+        raise TypeError(f"{type(self).__name__} has no scalable width")
+
+    # -- helpers -------------------------------------------------------------------------------
+    @property
+    def op_name(self) -> str:
+        return type(self).__name__
+
+    def fail(self, message: str, hint: str | None = None) -> ShapeError:
+        return ShapeError(f"layer '{self.name}' ({self.op_name}): {message}", hint=hint)
+
+    def need_spatial(self, shape: Shape, what: str = "input") -> tuple[int, int, int]:
+        if len(shape) != 3:
+            raise self.fail(f"expects a (C, H, W) feature map as {what}, got shape {shape}",
+                            hint="insert a Reshape layer before it")
+        return shape  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------------------------
+# Registry
+# --------------------------------------------------------------------------------------------
+OPS: dict[str, type[Op]] = {}
+
+
+def register_op(cls: type[Op]) -> type[Op]:
+    """Class decorator: add an op class to the registry under its class name.
+
+    Raises:
+        ValueError: an op of that name is already registered, or ``op`` is not a Literal of
+            the class name.
+    """
+    name = cls.__name__
+    if name in OPS and OPS[name] is not cls:
+        raise ValueError(f"op {name!r} is already registered")
+    ann = cls.model_fields.get("op")
+    if ann is None or getattr(ann.annotation, "__args__", None) != (name,):
+        raise ValueError(f"op class {name} must declare `op: Literal[{name!r}]`")
+    OPS[name] = cls
+    return cls
+
+
+def pair(v: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """``3 -> (3, 3)``; ``[3, 5] -> (3, 5)``."""
+    if isinstance(v, int):
+        return (v, v)
+    return (int(v[0]), int(v[1]))

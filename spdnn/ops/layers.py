@@ -1,0 +1,389 @@
+"""Linear, pooling/unpooling, reshaping, junction, dropout and activation layers."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from typing import ClassVar, Literal
+
+import torch
+from pydantic import Field, model_validator
+
+from spdnn.ops.base import ActivationName, Call, Op, Shape, activation_call, pair, register_op, sequential
+from spdnn.ops.types import Pad2, PosInt, Probability, Size2
+
+
+# --------------------------------------------------------------------------------------------
+# Fully connected
+# --------------------------------------------------------------------------------------------
+@register_op
+class Linear(Op):
+    """Fully connected layer (``torch.nn.Linear``), optional BatchNorm1d and activation.
+
+    Shapes: ``(F,) -> (out_features,)``; a ``(C, H, W)`` input is flattened first (C-major, as
+    ``torch.flatten(x, 1)``). SPDNN structure code ``nF`` with ``n = out_features`` (thesis
+    ch. 3.1 (c)); a fully connected layer clears the sticky pooling factor.
+    """
+
+    op: Literal["Linear"]
+    out_features: PosInt
+    bias: bool | None = None
+    batch_norm: bool = False
+    activation: ActivationName | None = None
+    negative_slope: float = 0.01
+
+    kind = "compute"
+
+    @property
+    def use_bias(self) -> bool:
+        return (not self.batch_norm) if self.bias is None else self.bias
+
+    def infer_shape(self, ins: list[Shape]) -> Shape:
+        return (self.out_features,)
+
+    def num_params(self, ins: list[Shape], out: Shape) -> int:
+        fin = math.prod(ins[0])
+        return fin * self.out_features + self.out_features * (
+            int(self.use_bias) + 2 * int(self.batch_norm))
+
+    def macs(self, ins: list[Shape], out: Shape) -> int:
+        return math.prod(ins[0]) * self.out_features
+
+    def module(self, ins: list[Shape], out: Shape) -> Call:
+        calls = []
+        if len(ins[0]) != 1:
+            calls.append(Call.of("nn.Flatten"))
+        kw = {} if self.use_bias else {"bias": False}
+        calls.append(Call.of("nn.Linear", math.prod(ins[0]), self.out_features, **kw))
+        if self.batch_norm:
+            calls.append(Call.of("nn.BatchNorm1d", self.out_features))
+        act = activation_call(self.activation, self.negative_slope)
+        if act is not None:
+            calls.append(act)
+        return sequential(calls)
+
+    def structure(self) -> str:
+        return f"{self.out_features}F"
+
+
+# --------------------------------------------------------------------------------------------
+# Pooling and unpooling (sticky SPDNN properties, never graph nodes)
+# --------------------------------------------------------------------------------------------
+class _Pool(Op):
+    kernel_size: Size2
+    stride: Size2 | None = None
+    padding: Pad2 = 0
+    ceil_mode: bool = False
+
+    kind = "resample"
+
+    def _stride(self) -> tuple[int, int]:
+        return pair(self.stride if self.stride is not None else self.kernel_size)
+
+    def infer_shape(self, ins: list[Shape]) -> Shape:
+        c, h, w = self.need_spatial(ins[0])
+        dims = []
+        rnd = math.ceil if self.ceil_mode else math.floor
+        for n, k, s, p in zip((h, w), pair(self.kernel_size), self._stride(), pair(self.padding)):
+            if 2 * p > k:
+                raise self.fail(f"padding {p} must be at most half of kernel_size {k}")
+            o = rnd((n + 2 * p - k) / s) + 1
+            if self.ceil_mode and (o - 1) * s >= n + p:
+                o -= 1
+            if o < 1:
+                raise self.fail(f"kernel_size {k} is larger than the input size {n}")
+            dims.append(o)
+        return (c, dims[0], dims[1])
+
+    def macs(self, ins: list[Shape], out: Shape) -> int:
+        kh, kw = pair(self.kernel_size)
+        return math.prod(out) * kh * kw
+
+    def _kw(self) -> dict:
+        kw: dict = {"kernel_size": self.kernel_size if isinstance(self.kernel_size, int)
+                    else tuple(self.kernel_size)}
+        if self.stride is not None and pair(self.stride) != pair(self.kernel_size):
+            kw["stride"] = self.stride if isinstance(self.stride, int) else tuple(self.stride)
+        if pair(self.padding) != (0, 0):
+            kw["padding"] = self.padding if isinstance(self.padding, int) else tuple(self.padding)
+        if self.ceil_mode:
+            kw["ceil_mode"] = True
+        return kw
+
+    def resample_factor(self) -> Fraction:
+        return Fraction(self._stride()[0])
+
+
+@register_op
+class MaxPool2d(_Pool):
+    """Max pooling (``torch.nn.MaxPool2d``); ``stride`` defaults to ``kernel_size``.
+
+    Shapes: ``(C, H, W) -> (C, H', W')``, ``H' = floor((H + 2p - k) / s) + 1``. In SPDNN
+    labelling it is not a node; it multiplies the sticky pooling factor by ``stride``.
+    """
+
+    op: Literal["MaxPool2d"]
+
+    def module(self, ins: list[Shape], out: Shape) -> Call:
+        return Call.of("nn.MaxPool2d", **self._kw())
+
+
+@register_op
+class AvgPool2d(_Pool):
+    """Average pooling (``torch.nn.AvgPool2d``); see :class:`MaxPool2d`."""
+
+    op: Literal["AvgPool2d"]
+    count_include_pad: bool = True
+
+    def module(self, ins: list[Shape], out: Shape) -> Call:
+        kw = self._kw()
+        if not self.count_include_pad:
+            kw["count_include_pad"] = False
+        return Call.of("nn.AvgPool2d", **kw)
+
+
+@register_op
+class Unpool(Op):
+    """Value-repeating unpooling (thesis App. B sec. 2.1.1, Fig. 3): every value is repeated
+    ``scale_factor x scale_factor`` times, i.e. nearest-neighbour upsampling.
+
+    Shapes: ``(C, H, W) -> (C, H*s, W*s)``. Divides the sticky pooling factor by ``s``.
+    """
+
+    op: Literal["Unpool"]
+    scale_factor: PosInt = 2
+
+    kind = "resample"
+
+    def infer_shape(self, ins: list[Shape]) -> Shape:
+        c, h, w = self.need_spatial(ins[0])
+        return (c, h * self.scale_factor, w * self.scale_factor)
+
+    def module(self, ins: list[Shape], out: Shape) -> Call:
+        return Call.of("nn.Upsample", scale_factor=float(self.scale_factor), mode="nearest")
+
+    def resample_factor(self) -> Fraction:
+        return Fraction(1, self.scale_factor)
+
+
+@register_op
+class Upsample(Op):
+    """Upsampling by an integer factor (``torch.nn.Upsample``), nearest or bilinear.
+
+    Shapes: ``(C, H, W) -> (C, H*s, W*s)``. Divides the sticky pooling factor by ``s``.
+    """
+
+    op: Literal["Upsample"]
+    scale_factor: PosInt = 2
+    mode: Literal["nearest", "bilinear"] = "nearest"
+
+    kind = "resample"
+
+    def infer_shape(self, ins: list[Shape]) -> Shape:
+        c, h, w = self.need_spatial(ins[0])
+        return (c, h * self.scale_factor, w * self.scale_factor)
+
+    def macs(self, ins: list[Shape], out: Shape) -> int:
+        return math.prod(out) * (4 if self.mode == "bilinear" else 0)
+
+    def module(self, ins: list[Shape], out: Shape) -> Call:
+        kw: dict = {"scale_factor": float(self.scale_factor), "mode": self.mode}
+        if self.mode == "bilinear":
+            kw["align_corners"] = False
+        return Call.of("nn.Upsample", **kw)
+
+    def resample_factor(self) -> Fraction:
+        return Fraction(1, self.scale_factor)
+
+
+# --------------------------------------------------------------------------------------------
+# Shape changes, regularisation, junctions
+# --------------------------------------------------------------------------------------------
+@register_op
+class Flatten(Op):
+    """Flatten a feature map to a vector: ``(C, H, W) -> (C*H*W,)`` (``torch.flatten(x, 1)``)."""
+
+    op: Literal["Flatten"]
+
+    kind = "reshape"
+
+    def infer_shape(self, ins: list[Shape]) -> Shape:
+        return (math.prod(ins[0]),)
+
+    def apply(self, mod, xs):
+        return torch.flatten(xs[0], 1)
+
+    def forward_expr(self, attr, args):
+        return f"torch.flatten({args[0]}, 1)"
+
+
+@register_op
+class Reshape(Op):
+    """Reshape each sample to ``shape`` (batch axis kept), e.g. ``[1, 10, 33]`` turns a
+    330-vector into a 1x10x33 map (thesis App. B, global head). One entry may be ``-1``.
+
+    Shapes: ``S -> shape`` with ``prod(S) == prod(shape)``.
+    """
+
+    op: Literal["Reshape"]
+    shape: list[int] = Field(min_length=1, max_length=3)
+
+    kind = "reshape"
+
+    @model_validator(mode="after")
+    def _check(self) -> "Reshape":
+        if sum(1 for d in self.shape if d == -1) > 1 or any(d == 0 or d < -1 for d in self.shape):
+            raise ValueError("shape entries must be positive, with at most one -1")
+        return self
+
+    def infer_shape(self, ins: list[Shape]) -> Shape:
+        n = math.prod(ins[0])
+        known = math.prod(d for d in self.shape if d != -1)
+        if -1 in self.shape:
+            if n % known:
+                raise self.fail(f"cannot reshape {n} values into {self.shape}")
+            return tuple(n // known if d == -1 else d for d in self.shape)
+        if known != n:
+            raise self.fail(f"cannot reshape input of shape {ins[0]} ({n} values) into "
+                            f"{tuple(self.shape)} ({known} values)")
+        return tuple(self.shape)
+
+    def apply(self, mod, xs):
+        return xs[0].reshape(xs[0].shape[0], *self.shape)
+
+    def forward_expr(self, attr, args):
+        dims = ", ".join(str(d) for d in self.shape)
+        return f"{args[0]}.reshape({args[0]}.shape[0], {dims})"
+
+
+@register_op
+class Dropout(Op):
+    """Dropout with probability ``p`` (``torch.nn.Dropout``); identity at inference."""
+
+    op: Literal["Dropout"]
+    p: Probability = 0.5
+
+    def module(self, ins: list[Shape], out: Shape) -> Call:
+        return Call.of("nn.Dropout", p=float(self.p))
+
+
+@register_op
+class Concat(Op):
+    """Concatenate on the channel axis (``torch.cat(xs, dim=1)``).
+
+    Shapes: ``(C_i, H, W) -> (sum C_i, H, W)``, or ``(F_i,) -> (sum F_i,)``. All inputs must
+    agree on H and W. This is how SPDNN joins branches (thesis ch. 3.1, "turn back the graph").
+    """
+
+    op: Literal["Concat"]
+
+    kind = "junction"
+    min_inputs = 2
+    max_inputs = None
+
+    def infer_shape(self, ins: list[Shape]) -> Shape:
+        ranks = {len(s) for s in ins}
+        if ranks == {1}:
+            return (sum(s[0] for s in ins),)
+        if ranks == {3} and len({s[1:] for s in ins}) == 1:
+            return (sum(s[0] for s in ins),) + ins[0][1:]
+        raise self.fail("inputs must all be vectors, or feature maps of the same height and "
+                        f"width; got {', '.join(str(s) for s in ins)}",
+                        hint="resample the inputs to one resolution first")
+
+    def apply(self, mod, xs):
+        return torch.cat(xs, dim=1)
+
+    def forward_expr(self, attr, args):
+        return f"torch.cat([{', '.join(args)}], dim=1)"
+
+
+@register_op
+class Add(Op):
+    """Element-wise sum of inputs of identical shape (residual connections)."""
+
+    op: Literal["Add"]
+
+    kind = "junction"
+    min_inputs = 2
+    max_inputs = None
+
+    def infer_shape(self, ins: list[Shape]) -> Shape:
+        if len(set(ins)) != 1:
+            raise self.fail(f"inputs must have identical shapes; got "
+                            f"{', '.join(str(s) for s in ins)}")
+        return ins[0]
+
+    def macs(self, ins: list[Shape], out: Shape) -> int:
+        return 0
+
+    def apply(self, mod, xs):
+        out = xs[0]
+        for x in xs[1:]:
+            out = out + x
+        return out
+
+    def forward_expr(self, attr, args):
+        return " + ".join(args)
+
+
+# --------------------------------------------------------------------------------------------
+# Stand-alone activations
+# --------------------------------------------------------------------------------------------
+class _Activation(Op):
+    kind = "pointwise"
+    act_fn: ClassVar[str] = "none"
+
+    def module(self, ins: list[Shape], out: Shape) -> Call:
+        call = activation_call(self.act_fn, getattr(self, "negative_slope", 0.01))
+        assert call is not None
+        return call
+
+
+@register_op
+class ReLU(_Activation):
+    """Rectified linear unit, ``max(0, x)``; shape unchanged."""
+
+    op: Literal["ReLU"]
+    act_fn = "relu"
+
+
+@register_op
+class LeakyReLU(_Activation):
+    """Leaky ReLU, ``x if x > 0 else negative_slope * x``; shape unchanged."""
+
+    op: Literal["LeakyReLU"]
+    negative_slope: float = 0.01
+    act_fn = "leaky_relu"
+
+
+@register_op
+class ELU(_Activation):
+    """Exponential linear unit (BEGAN's activation, thesis 3.3); shape unchanged."""
+
+    op: Literal["ELU"]
+    act_fn = "elu"
+
+
+@register_op
+class Sigmoid(_Activation):
+    """Logistic sigmoid, output in (0, 1); shape unchanged."""
+
+    op: Literal["Sigmoid"]
+    act_fn = "sigmoid"
+
+
+@register_op
+class Tanh(_Activation):
+    """Hyperbolic tangent, output in (-1, 1); shape unchanged."""
+
+    op: Literal["Tanh"]
+    act_fn = "tanh"
+
+
+@register_op
+class Softmax(_Activation):
+    """Softmax over the channel axis (dim 1); shape unchanged."""
+
+    op: Literal["Softmax"]
+    act_fn = "softmax"

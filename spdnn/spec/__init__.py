@@ -1,0 +1,258 @@
+"""Spec stage: load, validate and dump netspecs.
+
+Public surface: :class:`Netspec` (and its parts), :func:`load` (a file), :func:`loads` (text),
+:func:`from_data`, :func:`dump`, :func:`check_graph` and :func:`spec_hash`. Every error is a
+:class:`~spdnn.errors.SpecError` naming file, line and field.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+from pydantic import ValidationError
+
+from spdnn.errors import SpecError
+from spdnn.ops import OPS
+from spdnn.spec.models import InputSpec, Netspec, OutputSpec, rebuild_layer_union
+from spdnn.spec.yaml_io import dump_flow, dump_yaml, line_of, load_yaml, read_yaml
+
+__all__ = ["InputSpec", "Netspec", "OutputSpec", "check_graph", "dump", "from_data", "load",
+           "loads", "rebuild_layer_union", "spec_hash"]
+
+
+def load(path: str | Path) -> Netspec:
+    """Load and fully check a netspec file (YAML, safe loader).
+
+    Raises:
+        SpecError: with file, line and field of the first problem found.
+    """
+    data, lines = read_yaml(path)
+    return from_data(data, file=str(path), lines=lines)
+
+
+def loads(text: str, file: str = "<string>") -> Netspec:
+    """Load and fully check netspec YAML text; see :func:`load`."""
+    data, lines = load_yaml(text, file=file)
+    return from_data(data, file=file, lines=lines)
+
+
+def from_data(data: Any, file: str | None = None,
+              lines: dict[tuple, int] | None = None) -> Netspec:
+    """Validate plain data as a netspec and check its graph.
+
+    Raises:
+        SpecError: the data is not a mapping, a field is invalid, or the graph is broken.
+    """
+    lines = lines or {}
+    if not isinstance(data, dict):
+        raise SpecError(f"a netspec must be a YAML mapping, got {type(data).__name__}",
+                        file=file, line=1, hint="start with 'name:', 'input:' and 'layers:'")
+    try:
+        spec = Netspec.model_validate(data)
+    except ValidationError as exc:
+        raise _translate(exc, data, file, lines) from None
+    check_graph(spec, file=file, lines=lines)
+    return spec
+
+
+def dump(spec: Netspec, header: str | None = None) -> str:
+    """The netspec as YAML text, one layer per line; ``loads(dump(s)) == s``.
+
+    ``header`` (optional) is written as leading ``#`` comment lines.
+    """
+    data = spec.to_data()
+    layers = data.pop("layers")
+    rest = {k: data.pop(k) for k in list(data) if k in ("output", "outputs")}
+    text = dump_yaml(data) + "layers:\n"
+    for lay in layers:
+        text += "- " + dump_flow(lay) + "\n"
+    text += dump_yaml(rest)
+    if header:
+        text = "".join(f"# {line}".rstrip() + "\n" for line in header.splitlines()) + text
+    return text
+
+
+def spec_hash(spec: Netspec) -> str:
+    """A stable SHA-256 (first 16 hex digits) of the netspec's content."""
+    return hashlib.sha256(dump_yaml(spec.to_data()).encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------
+# graph checks
+# --------------------------------------------------------------------------------------------
+def check_graph(spec: Netspec, file: str | None = None,
+                lines: dict[tuple, int] | None = None) -> None:
+    """Check names and connections: unique names, known inputs, input counts, no cycles, and
+    outputs that name a layer.
+
+    Raises:
+        SpecError: naming the layer (and its line when ``lines`` is given).
+    """
+    lines = lines or {}
+    input_names = [i.name for i in spec.inputs]
+    seen: dict[str, int] = {}
+    for name in input_names:
+        if name in seen:
+            raise SpecError(f"input name '{name}' is used twice", file=file,
+                            line=line_of(lines, ("inputs",)), field="inputs")
+        seen[name] = -1
+    for i, lay in enumerate(spec.layers):
+        where = {"file": file, "line": line_of(lines, ("layers", i, "name"))}
+        if lay.name in seen:
+            other = "an input" if seen[lay.name] < 0 else f"layers[{seen[lay.name]}]"
+            raise SpecError(f"duplicate name '{lay.name}' (also used by {other})",
+                            field=f"layers[{i}].name", hint="give every layer a unique name",
+                            **where)
+        seen[lay.name] = i
+    names = set(seen)
+    g = nx.DiGraph()
+    g.add_nodes_from(names)
+    for i, lay in enumerate(spec.layers):
+        srcs = spec.input_names(i)
+        cls = type(lay)
+        where = {"file": file, "line": line_of(lines, ("layers", i, "inputs"))}
+        for s in srcs:
+            if s not in names:
+                close = difflib.get_close_matches(s, sorted(names), n=1)
+                hint = f"did you mean '{close[0]}'?" if close else "name an earlier layer or an input"
+                raise SpecError(f"layer '{lay.name}' reads '{s}', which is not a layer or input",
+                                field=f"layers[{i}].inputs", hint=hint, **where)
+            if s == lay.name:
+                raise SpecError(f"layer '{lay.name}' reads itself", field=f"layers[{i}].inputs",
+                                **where)
+            g.add_edge(s, lay.name)
+        if len(srcs) != len(set(srcs)):
+            raise SpecError(f"layer '{lay.name}' names the same input twice",
+                            field=f"layers[{i}].inputs", **where)
+        if len(srcs) < cls.min_inputs or (cls.max_inputs is not None and len(srcs) > cls.max_inputs):
+            want = (f"exactly {cls.min_inputs}" if cls.max_inputs == cls.min_inputs
+                    else f"at least {cls.min_inputs}")
+            raise SpecError(f"{cls.__name__} layer '{lay.name}' takes {want} input(s), "
+                            f"got {len(srcs)}", field=f"layers[{i}].inputs", **where)
+    try:
+        cycle = nx.find_cycle(g)
+    except nx.NetworkXNoCycle:
+        cycle = None
+    if cycle:
+        path = " -> ".join([e[0] for e in cycle] + [cycle[0][0]])
+        first = min(seen[e[1]] for e in cycle if seen.get(e[1], -1) >= 0)
+        raise SpecError(f"the layer graph has a cycle: {path}", file=file,
+                        line=line_of(lines, ("layers", first)), field=f"layers[{first}].inputs",
+                        hint="a netspec must be acyclic (feed-forward)")
+    out_names = set()
+    for j, out in enumerate(spec.outputs):
+        key = "output" if ("output",) in lines else "outputs"
+        loc = (key, "from") if key == "output" else (key, j, "from")
+        if out.from_ not in names or out.from_ in input_names:
+            raise SpecError(f"output '{out.name}' is taken from '{out.from_}', which is not a layer",
+                            file=file, line=line_of(lines, loc), field=".".join(map(str, loc)))
+        if out.name in out_names:
+            raise SpecError(f"output name '{out.name}' is used twice", file=file,
+                            line=line_of(lines, loc))
+        out_names.add(out.name)
+    used = {s for s, _ in spec.edges()}
+    for inp in input_names:
+        if inp not in used:
+            raise SpecError(f"input '{inp}' is not read by any layer", file=file,
+                            line=line_of(lines, ("input",)) or line_of(lines, ("inputs",)),
+                            hint="remove it or connect a layer to it")
+
+
+# --------------------------------------------------------------------------------------------
+# pydantic error -> one SpecError
+# --------------------------------------------------------------------------------------------
+def _translate(exc: ValidationError, data: dict, file: str | None,
+               lines: dict[tuple, int]) -> SpecError:
+    errors = exc.errors()
+    # Prefer the deepest error (most specific location).
+    err = max(errors, key=lambda e: (e["type"] == "extra_forbidden", len(e["loc"])))
+    loc, path, obj = _alias_loc(tuple(err["loc"]), data), [], data
+    for k, part in enumerate(loc):
+        if isinstance(obj, dict) and part in obj:
+            path.append(part)
+            obj = obj[part]
+        elif isinstance(obj, list) and isinstance(part, int) and part < len(obj):
+            path.append(part)
+            obj = obj[part]
+        elif k == len(loc) - 1 and err["type"] in ("missing", "extra_forbidden"):
+            path.append(part)
+    field = _field_str(path, data)
+    line = line_of(lines, tuple(path))
+    etype, msg, hint = err["type"], err["msg"], None
+    if etype == "union_tag_invalid":
+        tag = err.get("input", {}).get("op") if isinstance(err.get("input"), dict) else None
+        close = difflib.get_close_matches(str(tag), sorted(OPS), n=1)
+        msg = f"unknown op '{tag}'"
+        hint = (f"did you mean '{close[0]}'? " if close else "") + "run `spdnn ops` for the list"
+        field = field + ".op" if not field.endswith(".op") else field
+        line = line_of(lines, tuple(path) + ("op",))
+    elif etype == "union_tag_not_found":
+        msg = "layer has no 'op' field"
+        hint = "add e.g. 'op: Conv2d' (run `spdnn ops` for the list)"
+    elif etype == "missing":
+        msg = f"required field '{path[-1]}' is missing"
+        hint = _missing_hint(path)
+    elif etype == "extra_forbidden":
+        allowed = _allowed_fields(path, data)
+        close = difflib.get_close_matches(str(path[-1]), allowed, n=1)
+        msg = f"unknown field '{path[-1]}'"
+        hint = f"did you mean '{close[0]}'?" if close else (
+            f"allowed: {', '.join(allowed)}" if allowed else None)
+    else:
+        msg = msg.rstrip(".").removeprefix("Value error, ")
+        value = err.get("input")
+        if not isinstance(value, (dict, list)):
+            msg += f" (got {value!r})"
+    return SpecError(msg, file=file, line=line, field=field or None, hint=hint)
+
+
+def _alias_loc(loc: tuple, data: dict) -> tuple:
+    """Map ``('inputs', 0, ...)`` back to ``('input', ...)`` when the YAML used the singular."""
+    for single, plural in (("input", "inputs"), ("output", "outputs")):
+        if loc[:1] == (plural,) and single in data and isinstance(data[single], dict):
+            return (single,) + loc[2:]
+    return loc
+
+
+def _field_str(path: list, data: dict) -> str:
+    out = ""
+    obj: Any = data
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            if isinstance(obj, list) and part < len(obj):
+                obj = obj[part]
+                if isinstance(obj, dict) and isinstance(obj.get("name"), str) and out.startswith("layers"):
+                    out += f"({obj['name']})"
+                continue
+        else:
+            out += ("." if out else "") + str(part)
+        obj = obj.get(part) if isinstance(obj, dict) else None
+    return out
+
+
+def _allowed_fields(path: list, data: dict) -> list[str]:
+    if len(path) >= 3 and path[0] == "layers":
+        layer = data["layers"][path[1]]
+        cls = OPS.get(layer.get("op")) if isinstance(layer, dict) else None
+        if cls is not None:
+            return sorted(cls.model_fields)
+    if len(path) == 1:
+        return sorted(set(Netspec.model_fields) | {"input", "output"})
+    if path and path[0] in ("input", "inputs"):
+        return sorted(InputSpec.model_fields)
+    if path and path[0] in ("output", "outputs"):
+        return ["from", "name"]
+    return []
+
+
+def _missing_hint(path: list) -> str | None:
+    top = {"name": "give the network a name", "inputs": "add 'input: {channels: .., height: .., width: ..}'",
+           "layers": "add a 'layers:' list"}
+    if len(path) == 1:
+        return top.get(str(path[0]))
+    return None

@@ -1,0 +1,185 @@
+"""The netspec: a network declared as a YAML layer graph (pydantic models, one per concept).
+
+A netspec names its input(s), its layers and its output(s)::
+
+    name: iris_a_parent_3
+    input: {name: image, channels: 1, height: 96, width: 128}
+    layers:
+      - {name: conv1, op: Conv2d, kernel_size: 3, out_channels: 8, padding: same,
+         batch_norm: true, activation: relu}
+      - {name: conv2, op: Conv2d, kernel_size: 5, out_channels: 8, padding: same}
+    output: {name: mask, from: conv2}
+
+``layers`` is a graph: each layer names its ``inputs``; a layer without ``inputs`` reads the
+previous layer (or the network input for the first one), so a plain list is a chain. The
+``op`` field selects the layer type from the op registry (a pydantic discriminated union).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Union
+
+from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
+
+from spdnn.ops import OPS, Op
+
+PosInt = Annotated[int, Strict(), Field(gt=0)]
+
+
+class InputSpec(BaseModel):
+    """A network input: a ``(channels, height, width)`` image tensor, or a ``features`` vector.
+
+    Shapes exclude the batch axis; the tensor fed to the network is ``(N, C, H, W)`` or
+    ``(N, features)``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(default="x", min_length=1, max_length=200)
+    channels: PosInt | None = None
+    height: PosInt | None = None
+    width: PosInt | None = None
+    features: PosInt | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> "InputSpec":
+        img = (self.channels, self.height, self.width)
+        if self.features is not None:
+            if any(v is not None for v in img):
+                raise ValueError("give either 'features' or 'channels/height/width', not both")
+        elif any(v is None for v in img):
+            raise ValueError("an image input needs 'channels', 'height' and 'width' "
+                             "(or give 'features' for a vector input)")
+        return self
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        if self.features is not None:
+            return (self.features,)
+        return (self.channels, self.height, self.width)  # type: ignore[return-value]
+
+
+class OutputSpec(BaseModel):
+    """A network output: the layer ``from`` whose result is returned under ``name``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    name: str = Field(default="out", min_length=1, max_length=200)
+    from_: str = Field(alias="from", min_length=1)
+
+
+def _layer_union() -> Any:
+    classes = tuple(OPS.values())
+    return Annotated[Union[classes], Field(discriminator="op")]  # type: ignore[valid-type]
+
+
+Layer = _layer_union()
+
+
+def _as_list(value: Any) -> Any:
+    return [value] if isinstance(value, dict) else value
+
+
+class Netspec(BaseModel):
+    """A whole network.
+
+    Fields:
+        name: the network's name (free text; code generation derives a class name from it).
+        description: free text, kept in the emitted module's docstring.
+        inputs: one or more :class:`InputSpec` (YAML: ``input:`` for one, ``inputs:`` for a list).
+        layers: the layer graph, each an op from the registry.
+        outputs: one or more :class:`OutputSpec` (YAML ``output:``/``outputs:``); default: the
+            last layer, named ``out``.
+
+    Raises (on validation):
+        pydantic.ValidationError: a field is missing, of the wrong type, or out of range.
+        spdnn.errors.SpecError: graph errors are raised by :func:`spdnn.spec.check_graph`.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=200)
+    description: str = ""
+    inputs: list[InputSpec] = Field(min_length=1)
+    layers: list[Layer] = Field(min_length=1)  # type: ignore[valid-type]
+    outputs: list[OutputSpec] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _aliases(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for single, plural in (("input", "inputs"), ("output", "outputs")):
+            if single in data:
+                if plural in data:
+                    raise ValueError(f"give either '{single}' or '{plural}', not both")
+                data[plural] = _as_list(data.pop(single))
+        return data
+
+    @model_validator(mode="after")
+    def _default_output(self) -> "Netspec":
+        if not self.outputs:
+            object.__setattr__(self, "outputs", [OutputSpec(name="out", **{"from": self.layers[-1].name})])
+        return self
+
+    # -- convenience -----------------------------------------------------------------------------
+    def layer(self, name: str) -> Op:
+        for lay in self.layers:
+            if lay.name == name:
+                return lay
+        raise KeyError(name)
+
+    def input_names(self, layer_index: int) -> list[str]:
+        """The resolved input names of layer ``layer_index`` (chain default applied)."""
+        lay = self.layers[layer_index]
+        if lay.inputs is not None:
+            return list(lay.inputs)
+        if layer_index == 0:
+            return [self.inputs[0].name]
+        return [self.layers[layer_index - 1].name]
+
+    def edges(self) -> list[tuple[str, str]]:
+        """All ``(source, layer)`` data edges, inputs included, in declaration order."""
+        return [(src, lay.name) for i, lay in enumerate(self.layers) for src in self.input_names(i)]
+
+    def to_data(self) -> dict[str, Any]:
+        """Plain data for YAML: defaults left out, ``input``/``output`` used when single."""
+        d: dict[str, Any] = {"name": self.name}
+        if self.description:
+            d["description"] = self.description
+        ins = [i.model_dump(exclude_none=True, exclude_defaults=False) for i in self.inputs]
+        if len(ins) == 1:
+            d["input"] = ins[0]
+        else:
+            d["inputs"] = ins
+        d["layers"] = [_layer_data(lay) for lay in self.layers]
+        outs = [o.model_dump(by_alias=True) for o in self.outputs]
+        if len(outs) == 1:
+            d["output"] = outs[0]
+        else:
+            d["outputs"] = outs
+        return d
+
+
+def _layer_data(lay: Op) -> dict[str, Any]:
+    data = lay.model_dump(mode="json", exclude_defaults=True)
+    # keep a stable, readable key order: name, op, params..., inputs, merged_from
+    out: dict[str, Any] = {"name": data.pop("name"), "op": data.pop("op")}
+    inputs = data.pop("inputs", None)
+    merged = data.pop("merged_from", None)
+    out.update(data)
+    if inputs is not None:
+        out["inputs"] = inputs
+    if merged is not None:
+        out["merged_from"] = merged
+    return out
+
+
+def rebuild_layer_union() -> None:
+    """Make :class:`Netspec` accept ops registered after import (extension point)."""
+    global Layer
+    Layer = _layer_union()
+    Netspec.model_fields["layers"].annotation = list[Layer]  # type: ignore[valid-type]
+    Netspec.model_rebuild(force=True)
+
