@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Literal
 
 import networkx as nx
@@ -121,7 +123,9 @@ def _canonical_order(specs: list[Netspec], rule: DistanceRule) -> list[int]:
         g = parent_graph(s, 0, rule)
         for _, d in g.nodes(data=True):
             d["wl"] = f"{d['kind']}:{d.get('label', d.get('name'))}"
-        h = nx.weisfeiler_lehman_graph_hash(g, node_attr="wl", iterations=4)
+        with warnings.catch_warnings():  # networkx notes that directed hashes changed in 3.5
+            warnings.simplefilter("ignore", UserWarning)
+            h = nx.weisfeiler_lehman_graph_hash(g, node_attr="wl", iterations=4)
         keys.append((h, s.name, spec_hash(s), i))
     return [k[-1] for k in sorted(keys)]
 
@@ -423,11 +427,11 @@ class _Rebuild:
             if d["kind"] == "input":
                 ends[n] = d["name"]
                 continue
-            srcs = [self._edge(u, n, ends, layers) for u in self._preds(n)]
             if d["kind"] == "output":
                 continue
+            srcs = [self._edge(u, n, ends, layers) for u in self._preds(n)]
             letter = letters[n]
-            inp = self._join(letter, srcs, layers, g.nodes[n]["op"].op_name == "Linear")
+            inp = self._join(letter, srcs, layers)
             op = self._rep(n)
             upd: dict = {"name": letter, "inputs": [inp],
                          "merged_from": sorted(self.g.graph["member_name"][m] for m in d["members"])}
@@ -446,9 +450,9 @@ class _Rebuild:
             oname = g.nodes[o]["name"]
             srcs = [self._edge(u, o, ends, layers) for u in self._preds(o)]
             if len(srcs) == 1:
-                outputs.append({"name": oname, "from": srcs[0]})
+                outputs.append({"name": oname, "from": srcs[0][0]})
                 continue
-            head = self._head(o, srcs, layers)
+            head = self._head(o, [name for name, _ in srcs], layers)
             outputs.append({"name": oname, "from": head})
         data = {"name": self.name,
                 "description": "SPDNN merge of " + ", ".join(self.names) + " (spdnn merge).",
@@ -463,8 +467,12 @@ class _Rebuild:
         order = {x: i for i, x in enumerate(self.topo)}
         return sorted(self.g.predecessors(n), key=lambda u: order[u])
 
-    def _edge(self, u, v, ends: dict, layers: list[dict]) -> str:
-        """Recall the parent's non-compute layers on edge u -> v; fix the pooling factor."""
+    def _edge(self, u, v, ends: dict, layers: list[dict]) -> tuple[str, Fraction | None]:
+        """Recall the parent's non-compute layers on edge u -> v; fix the pooling factor.
+
+        Returns the name of the layer that ends the edge and the pooling factor there
+        (``None`` for vectors).
+        """
         g = self.g
         paths: list[EdgePath] = g.edges[u, v]["paths"]
         path = paths[0]
@@ -497,7 +505,8 @@ class _Rebuild:
                 layers.append({"name": nm, "op": "Unpool", "scale_factor": int(1 / ratio),
                                "inputs": [src]})
             src = nm
-        return src
+            have = want
+        return src, have
 
     def _tag(self, u, v) -> str:
         a = self.letters.get(u, "in" if self.g.nodes[u]["kind"] == "input" else "x")
@@ -524,18 +533,22 @@ class _Rebuild:
                     return lay.op_name
         return "MaxPool2d"
 
-    def _join(self, letter: str, srcs: list[str], layers: list[dict], flat: bool) -> str:
+    def _join(self, letter: str, srcs: list[tuple[str, Fraction | None]],
+              layers: list[dict]) -> str:
+        """Several inputs are concatenated on the channel axis; where maps meet vectors (a
+        Linear node), the maps are flattened first."""
         if len(srcs) == 1:
-            return srcs[0]
-        if flat:  # a Linear node: flatten maps before joining them with vectors
-            fixed = []
-            for s in srcs:
-                nm = f"{s}_flat"
-                layers.append({"name": nm, "op": "Flatten", "inputs": [s]})
-                fixed.append(nm)
-            srcs = fixed
+            return srcs[0][0]
+        names = [name for name, _ in srcs]
+        if len({f is None for _, f in srcs}) > 1:
+            names = []
+            for name, f in srcs:
+                if f is not None:
+                    layers.append({"name": f"{name}_flat", "op": "Flatten", "inputs": [name]})
+                    name = f"{name}_flat"
+                names.append(name)
         nm = f"{letter}_cat"
-        layers.append({"name": nm, "op": "Concat", "inputs": srcs})
+        layers.append({"name": nm, "op": "Concat", "inputs": names})
         return nm
 
     def _hidden_style(self, members) -> dict:

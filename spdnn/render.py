@@ -1,0 +1,675 @@
+"""Graphviz diagrams of netspecs and of every SPDNN merge stage (thesis ch. 3.1, Figs. 3.2-3.5;
+depth paper App. A, Figs. 13-22).
+
+Views (see :data:`VIEWS`):
+
+* :func:`netspec_diagram` -- every layer of a network (pooling, concat, ... included), as the
+  network drawings on the left of thesis Fig. 3.2;
+* :func:`labelled_diagram` -- the SPDNN graph of one network: compute nodes with their
+  ``(structure, distance from input)`` tuple, pooling/unpooling written on the edges (thesis
+  Fig. 3.2 right, depth paper Figs. 13-20 bottom rows);
+* :func:`parallel_diagram` -- all parents in parallel sharing one input and one output node
+  (thesis Fig. 3.3 left, depth paper Fig. 21);
+* :func:`forward_diagram` -- after the first contraction (Fig. 3.3 right);
+* :func:`contracted_diagram` -- the final contracted graph with letters and backward labels
+  (Figs. 3.4/3.5, depth paper Fig. 22);
+* :func:`side_by_side` -- the parents next to the merged graph.
+
+Every function returns a :class:`graphviz.Digraph`; :func:`save` writes it as SVG, PNG, PDF or
+DOT. Node identifiers are generated (``n0``, ``n1``, ...) and every user string (layer, input,
+output and network names) goes through :func:`_text` into an HTML-like label, so no name can
+break the DOT source.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import shutil
+import subprocess
+import tempfile
+import unicodedata
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import graphviz
+import networkx as nx
+
+from spdnn.errors import ShapeError, SpdnnError
+from spdnn.graph import format_label, parent_graph
+from spdnn.graph.merge import MergeResult
+from spdnn.ops.base import Op
+from spdnn.shapes import NetInfo, infer
+from spdnn.spec import Netspec
+
+__all__ = ["FORMATS", "VIEWS", "build_view", "contracted_diagram", "forward_diagram",
+           "labelled_diagram", "netspec_diagram", "op_summary", "parallel_diagram", "save",
+           "side_by_side"]
+
+VIEWS: dict[str, str] = {
+    "netspec": "every layer of the network (pooling, concat, ... included) with op, kernel, "
+               "channels, output shape and parameters",
+    "labels": "the SPDNN graph of the network: compute nodes with their (structure, distance "
+              "from input) label, pooling/unpooling on the edges (thesis Fig. 3.2)",
+    "parallel": "the parents in parallel sharing one input and one output node, forward "
+                "labels; nodes that merge share a colour (thesis Fig. 3.3 left, depth Fig. 21)",
+    "forward": "the graph after the first contraction (equal forward labels merged; "
+               "thesis Fig. 3.3 right)",
+    "contracted": "the final contracted graph: one node per merged layer with its letter, "
+                  "(structure, distance to output) and number of parent layers (depth Fig. 22)",
+    "side-by-side": "the parents (compact) next to the merged graph",
+}
+"""View name -> one-line description (the CLI's ``--view`` choices)."""
+
+FORMATS: dict[str, str | None] = {".svg": "svg", ".png": "png", ".pdf": "pdf",
+                                  ".dot": None, ".gv": None}
+"""File suffix -> graphviz output format (``None``: the DOT source itself)."""
+
+FONT = "Helvetica"
+_MAX_NAME = 48
+
+# fills by op kind; compute ops are told apart by op class
+_FILL = {
+    "Conv2d": "#cfe2f3",
+    "ConvTranspose2d": "#d9d2e9",
+    "Linear": "#fce5cd",
+    "compute": "#dde7ee",
+    "resample": "#d9ead3",
+    "junction": "#fff2cc",
+    "reshape": "#eeeeee",
+    "pointwise": "#ffffff",
+    "io": "#f4f4f4",
+}
+_BORDER = {
+    "Conv2d": "#3d85c6",
+    "ConvTranspose2d": "#8e7cc3",
+    "Linear": "#e69138",
+    "compute": "#607d8b",
+    "resample": "#6aa84f",
+    "junction": "#bf9000",
+    "reshape": "#999999",
+    "pointwise": "#b7b7b7",
+    "io": "#666666",
+}
+# colours of merged groups (one per letter), light enough for black text
+_PALETTE = ["#a6cee3", "#b2df8a", "#fb9a99", "#fdbf6f", "#cab2d6", "#ffff99", "#8dd3c7",
+            "#bebada", "#fb8072", "#80b1d3", "#fdb462", "#b3de69", "#fccde5", "#ccebc5",
+            "#ffed6f", "#bc80bd", "#d9d9d9", "#e5c494"]
+_GREY = "#555555"
+
+
+# --------------------------------------------------------------------------------------------
+# text helpers
+# --------------------------------------------------------------------------------------------
+def _text(value: Any, limit: int | None = _MAX_NAME) -> str:
+    """A user string made safe for an HTML-like graphviz label.
+
+    Control characters become visible escapes (``\\n``, ``\\x00``), over-long strings are cut
+    with an ellipsis, and ``&``, ``<``, ``>`` are entity-escaped, so the label's ``<...>``
+    delimiters stay balanced whatever the string holds.
+    """
+    s = str(value)
+    out = []
+    for ch in s:
+        if unicodedata.category(ch) in ("Cc", "Cs", "Co", "Cn") or ch in "\u2028\u2029":
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+        else:
+            out.append(ch)
+    s = "".join(out)
+    if limit is not None and len(s) > limit:
+        s = s[: limit - 1] + "\u2026"
+    return html.escape(s, quote=False)
+
+
+def _html(*lines: str) -> str:
+    """An HTML-like label from already escaped/marked-up lines."""
+    return "<" + "<br/>".join(lines) + ">"
+
+
+def _small(text: str, colour: str = _GREY, size: int = 8) -> str:
+    return f'<font point-size="{size}" color="{colour}">{text}</font>'
+
+
+def _bold(text: str, size: int | None = None) -> str:
+    if size:
+        return f'<font point-size="{size}"><b>{text}</b></font>'
+    return f"<b>{text}</b>"
+
+
+def _dims(v: Any) -> str:
+    if isinstance(v, (tuple, list)):
+        if len(v) == 2 and v[0] == v[1]:
+            return f"{v[0]}x{v[1]}"
+        return "x".join(str(x) for x in v)
+    return f"{v}x{v}"
+
+
+def _one(v: Any) -> str:
+    if isinstance(v, (tuple, list)):
+        return str(v[0]) if len(set(v)) == 1 else "x".join(str(x) for x in v)
+    return str(v)
+
+
+def _shape(shape: Any) -> str:
+    return "x".join(str(d) for d in shape) if shape else "?"
+
+
+def _count(n: int) -> str:
+    if n >= 1_000_000:
+        return f"{n / 1e6:.3g}M"
+    if n >= 1_000:
+        return f"{n / 1e3:.3g}k"
+    return str(n)
+
+
+def _factor(f: Fraction | None) -> str:
+    return "vector" if f is None else (str(f) if f.denominator == 1 else f"{f}")
+
+
+def op_summary(op: Op) -> str:
+    """A short plain-text description of a layer's op and parameters.
+
+    ``Conv2d 3x3, 12 ch``, ``MaxPool2d 2``, ``Unpool x8``, ``Dropout 0.5``, ``Reshape 1x10x33``;
+    padding, fused batch norm and activation follow (``Conv2d 3x3, 12 ch, pad same, BN, relu``).
+    Unknown (extension) ops show their non-default fields. The text is not escaped.
+    """
+    main, extra = _op_parts(op)
+    return ", ".join([main] + extra)
+
+
+def _op_parts(op: Op) -> tuple[str, list[str]]:
+    """(the op with its size, [secondary settings]) of a layer."""
+    name = op.op_name
+    d = op.model_dump(exclude_defaults=True, exclude={"name", "op", "inputs", "merged_from"})
+    if name in ("Conv2d", "ConvTranspose2d"):
+        main = (f"{'ConvT' if name == 'ConvTranspose2d' else 'Conv2d'} "
+                f"{_dims(op.kernel_size)}, {op.out_channels} ch")
+        extra = []
+        if "stride" in d and _one(op.stride) != "1":
+            extra.append(f"stride {_one(op.stride)}")
+        if "dilation" in d and _one(op.dilation) != "1":
+            extra.append(f"dilation {_one(op.dilation)}")
+        if op.groups != 1:
+            extra.append(f"groups {op.groups}")
+        if "padding" in d:
+            extra.append(f"pad {op.padding if isinstance(op.padding, str) else _one(op.padding)}")
+        return main, extra + _fused(op)
+    if name == "Linear":
+        return f"Linear {op.out_features}", _fused(op)
+    if name in ("MaxPool2d", "AvgPool2d"):
+        extra = []
+        if op.stride is not None and _one(op.stride) != _one(op.kernel_size):
+            extra.append(f"stride {_one(op.stride)}")
+        return f"{name} {_one(op.kernel_size)}", extra
+    if name == "Unpool":
+        return f"Unpool x{op.scale_factor}", []
+    if name == "Upsample":
+        return f"Upsample x{op.scale_factor}", (["bilinear"] if op.mode == "bilinear" else [])
+    if name == "Reshape":
+        return f"Reshape {'x'.join(str(v) for v in op.shape)}", []
+    if name == "Dropout":
+        return f"Dropout {op.p:g}", []
+    if name == "LeakyReLU":
+        return f"LeakyReLU {op.negative_slope:g}", []
+    return name, [f"{k}={v}" for k, v in d.items()]
+
+
+def _fused(op: Op) -> list[str]:
+    extras = []
+    if getattr(op, "batch_norm", False):
+        extras.append("BN")
+    act = getattr(op, "activation", None)
+    if act not in (None, "none"):
+        extras.append(act)
+    return extras
+
+
+def _kind_key(op: Op) -> str:
+    if op.kind == "compute":
+        return op.op_name if op.op_name in _FILL else "compute"
+    return op.kind if op.kind in _FILL else "pointwise"
+
+
+# --------------------------------------------------------------------------------------------
+# graph scaffolding
+# --------------------------------------------------------------------------------------------
+def _digraph(name: str, title: str | None, rankdir: str) -> graphviz.Digraph:
+    if rankdir not in ("LR", "TB", "RL", "BT"):
+        raise SpdnnError(f"unknown layout direction {rankdir!r}", hint="use LR or TB")
+    g = graphviz.Digraph(name=name)
+    g.attr("graph", rankdir=rankdir, fontname=FONT, fontsize="11", nodesep="0.25",
+           ranksep="0.35", bgcolor="white", pad="0.15")
+    if title:
+        g.attr("graph", label=_html(_bold(_text(title, 120))), labelloc="t", labeljust="l")
+    g.attr("node", fontname=FONT, fontsize="9", shape="box", style="rounded,filled",
+           fillcolor="white", color="#666666", penwidth="1.0", margin="0.08,0.04")
+    g.attr("edge", fontname=FONT, fontsize="8", color="#444444", arrowsize="0.6",
+           fontcolor="#38761d")
+    return g
+
+
+class _Ids:
+    """Generated DOT node ids for arbitrary (hashable) keys."""
+
+    def __init__(self, prefix: str = "n") -> None:
+        self.prefix = prefix
+        self.ids: dict[Any, str] = {}
+
+    def __call__(self, key: Any) -> str:
+        if key not in self.ids:
+            self.ids[key] = f"{self.prefix}{len(self.ids)}"
+        return self.ids[key]
+
+
+def _io_node(g: graphviz.Digraph, nid: str, data: dict, compact: bool = False) -> None:
+    kind = data["kind"]
+    head = "input" if kind == "input" else "output"
+    lines = [_bold(head), _text(data.get("name", ""))]
+    if not compact and data.get("shape") is not None:
+        lines.append(_small(_shape(data["shape"])))
+    g.node(nid, _html(*lines), shape="oval", style="filled", fillcolor=_FILL["io"],
+           color=_BORDER["io"])
+
+
+def _edge_ops_label(paths: list) -> str | None:
+    """The non-compute ops an SPDNN edge carries, one line per distinct path (deduplicated)."""
+    seen: list[str] = []
+    for p in paths:
+        ops = [o for o in p.ops if o.op_name not in ("Concat",)]
+        if not ops:
+            continue
+        text = ", ".join(op_summary(o) for o in ops)
+        if text not in seen:
+            seen.append(text)
+    if not seen:
+        return None
+    return _html(*(_text(s, 60) for s in seen))
+
+
+def _letter_of_members(result: MergeResult) -> dict:
+    """Parent layer key ``(tag, layer)`` -> letter of the merged node that holds it."""
+    out = {}
+    for n, letter in result.letters.items():
+        for m in result.backward.nodes[n]["members"]:
+            out[m] = letter
+    return out
+
+
+def _group_colours(result: MergeResult) -> dict[str, str]:
+    """Letter -> fill colour, for the letters that stand for more than one parent layer."""
+    colours = {}
+    i = 0
+    for n, letter in sorted(result.letters.items(), key=lambda kv: (len(kv[1]), kv[1])):
+        if len(result.backward.nodes[n]["members"]) > 1:
+            colours[letter] = _PALETTE[i % len(_PALETTE)]
+            i += 1
+    return colours
+
+
+def _parent_names(result: MergeResult) -> list[str]:
+    return [p["name"] for p in result.report.parents]
+
+
+def _sorted_nodes(g: nx.DiGraph) -> list:
+    """Nodes in a deterministic topological order (inputs first, then by position)."""
+    def key(n):
+        d = g.nodes[n]
+        if d["kind"] == "input":
+            return (0, 0, str(d.get("name")))
+        if d["kind"] == "output":
+            return (2, 0, str(d.get("name")))
+        order = g.graph.get("order", {})
+        members = d.get("members") or [n]
+        pos = min((order.get(m, (d.get("parent", 0), d.get("order", 0))) for m in members))
+        return (1, pos, "")
+    return list(nx.lexicographical_topological_sort(g, key=key))
+
+
+# --------------------------------------------------------------------------------------------
+# views
+# --------------------------------------------------------------------------------------------
+def netspec_diagram(spec: Netspec, info: NetInfo | None = None, rankdir: str = "LR",
+                    title: str | None = None) -> graphviz.Digraph:
+    """Every layer of a netspec, as the network drawings of thesis ch. 3.1 Fig. 3.2 (left).
+
+    Each node shows the layer name, its op and parameters (kernel size, channels or features,
+    stride, pooling size, fused BN/activation), the output shape and the parameter count from
+    :func:`spdnn.shapes.infer`. Fills tell op kinds apart: Conv2d blue, ConvTranspose2d violet,
+    Linear orange, pooling/unpooling green, Concat/Add yellow, reshapes grey, activations and
+    dropout white. If shape inference fails the diagram is still drawn, without shapes, and the
+    error is written under the title.
+
+    Args:
+        spec: the network.
+        info: its inferred shapes (computed if not given).
+        rankdir: ``"LR"`` (left to right, like the thesis figures) or ``"TB"``.
+        title: the caption (default: the network's name).
+    """
+    error = None
+    if info is None:
+        try:
+            info = infer(spec)
+        except ShapeError as exc:
+            error = exc.one_line()
+    cap = title if title is not None else spec.name
+    g = _digraph("netspec", None, rankdir)
+    head = [_bold(_text(cap, 120))]
+    if info is not None:
+        head.append(_small(f"{len(spec.layers)} layers, {_count(info.params)} parameters, "
+                           f"{_count(info.macs)} MACs", size=9))
+    if error:
+        head.append(_small(_text(error, 200), colour="#cc0000", size=9))
+    g.attr("graph", label=_html(*head), labelloc="t", labeljust="l")
+    ids = _Ids("n")
+    for i in spec.inputs:
+        _io_node(g, ids(("in", i.name)), {"kind": "input", "name": i.name, "shape": i.shape})
+    for lay in spec.layers:
+        key = _kind_key(lay)
+        main, extra = _op_parts(lay)
+        lines = [_bold(_text(lay.name)), _text(main, 80)]
+        if extra:
+            lines.append(_small(_text(", ".join(extra), 80), colour="#333333"))
+        if info is not None and lay.name in info.shapes:
+            li = info[lay.name]
+            stats = _shape(li.out_shape)
+            if li.params:
+                stats += f"  \u00b7  {_count(li.params)} params"
+            lines.append(_small(stats))
+        g.node(ids(("layer", lay.name)), _html(*lines), fillcolor=_FILL[key], color=_BORDER[key],
+               penwidth="1.3" if lay.kind == "compute" else "1.0")
+    inputs = {i.name for i in spec.inputs}
+    for src, dst in spec.edges():
+        u = ids(("in", src)) if src in inputs else ids(("layer", src))
+        g.edge(u, ids(("layer", dst)))
+    for o in spec.outputs:
+        shape = info.shapes.get(o.from_) if info is not None else None
+        _io_node(g, ids(("out", o.name)), {"kind": "output", "name": o.name, "shape": shape})
+        src = ids(("in", o.from_)) if o.from_ in inputs else ids(("layer", o.from_))
+        g.edge(src, ids(("out", o.name)))
+    return g
+
+
+def _compute_node(g: graphviz.Digraph, nid: str, d: dict, lines: list[str],
+                  fill: str | None = None) -> None:
+    op = d.get("op")
+    key = _kind_key(op) if op is not None else "compute"
+    g.node(nid, _html(*lines), fillcolor=fill or _FILL[key], color=_BORDER[key], penwidth="1.3")
+
+
+def _add_edges(g: graphviz.Digraph, graph: nx.DiGraph, ids: _Ids, annotate: bool = True) -> None:
+    for u, v, d in graph.edges(data=True):
+        label = _edge_ops_label(d.get("paths", [])) if annotate else None
+        if label:
+            g.edge(ids(u), ids(v), label=label)
+        else:
+            g.edge(ids(u), ids(v))
+
+
+def labelled_diagram(graph: nx.DiGraph, title: str | None = None, rankdir: str = "LR"
+                     ) -> graphviz.Digraph:
+    """The SPDNN graph of one network (thesis ch. 3.1 Fig. 3.2 right; depth paper Figs. 13-20).
+
+    ``graph`` is :func:`spdnn.graph.parent_graph` of a netspec: one node per compute layer with
+    its ``(structure, distance from input)`` tuple (e.g. ``(3C2P, 4)``) and layer name, plus the
+    input and output nodes. Pooling, unpooling, dropout, reshapes and other non-compute layers
+    are not nodes (ch. 3.1 (d)); they are written on the edges that carry them.
+
+    Args:
+        graph: a forward-labelled SPDNN graph.
+        title: the caption (default: the graph's ``name``, i.e. the network's name).
+        rankdir: ``"LR"`` or ``"TB"``.
+    """
+    cap = title if title is not None else graph.graph.get("name")
+    g = _digraph("labels", cap, rankdir)
+    ids = _Ids("n")
+    for n in _sorted_nodes(graph):
+        d = graph.nodes[n]
+        if d["kind"] != "compute":
+            _io_node(g, ids(n), d)
+            continue
+        label = d.get("label") or (d["structure"], d.get("fwd", 0))
+        lines = [_bold(_text(format_label(label), None), 10), _small(_text(d.get("layer", "")))]
+        _compute_node(g, ids(n), d, lines)
+    _add_edges(g, graph, ids)
+    return g
+
+
+def parallel_diagram(result: MergeResult, rankdir: str = "LR") -> graphviz.Digraph:
+    """The parents in parallel with one shared input and output node (thesis ch. 3.1 Fig. 3.3
+    left; depth paper App. A.2.1 Fig. 21).
+
+    Each parent is a cluster named after it; nodes show the forward label ``(structure,
+    distance from input)``, the layer name and the letter of the merged node the layer ends up
+    in (as Fig. 21 letters equal labels). Layers that merge share a fill colour.
+    """
+    par = result.parallel
+    names = _parent_names(result)
+    letter_of = _letter_of_members(result)
+    colours = _group_colours(result)
+    g = _digraph("parallel", "SPDNN: parents in parallel (forward labels)", rankdir)
+    ids = _Ids("n")
+    by_parent: dict[int, list] = {}
+    order = _sorted_nodes(par)
+    for n in order:
+        d = par.nodes[n]
+        if d["kind"] == "compute":
+            by_parent.setdefault(d["parent"], []).append(n)
+        else:
+            _io_node(g, ids(n), d)
+    for tag in sorted(by_parent):
+        name = names[tag] if tag < len(names) else f"parent {tag}"
+        with g.subgraph(name=f"cluster_p{tag}") as c:
+            c.attr(label=_html(_bold(_text(name))), style="rounded,dashed", color="#999999",
+                   fontsize="10", labeljust="l")
+            for n in by_parent[tag]:
+                d = par.nodes[n]
+                letter = letter_of.get(n, "")
+                lines = [_bold(_text(format_label((d["structure"], d["fwd"])), None), 10),
+                         _small(_text(d["layer"]) + (f"  \u2192 <b>{letter}</b>" if letter else ""))]
+                _compute_node(c, ids(n), d, lines, fill=colours.get(letter, "white"))
+    _add_edges(g, par, ids)
+    return g
+
+
+def forward_diagram(result: MergeResult, rankdir: str = "LR") -> graphviz.Digraph:
+    """The graph after the first contraction (thesis ch. 3.1 Fig. 3.3 right): nodes with equal
+    forward labels ``(structure, distance from input)`` merged, parallel edges removed.
+
+    Each node shows its forward label, the number of parent layers it stands for, and the
+    letter of the final merged node it belongs to.
+    """
+    fwd = result.forward
+    letter_of = _letter_of_members(result)
+    colours = _group_colours(result)
+    g = _digraph("forward", "SPDNN: after forward contraction (structure, distance from input)",
+                 rankdir)
+    ids = _Ids("n")
+    for n in _sorted_nodes(fwd):
+        d = fwd.nodes[n]
+        if d["kind"] != "compute":
+            _io_node(g, ids(n), d)
+            continue
+        letter = letter_of.get(d["members"][0], "")
+        k = len(d["members"])
+        lines = [_bold(_text(format_label((d["structure"], d["fwd"])), None), 10),
+                 _small(f"{k} layer{'s' if k != 1 else ''}"
+                        + (f"  \u2192 <b>{letter}</b>" if letter else ""))]
+        _compute_node(g, ids(n), d, lines, fill=colours.get(letter, "white"))
+    _add_edges(g, fwd, ids)
+    return g
+
+
+def contracted_diagram(result: MergeResult, rankdir: str = "LR",
+                       title: str | None = None) -> graphviz.Digraph:
+    """The final contracted graph (thesis ch. 3.1 Figs. 3.4-3.5; depth paper Fig. 22).
+
+    One node per merged layer: its letter (A, B, C, ... as in Fig. 22), the backward label
+    ``(structure, distance to output)`` and how many parent layers were merged into it; edges
+    carry the pooling/unpooling recalled from the parents (App. A.2.1).
+    """
+    bwd = result.backward
+    colours = _group_colours(result)
+    cap = title if title is not None else (
+        f"SPDNN: merged graph ({len(result.letters)} nodes from "
+        f"{sum(p['nodes'] for p in result.report.parents)} parent layers)")
+    g = _digraph("contracted", cap, rankdir)
+    ids = _Ids("n")
+    _contracted_nodes(g, result, ids, colours)
+    _add_edges(g, bwd, ids)
+    return g
+
+
+def _contracted_nodes(g: graphviz.Digraph, result: MergeResult, ids: _Ids,
+                      colours: dict[str, str], compact: bool = False) -> None:
+    bwd = result.backward
+    for n in _sorted_nodes(bwd):
+        d = bwd.nodes[n]
+        if d["kind"] != "compute":
+            _io_node(g, ids(n), d, compact=compact)
+            continue
+        letter = result.letters.get(n, "?")
+        k = len(d["members"])
+        lines = [_bold(_text(letter, None), 12),
+                 _text(format_label((d["structure"], d["bwd"])), None)]
+        if not compact or k > 1:
+            lines.append(_small(f"{k} layer{'s' if k != 1 else ''}"))
+        _compute_node(g, ids(n), d, lines, fill=colours.get(letter, "white"))
+
+
+def side_by_side(result: MergeResult, rankdir: str = "LR") -> graphviz.Digraph:
+    """The parents (compact, each a cluster) beside the merged graph (thesis ch. 3.1: Fig. 3.2
+    right next to Fig. 3.5; depth paper Figs. 13-20 next to Fig. 22).
+
+    Parent nodes show their forward label and the letter of the merged node they go to; the
+    merged cluster shows letters and backward labels. Merged groups share colours across both.
+    """
+    names = _parent_names(result)
+    letter_of = _letter_of_members(result)
+    colours = _group_colours(result)
+    g = _digraph("side_by_side", "SPDNN: parents and merged network", rankdir)
+    g.attr("graph", newrank="true", ranksep="0.3")
+    parent_outs, parent_ins = [], []
+    for tag, pg in enumerate(result.parent_graphs):
+        ids = _Ids(f"p{tag}_")
+        name = names[tag] if tag < len(names) else f"parent {tag}"
+        with g.subgraph(name=f"cluster_p{tag}") as c:
+            c.attr(label=_html(_bold(_text(name))), style="rounded,dashed", color="#999999",
+                   fontsize="10", labeljust="l")
+            for n in _sorted_nodes(pg):
+                d = pg.nodes[n]
+                if d["kind"] != "compute":
+                    _io_node(c, ids(n), d, compact=True)
+                    (parent_outs if d["kind"] == "output" else parent_ins).append(ids(n))
+                    continue
+                letter = letter_of.get(n, "")
+                lines = [_bold(_text(format_label((d["structure"], d["fwd"])), None)),
+                         _small(f"\u2192 <b>{letter}</b>" if letter else _text(d["layer"]))]
+                _compute_node(c, ids(n), d, lines, fill=colours.get(letter, "white"))
+            _add_edges(c, pg, ids, annotate=False)
+    ids = _Ids("m_")
+    with g.subgraph(name="cluster_merged") as c:
+        c.attr(label=_html(_bold(_text(result.spec.name))), style="rounded", color="#3d85c6",
+               penwidth="1.5", fontsize="10", labeljust="l")
+        _contracted_nodes(c, result, ids, colours, compact=True)
+        _add_edges(c, result.backward, ids, annotate=False)
+    merged_inputs = [ids(n) for n in result.backward if result.backward.nodes[n]["kind"] == "input"]
+    g.node("merge_arrow", _html(_bold("SPDNN"), _small("merge")), shape="rarrow",
+           style="filled", fillcolor="#eeeeee", color="#999999")
+    # parents start at one rank (left); the arrow and the merged graph go right of them all
+    with g.subgraph() as same:
+        same.attr(rank="same")
+        for i in parent_ins:
+            same.node(i)
+    for o in parent_outs:
+        g.edge(o, "merge_arrow", style="invis", weight="0")
+    for i in merged_inputs:
+        g.edge("merge_arrow", i, style="invis")
+    return g
+
+
+def build_view(view: str, obj: Netspec | MergeResult, rankdir: str = "LR") -> graphviz.Digraph:
+    """The diagram named ``view`` (a key of :data:`VIEWS`) of a netspec or a merge result.
+
+    ``netspec`` and ``labels`` take a :class:`Netspec` (a :class:`MergeResult` gives its merged
+    netspec); the other views need a :class:`MergeResult`.
+
+    Raises:
+        SpdnnError: unknown view, or a merge view asked of a single netspec.
+    """
+    if view not in VIEWS:
+        raise SpdnnError(f"unknown view {view!r}", hint="use one of " + ", ".join(VIEWS))
+    if view in ("netspec", "labels"):
+        spec = obj.spec if isinstance(obj, MergeResult) else obj
+        if view == "netspec":
+            return netspec_diagram(spec, rankdir=rankdir)
+        return labelled_diagram(parent_graph(spec), rankdir=rankdir)
+    if not isinstance(obj, MergeResult):
+        raise SpdnnError(f"the {view!r} view shows a merge",
+                         hint="give several netspecs to merge, or use --view netspec or labels")
+    fn = {"parallel": parallel_diagram, "forward": forward_diagram,
+          "contracted": contracted_diagram, "side-by-side": side_by_side}[view]
+    return fn(obj, rankdir=rankdir)
+
+
+# --------------------------------------------------------------------------------------------
+# output
+# --------------------------------------------------------------------------------------------
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def save(dot: graphviz.Digraph, path: str | Path) -> Path:
+    """Write a diagram; the format follows the suffix (``.svg``, ``.png``, ``.pdf``, ``.dot``,
+    ``.gv``). DOT source needs no Graphviz install; the others run the ``dot`` program.
+
+    The file is written through a temporary file in the same folder and renamed into place, so
+    a failed render leaves neither a partial file nor stray files next to it. Missing parent
+    folders are created.
+
+    Returns:
+        The path written.
+
+    Raises:
+        SpdnnError: unknown suffix, the ``dot`` program is missing or fails, or the file cannot
+            be written.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise SpdnnError(f"cannot tell the diagram format from {str(path)!r}",
+                         hint="end the file name in " + ", ".join(FORMATS))
+    fmt = FORMATS[suffix]
+    if fmt is None:
+        data = dot.source.encode("utf-8")
+    else:
+        if shutil.which("dot") is None:
+            raise SpdnnError("the Graphviz 'dot' program is not installed",
+                             hint="install it: apt-get install graphviz (or write .dot)")
+        try:
+            data = dot.pipe(format=fmt)
+        except graphviz.ExecutableNotFound:
+            raise SpdnnError("the Graphviz 'dot' program is not installed",
+                             hint="install it: apt-get install graphviz (or write .dot)") from None
+        except (graphviz.CalledProcessError, subprocess.CalledProcessError) as exc:
+            err = exc.stderr.decode("utf-8", "replace") if isinstance(exc.stderr, bytes) else exc.stderr
+            raise SpdnnError(f"Graphviz could not render the diagram: {(err or '').strip()}",
+                             file=str(path), hint="write .dot to inspect the source") from None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+    except OSError as exc:
+        raise SpdnnError(f"cannot write the diagram: {exc.strerror or exc}", file=str(path),
+                         hint="check that the folder exists and is writable") from None
+    return path

@@ -1,0 +1,131 @@
+"""Human-readable merge reports and layer tables (markdown text and rich tables)."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from spdnn.graph.label import format_label
+from spdnn.graph.merge import MergeReport
+from spdnn.shapes import NetInfo
+
+
+def _n(v: int) -> str:
+    return f"{v:,}"
+
+
+def _shape(s: tuple[int, ...]) -> str:
+    return "x".join(map(str, s))
+
+
+def merge_markdown(r: MergeReport) -> str:
+    """The merge report as markdown: sizes, budget, label table, skipped merges, notes."""
+    lines = ["# SPDNN merge report", "",
+             f"Distance rule: **{r.rule}** path. Channel budget: **{r.target_mode}**"
+             + (f" (target {_n(r.target_params)} parameters, got {_n(r.merged_params)}, "
+                f"{r.budget_error:+.2%}; width multiplier {r.width_scale:.3f})"
+                if r.target_params else " (parents' widths kept)") + ".", "",
+             "| network | compute layers | parameters | MACs/sample |", "|---|---:|---:|---:|"]
+    for p in r.parents:
+        lines.append(f"| {p['name']} | {p['nodes']} | {_n(p['params'])} | {_n(p['macs'])} |")
+    lines.append(f"| parents together | {sum(p['nodes'] for p in r.parents)} | "
+                 f"{_n(r.parents_params)} | {_n(sum(p['macs'] for p in r.parents))} |")
+    lines.append(f"| **merged** | **{r.merged_nodes}** | **{_n(r.merged_params)}** | "
+                 f"**{_n(r.merged_macs)}** |")
+    lines += ["", f"Parameters: {r.reduction_vs_sum:.1%} fewer than the parents together.", "",
+              "## Labels", "",
+              "| node | structure | forward labels | backward label | merged parent layers |",
+              "|---|---|---|---|---|"]
+    for lab in r.labels:
+        fw = ", ".join(format_label(x) for x in lab["forward"])
+        lines.append(f"| {lab['letter']} | {lab['structure']} | {fw} | "
+                     f"{format_label(lab['backward'])} | {', '.join(lab['members'])} |")
+    lines += ["", "## Skipped merges", ""]
+    if not r.skipped:
+        lines.append("None: every set of equal labels was merged.")
+    for s in r.skipped:
+        lines.append(f"- {s.stage} {format_label(s.label)}: kept {', '.join(s.kept)} apart from "
+                     f"{', '.join(s.other)}: {s.reason}.")
+    if r.notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in r.notes]
+    return "\n".join(lines) + "\n"
+
+
+def merge_tables(r: MergeReport) -> list[Table]:
+    """The merge report as rich tables (sizes, labels, skipped merges)."""
+    sizes = Table(title="SPDNN merge", title_justify="left")
+    for col, just in (("network", "left"), ("layers", "right"), ("parameters", "right"),
+                      ("MACs/sample", "right")):
+        sizes.add_column(col, justify=just)
+    for p in r.parents:
+        sizes.add_row(p["name"], str(p["nodes"]), _n(p["params"]), _n(p["macs"]))
+    sizes.add_row("parents together", str(sum(p["nodes"] for p in r.parents)),
+                  _n(r.parents_params), _n(sum(p["macs"] for p in r.parents)), style="dim")
+    sizes.add_row("merged", str(r.merged_nodes), _n(r.merged_params), _n(r.merged_macs),
+                  style="bold green")
+    labels = Table(title="Labels (thesis notation)", title_justify="left")
+    for col in ("node", "structure", "forward", "backward", "merged from"):
+        labels.add_column(col)
+    for lab in r.labels:
+        labels.add_row(lab["letter"], lab["structure"],
+                       ", ".join(format_label(x) for x in lab["forward"]),
+                       format_label(lab["backward"]), ", ".join(lab["members"]))
+    out = [sizes, labels]
+    if r.skipped:
+        sk = Table(title="Skipped merges", title_justify="left")
+        for col in ("stage", "label", "kept", "apart from", "why"):
+            sk.add_column(col)
+        for s in r.skipped:
+            sk.add_row(s.stage, format_label(s.label), ", ".join(s.kept), ", ".join(s.other),
+                       s.reason)
+        out.append(sk)
+    return out
+
+
+def merge_summary(r: MergeReport) -> list[str]:
+    """Short lines under the tables: reduction, budget, notes."""
+    lines = [f"{r.reduction_vs_sum:.1%} fewer parameters than the {len(r.parents)} parents "
+             f"together ({_n(r.merged_params)} vs {_n(r.parents_params)})."]
+    if r.target_params:
+        lines.append(f"Channel budget '{r.target_mode}': target {_n(r.target_params)}, got "
+                     f"{_n(r.merged_params)} ({r.budget_error:+.2%}).")
+    else:
+        lines.append("Channel budget 'keep': every merged layer keeps its widest parent width.")
+    lines += [f"Note: {n}" for n in r.notes]
+    if not r.skipped:
+        lines.append(f"Distance rule '{r.rule}': no merge had to be skipped.")
+    return lines
+
+
+def layer_table(info: NetInfo, title: str | None = None) -> Table:
+    """Layers with op, inputs, output shape, parameters and MACs, and totals."""
+    t = Table(title=title, title_justify="left")
+    for col, just in (("layer", "left"), ("op", "left"), ("details", "left"), ("inputs", "left"),
+                      ("output", "right"), ("params", "right"), ("MACs", "right")):
+        t.add_column(col, justify=just)
+    for i in info.spec.inputs:
+        t.add_row(i.name, "input", "", "", _shape(i.shape), "", "", style="dim")
+    for lay in info.layers:
+        t.add_row(lay.name, lay.op.op_name, describe(lay.op), ", ".join(lay.inputs),
+                  _shape(lay.out_shape), _n(lay.params) if lay.params else "",
+                  _n(lay.macs) if lay.macs else "")
+    t.add_section()
+    t.add_row("total", "", "", "", "", _n(info.params), _n(info.macs), style="bold")
+    return t
+
+
+def describe(op) -> str:
+    """A short description of an op's parameters, e.g. ``k7 s1 BN relu``."""
+    data = op.model_dump(exclude_defaults=True, exclude={"name", "op", "inputs", "merged_from"})
+    parts = []
+    for k, v in data.items():
+        short = {"kernel_size": "k", "out_channels": "c", "out_features": "f", "stride": "s",
+                 "padding": "pad=", "scale_factor": "x", "dilation": "d"}.get(k)
+        if k == "batch_norm" and v:
+            parts.append("BN")
+        elif k == "activation":
+            parts.append(str(v))
+        elif short:
+            parts.append(f"{short}{v}")
+        else:
+            parts.append(f"{k}={v}")
+    return " ".join(parts)
