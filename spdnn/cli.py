@@ -232,6 +232,24 @@ def render(
 
 
 @app.command()
+def demo(
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output folder.")] = Path("out/demo"),
+    root: Annotated[Path, typer.Option(help="Repository root holding netspecs/.")] = Path("."),
+) -> None:
+    """Merge the thesis' three iris parents, render, compile and run the merged network.
+
+    Writes the merged netspec, the merge report, SVG diagrams, the emitted PyTorch module and
+    its output on a real grayscale photograph into the output folder.
+    """
+    from spdnn.demo import IRIS_A, run_demo
+
+    if not (root / IRIS_A).is_dir():
+        raise SpdnnError(f"{root / IRIS_A} not found",
+                         hint="run from the repository root or pass --root")
+    run_demo(output, root, out)
+
+
+@app.command()
 def ops() -> None:
     """List the layer ops a netspec may use, with their parameters."""
     from rich.table import Table
