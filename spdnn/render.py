@@ -29,7 +29,6 @@ import shutil
 import subprocess
 import tempfile
 import unicodedata
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -94,8 +93,8 @@ _BORDER = {
 }
 # colours of merged groups (one per letter), light enough for black text
 _PALETTE = ["#a6cee3", "#b2df8a", "#fb9a99", "#fdbf6f", "#cab2d6", "#ffff99", "#8dd3c7",
-            "#bebada", "#fb8072", "#80b1d3", "#fdb462", "#b3de69", "#fccde5", "#ccebc5",
-            "#ffed6f", "#bc80bd", "#d9d9d9", "#e5c494"]
+            "#f4a6d7", "#d9d9d9", "#80b1d3", "#ccebc5", "#e5c494", "#bebada", "#ffed6f",
+            "#b3de69", "#bc80bd", "#fb8072", "#fccde5"]
 _GREY = "#555555"
 
 
@@ -161,10 +160,6 @@ def _count(n: int) -> str:
     if n >= 1_000:
         return f"{n / 1e3:.3g}k"
     return str(n)
-
-
-def _factor(f: Fraction | None) -> str:
-    return "vector" if f is None else (str(f) if f.denominator == 1 else f"{f}")
 
 
 def op_summary(op: Op) -> str:
@@ -321,7 +316,7 @@ def _sorted_nodes(g: nx.DiGraph) -> list:
             return (2, 0, str(d.get("name")))
         order = g.graph.get("order", {})
         members = d.get("members") or [n]
-        pos = min((order.get(m, (d.get("parent", 0), d.get("order", 0))) for m in members))
+        pos = min(order.get(m, (d.get("parent", 0), d.get("order", 0))) for m in members)
         return (1, pos, "")
     return list(nx.lexicographical_topological_sort(g, key=key))
 
@@ -467,7 +462,7 @@ def parallel_diagram(result: MergeResult, rankdir: str = "LR") -> graphviz.Digra
                 letter = letter_of.get(n, "")
                 lines = [_bold(_text(format_label((d["structure"], d["fwd"])), None), 10),
                          _small(_text(d["layer"]) + (f"  \u2192 <b>{letter}</b>" if letter else ""))]
-                _compute_node(c, ids(n), d, lines, fill=colours.get(letter, "white"))
+                _compute_node(c, ids(n), d, lines, fill=colours.get(letter, "#ffffff"))
     _add_edges(g, par, ids)
     return g
 
@@ -495,7 +490,7 @@ def forward_diagram(result: MergeResult, rankdir: str = "LR") -> graphviz.Digrap
         lines = [_bold(_text(format_label((d["structure"], d["fwd"])), None), 10),
                  _small(f"{k} layer{'s' if k != 1 else ''}"
                         + (f"  \u2192 <b>{letter}</b>" if letter else ""))]
-        _compute_node(g, ids(n), d, lines, fill=colours.get(letter, "white"))
+        _compute_node(g, ids(n), d, lines, fill=colours.get(letter, "#ffffff"))
     _add_edges(g, fwd, ids)
     return g
 
@@ -534,7 +529,7 @@ def _contracted_nodes(g: graphviz.Digraph, result: MergeResult, ids: _Ids,
                  _text(format_label((d["structure"], d["bwd"])), None)]
         if not compact or k > 1:
             lines.append(_small(f"{k} layer{'s' if k != 1 else ''}"))
-        _compute_node(g, ids(n), d, lines, fill=colours.get(letter, "white"))
+        _compute_node(g, ids(n), d, lines, fill=colours.get(letter, "#ffffff"))
 
 
 def side_by_side(result: MergeResult, rankdir: str = "LR") -> graphviz.Digraph:
@@ -565,7 +560,7 @@ def side_by_side(result: MergeResult, rankdir: str = "LR") -> graphviz.Digraph:
                 letter = letter_of.get(n, "")
                 lines = [_bold(_text(format_label((d["structure"], d["fwd"])), None)),
                          _small(f"\u2192 <b>{letter}</b>" if letter else _text(d["layer"]))]
-                _compute_node(c, ids(n), d, lines, fill=colours.get(letter, "white"))
+                _compute_node(c, ids(n), d, lines, fill=colours.get(letter, "#ffffff"))
             _add_edges(c, pg, ids, annotate=False)
     ids = _Ids("m_")
     with g.subgraph(name="cluster_merged") as c:
@@ -649,7 +644,7 @@ def save(dot: graphviz.Digraph, path: str | Path) -> Path:
             raise SpdnnError("the Graphviz 'dot' program is not installed",
                              hint="install it: apt-get install graphviz (or write .dot)")
         try:
-            data = dot.pipe(format=fmt)
+            data = dot.pipe(format=fmt, quiet=True)
         except graphviz.ExecutableNotFound:
             raise SpdnnError("the Graphviz 'dot' program is not installed",
                              hint="install it: apt-get install graphviz (or write .dot)") from None

@@ -177,8 +177,8 @@ def merge(specs: list[Netspec], params: ParamsTarget = "like-each",
     par = parallel_graph(graphs, names)
     label_forward(par, distance)
     fwd, skipped_f = contract(par, "forward", check_cycles=distance != "longest")
-    label_backward(fwd, distance)
-    bwd, skipped_b = contract(fwd, "backward", check_cycles=distance != "longest")
+    relabelled = label_backward(fwd.copy(), distance)  # keep `fwd` with its forward labels
+    bwd, skipped_b = contract(relabelled, "backward", check_cycles=distance != "longest")
     if not nx.is_directed_acyclic_graph(bwd):  # pragma: no cover - guaranteed by contract()
         raise MergeError("internal error: the contracted graph has a cycle")
     letters = _assign_letters(bwd)
