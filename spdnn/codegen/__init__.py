@@ -16,7 +16,7 @@ from torch import nn
 
 from spdnn import __version__
 from spdnn.codegen import runtime
-from spdnn.codegen.names import class_name, comment, identifier
+from spdnn.codegen.names import class_name, comment, docstring_text, identifier
 from spdnn.shapes import NetInfo, infer
 from spdnn.spec import Netspec, spec_hash
 
@@ -134,7 +134,7 @@ def emit_module(spec: Netspec, info: NetInfo | None = None) -> str:
     io_doc = []
     for i in spec.inputs:
         io_doc.append(f"        {in_names[i.name]}: (N, {', '.join(map(str, i.shape))})")
-    out_doc = [f"        {comment(o)}: (N, {', '.join(map(str, info.shapes[v]))})"
+    out_doc = [f"        {docstring_text(o)}: (N, {', '.join(map(str, info.shapes[v]))})"
                for o, v in ((o.name, o.from_) for o in spec.outputs)]
     helper_src = "".join("\n\n" + _inspect.getsource(getattr(runtime, h)).rstrip() + "\n"
                          for h in sorted(helpers))

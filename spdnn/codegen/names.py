@@ -9,7 +9,7 @@ import re
 import torch
 
 _RESERVED = (set(keyword.kwlist) | set(keyword.softkwlist) | set(dir(builtins))
-             | set(dir(torch.nn.Module)) | {"torch", "nn", "self", "F", "x"})
+             | set(dir(torch.nn.Module)) | {"torch", "nn", "self", "F", "x", "spec"})
 
 
 def identifier(name: str, taken: set[str] | None = None) -> str:
@@ -47,3 +47,8 @@ def class_name(name: str) -> str:
 def comment(text: str) -> str:
     """Text made safe for one ``#`` comment line: ``repr`` escapes newlines and control chars."""
     return repr(text)[1:-1]
+
+
+def docstring_text(text: str) -> str:
+    """Text made safe for one line of a triple-quoted docstring (quotes escaped too)."""
+    return comment(text).replace('"', '\\"')
