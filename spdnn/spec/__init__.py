@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import networkx as nx
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from spdnn.errors import SpecError
 from spdnn.ops import OPS
@@ -21,7 +21,7 @@ from spdnn.spec.models import InputSpec, Netspec, OutputSpec, rebuild_layer_unio
 from spdnn.spec.yaml_io import dump_flow, dump_yaml, line_of, load_yaml, read_yaml
 
 __all__ = ["InputSpec", "Netspec", "OutputSpec", "check_graph", "dump", "from_data", "load",
-           "loads", "rebuild_layer_union", "spec_hash"]
+           "loads", "rebuild_layer_union", "spec_hash", "validation_error"]
 
 
 def load(path: str | Path) -> Netspec:
@@ -54,7 +54,7 @@ def from_data(data: Any, file: str | None = None,
     try:
         spec = Netspec.model_validate(data)
     except ValidationError as exc:
-        raise _translate(exc, data, file, lines) from None
+        raise validation_error(exc, data, file, lines) from None
     check_graph(spec, file=file, lines=lines)
     return spec
 
@@ -165,8 +165,10 @@ def check_graph(spec: Netspec, file: str | None = None,
 # --------------------------------------------------------------------------------------------
 # pydantic error -> one SpecError
 # --------------------------------------------------------------------------------------------
-def _translate(exc: ValidationError, data: dict, file: str | None,
-               lines: dict[tuple, int]) -> SpecError:
+def validation_error(exc: ValidationError, data: dict, file: str | None,
+                     lines: dict[tuple, int], model: type | None = None) -> SpecError:
+    """Turn a pydantic ``ValidationError`` on YAML ``data`` into one located :class:`SpecError`
+    (the deepest error; unknown fields get a did-you-mean hint)."""
     errors = exc.errors()
     # Prefer the deepest error (most specific location).
     err = max(errors, key=lambda e: (e["type"] == "extra_forbidden", len(e["loc"])))
@@ -197,7 +199,7 @@ def _translate(exc: ValidationError, data: dict, file: str | None,
         msg = f"required field '{path[-1]}' is missing"
         hint = _missing_hint(path)
     elif etype == "extra_forbidden":
-        allowed = _allowed_fields(path, data)
+        allowed = _allowed_fields(path, data, model)
         close = difflib.get_close_matches(str(path[-1]), allowed, n=1)
         msg = f"unknown field '{path[-1]}'"
         hint = f"did you mean '{close[0]}'?" if close else (
@@ -235,7 +237,18 @@ def _field_str(path: list, data: dict) -> str:
     return out
 
 
-def _allowed_fields(path: list, data: dict) -> list[str]:
+def _allowed_fields(path: list, data: dict, model: type | None = None) -> list[str]:
+    if model is not None and model is not Netspec:
+        cls = model
+        for part in path[:-1]:
+            if not isinstance(part, str):
+                continue
+            f = cls.model_fields.get(part)
+            ann = getattr(f, "annotation", None)
+            if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+                return []
+            cls = ann
+        return sorted(k if not v.alias else v.alias for k, v in cls.model_fields.items())
     if len(path) >= 3 and path[0] == "layers":
         layer = data["layers"][path[1]]
         cls = OPS.get(layer.get("op")) if isinstance(layer, dict) else None
