@@ -55,14 +55,8 @@ def _main(
 
 def _load(path: Path):
     from spdnn import spec as S
-    from spdnn.shapes import infer
 
-    s = S.load(path)
-    try:
-        infer(s, file=str(path))
-    except SpdnnError as exc:
-        raise exc.located(file=str(path))
-    return s
+    return S.load_checked(path)
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
@@ -235,18 +229,20 @@ def render(
 def demo(
     output: Annotated[Path, typer.Option("-o", "--output", help="Output folder.")] = Path("out/demo"),
     root: Annotated[Path, typer.Option(help="Repository root holding netspecs/.")] = Path("."),
+    train: Annotated[bool, typer.Option(help="Also train the merged network briefly (~2 min).")] = True,
 ) -> None:
     """Merge the thesis' three iris parents, render, compile and run the merged network.
 
     Writes the merged netspec, the merge report, SVG diagrams, the emitted PyTorch module and
-    its output on a real grayscale photograph into the output folder.
+    its output on a real grayscale photograph into the output folder, then trains the merged
+    network for 60 steps on synthetic degraded eyes and prints its segmentation metrics.
     """
     from spdnn.demo import IRIS_A, run_demo
 
     if not (root / IRIS_A).is_dir():
         raise SpdnnError(f"{root / IRIS_A} not found",
                          hint="run from the repository root or pass --root")
-    run_demo(output, root, out)
+    run_demo(output, root, out, train=train)
 
 
 @app.command()

@@ -83,8 +83,8 @@ def infer(spec: Netspec, file: str | None = None) -> NetInfo:
             out = tuple(int(v) for v in lay.infer_shape(ins))
         except ShapeError as exc:
             feeds = ", ".join(f"'{s}' gives {shapes[s]}" for s in srcs)
-            raise ShapeError(f"{exc.message}; input {feeds}", file=file, field=f"layers[{idx}]",
-                             hint=exc.hint) from None
+            raise ShapeError(f"{exc.message}; input {feeds}", file=file,
+                             field=f"layers[{idx}]({lay.name})", hint=exc.hint) from None
         except SpecError:
             raise
         shapes[lay.name] = out

@@ -100,7 +100,8 @@ def test_demo_runs(tmp_path: Path, capsys):
 
     from spdnn.demo import run_demo
 
-    summary = run_demo(tmp_path / "demo", ROOT, Console(file=open(tmp_path / "log.txt", "w")))
+    summary = run_demo(tmp_path / "demo", ROOT, Console(file=open(tmp_path / "log.txt", "w")),
+                       train=False)
     assert summary["output_shape"] == (1, 1, 96, 128)
     for name in ("merged.yaml", "merge_report.md", "merged_net.py", "camera_96x128.png",
                  "merged_output.png"):

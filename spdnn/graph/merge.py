@@ -429,7 +429,7 @@ class _Rebuild:
                 continue
             if d["kind"] == "output":
                 continue
-            srcs = [self._edge(u, n, ends, layers) for u in self._preds(n)]
+            srcs = [e for u in self._preds(n) for e in self._edge(u, n, ends, layers)]
             letter = letters[n]
             inp = self._join(letter, srcs, layers)
             op = self._rep(n)
@@ -448,7 +448,7 @@ class _Rebuild:
         outputs = []
         for o in self.outputs:
             oname = g.nodes[o]["name"]
-            srcs = [self._edge(u, o, ends, layers) for u in self._preds(o)]
+            srcs = [e for u in self._preds(o) for e in self._edge(u, o, ends, layers)]
             if len(srcs) == 1:
                 outputs.append({"name": oname, "from": srcs[0][0]})
                 continue
@@ -467,18 +467,31 @@ class _Rebuild:
         order = {x: i for i, x in enumerate(self.topo)}
         return sorted(self.g.predecessors(n), key=lambda u: order[u])
 
-    def _edge(self, u, v, ends: dict, layers: list[dict]) -> tuple[str, Fraction | None]:
+    def _edge(self, u, v, ends: dict, layers: list[dict]) -> list[tuple[str, Fraction | None]]:
         """Recall the parent's non-compute layers on edge u -> v; fix the pooling factor.
 
-        Returns the name of the layer that ends the edge and the pooling factor there
+        Parallel edges from different parents collapse into one (contraction step "remove the
+        parallel edges"); several paths of one parent between the same two layers (e.g. a direct
+        and a pooled skip into one Concat) are all kept, so that ``merge(a) == a``.
+
+        Returns, per kept path, the name of the layer that ends it and the pooling factor there
         (``None`` for vectors).
         """
         g = self.g
         paths: list[EdgePath] = g.edges[u, v]["paths"]
-        path = paths[0]
+        counts: dict[int, int] = {}
+        for p in paths:
+            counts[p.parent] = counts.get(p.parent, 0) + 1
+        parent = max(counts, key=lambda t: (counts[t], t == paths[0].parent))
+        kept = [p for p in paths if p.parent == parent]
+        base = self._tag(u, v)
+        return [self._path(u, v, p, base if j == 0 else f"{base}_{j}", ends, layers, paths)
+                for j, p in enumerate(kept)]
+
+    def _path(self, u, v, path: EdgePath, tag: str, ends: dict, layers: list[dict],
+              paths: list[EdgePath]) -> tuple[str, Fraction | None]:
+        g = self.g
         src = ends[u]
-        tag = self._tag(u, v)
-        kinds = []
         for i, op in enumerate(path.ops):
             if op.kind == "junction":
                 continue
@@ -488,7 +501,6 @@ class _Rebuild:
             data.pop("merged_from", None)
             layers.append(data)
             src = nm
-            kinds.append(op)
         # sticky factor: where does v expect its data, and where does this path leave it?
         want = g.nodes[v]["in_factor"] if g.nodes[v]["kind"] == "compute" else path.out_factor
         have = path.out_factor

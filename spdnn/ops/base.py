@@ -127,7 +127,7 @@ class Op(BaseModel):
             the compiler.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str = Field(min_length=1, max_length=200)
     inputs: list[str] | None = None

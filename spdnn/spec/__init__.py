@@ -8,6 +8,7 @@ Public surface: :class:`Netspec` (and its parts), :func:`load` (a file), :func:`
 from __future__ import annotations
 
 import difflib
+import re
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from spdnn.spec.models import InputSpec, Netspec, OutputSpec, rebuild_layer_unio
 from spdnn.spec.yaml_io import dump_flow, dump_yaml, line_of, load_yaml, read_yaml
 
 __all__ = ["InputSpec", "Netspec", "OutputSpec", "check_graph", "dump", "from_data", "load",
-           "loads", "rebuild_layer_union", "spec_hash", "validation_error"]
+           "load_checked", "loads", "rebuild_layer_union", "spec_hash", "validation_error"]
 
 
 def load(path: str | Path) -> Netspec:
@@ -56,6 +57,25 @@ def from_data(data: Any, file: str | None = None,
     except ValidationError as exc:
         raise validation_error(exc, data, file, lines) from None
     check_graph(spec, file=file, lines=lines)
+    return spec
+
+
+def load_checked(path: str | Path) -> Netspec:
+    """:func:`load` plus shape inference; a shape error names the file and the layer's line.
+
+    Raises:
+        SpecError: any problem, located in the file.
+    """
+    from spdnn.shapes import infer
+
+    data, lines = read_yaml(path)
+    spec = from_data(data, file=str(path), lines=lines)
+    try:
+        infer(spec, file=str(path))
+    except SpecError as exc:
+        m = re.match(r"layers\[(\d+)\]", exc.field or "")
+        raise exc.located(file=str(path),
+                          line=line_of(lines, ("layers", int(m.group(1)))) if m else None)
     return spec
 
 
@@ -110,7 +130,7 @@ def check_graph(spec: Netspec, file: str | None = None,
         seen[lay.name] = i
     names = set(seen)
     g = nx.DiGraph()
-    g.add_nodes_from(names)
+    g.add_nodes_from(seen)  # dict order: the cycle message does not depend on the hash seed
     for i, lay in enumerate(spec.layers):
         srcs = spec.input_names(i)
         cls = type(lay)
@@ -125,7 +145,7 @@ def check_graph(spec: Netspec, file: str | None = None,
                 raise SpecError(f"layer '{lay.name}' reads itself", field=f"layers[{i}].inputs",
                                 **where)
             g.add_edge(s, lay.name)
-        if len(srcs) != len(set(srcs)):
+        if len(srcs) != len(set(srcs)) and cls.kind != "junction":
             raise SpecError(f"layer '{lay.name}' names the same input twice",
                             field=f"layers[{i}].inputs", **where)
         if len(srcs) < cls.min_inputs or (cls.max_inputs is not None and len(srcs) > cls.max_inputs):
@@ -155,11 +175,11 @@ def check_graph(spec: Netspec, file: str | None = None,
                             line=line_of(lines, loc))
         out_names.add(out.name)
     used = {s for s, _ in spec.edges()}
-    for inp in input_names:
+    for k, inp in enumerate(input_names):
         if inp not in used:
+            loc = ("input",) if ("input",) in lines else ("inputs", k)
             raise SpecError(f"input '{inp}' is not read by any layer", file=file,
-                            line=line_of(lines, ("input",)) or line_of(lines, ("inputs",)),
-                            hint="remove it or connect a layer to it")
+                            line=line_of(lines, loc), hint="remove it or connect a layer to it")
 
 
 # --------------------------------------------------------------------------------------------

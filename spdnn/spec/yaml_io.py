@@ -8,6 +8,7 @@ errors can point at the line the user has to edit.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,18 +19,31 @@ from spdnn.errors import SpecError
 Path_ = tuple[str | int, ...]
 
 
-def _walk(node: yaml.Node, path: Path_, lines: dict[Path_, int]) -> None:
+def _walk(node: yaml.Node, path: Path_, lines: dict[Path_, int], seen: set[int],
+          file: str | None) -> None:
+    """Record the line of every key/item; refuse duplicate keys. An aliased node is walked once
+    (a "billion laughs" file would otherwise take exponential time)."""
     lines.setdefault(path, node.start_mark.line + 1)
+    if id(node) in seen:
+        return
+    seen.add(id(node))
     if isinstance(node, yaml.MappingNode):
+        keys: set[str] = set()
         for key, value in node.value:
-            kpath = path + (str(key.value),)
+            k = str(key.value)
+            if isinstance(key, yaml.ScalarNode) and k != "<<":
+                if k in keys:
+                    raise SpecError(f"key '{k}' is given twice", file=file,
+                                    line=key.start_mark.line + 1, hint="remove one of them")
+                keys.add(k)
+            kpath = path + (k,)
             lines[kpath] = key.start_mark.line + 1
-            _walk(value, kpath, lines)
+            _walk(value, kpath, lines, seen, file)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             ipath = path + (i,)
             lines[ipath] = item.start_mark.line + 1
-            _walk(item, ipath, lines)
+            _walk(item, ipath, lines, seen, file)
 
 
 def load_yaml(text: str, file: str | None = None) -> tuple[Any, dict[Path_, int]]:
@@ -46,8 +60,9 @@ def load_yaml(text: str, file: str | None = None) -> tuple[Any, dict[Path_, int]
         SpecError: the text is not YAML, holds several documents, is empty, or uses a tag that
             would build a Python object.
     """
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)
         node = loader.get_single_node()
         if node is None:
             raise SpecError("the file is empty", file=file, line=1,
@@ -58,18 +73,27 @@ def load_yaml(text: str, file: str | None = None) -> tuple[Any, dict[Path_, int]
         line = mark.line + 1 if mark is not None else None
         problem = exc.problem or exc.context or "invalid YAML"
         if "could not determine a constructor" in str(exc):
-            tag = problem.rsplit("tag", 1)[-1].strip(" '").replace("tag:yaml.org,2002:", "!!")
+            m = re.search(r"'([^']+)'", problem)
+            tag = (m.group(1) if m else "?").replace("tag:yaml.org,2002:", "!!")
             problem = f"YAML tag '{tag}' is not allowed"
             hint = "tags that build Python objects are never loaded; write plain YAML"
         else:
             hint = "fix the YAML syntax"
         raise SpecError(problem, file=file, line=line, hint=hint) from None
+    except yaml.reader.ReaderError as exc:
+        raise SpecError(f"unacceptable character #x{exc.character:04x} in the file", file=file,
+                        line=text.count("\n", 0, exc.position) + 1,
+                        hint="netspecs are plain UTF-8 text without control characters") from None
     except yaml.YAMLError as exc:  # pragma: no cover - every loader error is marked in practice
         raise SpecError(f"invalid YAML: {exc}", file=file) from None
+    except RecursionError:
+        raise SpecError("the YAML nests too deeply", file=file,
+                        hint="a netspec needs only a few levels of nesting") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     lines: dict[Path_, int] = {}
-    _walk(node, (), lines)
+    _walk(node, (), lines, set(), file)
     return data, lines
 
 
