@@ -13,7 +13,7 @@ import tempfile
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -47,7 +47,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
-    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
+    version: Annotated[bool | None, typer.Option("--version", callback=_version, is_eager=True,
                                                     help="Print the version and exit.")] = None,
 ) -> None:
     _STATE["debug"] = debug
@@ -92,7 +92,7 @@ DistanceOpt = Annotated[Distance, typer.Option(
     help="Labelling distance rule. 'longest' (default) reproduces the authors' published iris "
          "network and can never close a cycle; 'shortest' is ch. 3.1's literal wording and "
          "skips (and reports) merges that would.")]
-HeadOpt = Annotated[Optional[int], typer.Option(
+HeadOpt = Annotated[int | None, typer.Option(
     "--head-kernel", min=1,
     help="Kernel size of the shared output head used when several layers reach the output "
          "(default: the smallest kernel of the parents' output layers).")]
@@ -101,13 +101,13 @@ HeadOpt = Annotated[Optional[int], typer.Option(
 @app.command()
 def merge(
     parents: Annotated[list[Path], typer.Argument(help="Parent netspecs (YAML), two or more.")],
-    output: Annotated[Optional[Path], typer.Option("-o", "--output",
+    output: Annotated[Path | None, typer.Option("-o", "--output",
                                                    help="Write the merged netspec here.")] = None,
     params: ParamsOpt = "like-each",
     distance: DistanceOpt = Distance.longest,
     head_kernel: HeadOpt = None,
-    name: Annotated[Optional[str], typer.Option(help="Name of the merged network.")] = None,
-    report: Annotated[Optional[Path], typer.Option(help="Also write the report as markdown.")] = None,
+    name: Annotated[str | None, typer.Option(help="Name of the merged network.")] = None,
+    report: Annotated[Path | None, typer.Option(help="Also write the report as markdown.")] = None,
 ) -> None:
     """Merge networks into one SPDNN network and print the merge report.
 
@@ -166,7 +166,7 @@ def inspect(
 @app.command(name="compile")
 def compile_(
     file: Annotated[Path, typer.Argument(help="A netspec (YAML).")],
-    output: Annotated[Optional[Path], typer.Option("-o", "--output",
+    output: Annotated[Path | None, typer.Option("-o", "--output",
                                                    help="Write the module here (default: stdout).")] = None,
 ) -> None:
     """Emit a standalone PyTorch module (imports only torch) for a netspec."""
@@ -194,7 +194,7 @@ def render(
     files: Annotated[list[Path], typer.Argument(help="One netspec, or several parents to merge.")],
     output: Annotated[Path, typer.Option("-o", "--output",
                                          help="Diagram file: .svg, .png, .pdf or .dot.")],
-    view: Annotated[Optional[View], typer.Option(
+    view: Annotated[View | None, typer.Option(
         help="netspec: every layer; labels: the SPDNN graph with (structure, distance) labels; "
              "parallel: parents side by side sharing input and output; forward: after the "
              "forward contraction; contracted: the final graph with letters A, B, C...; "

@@ -81,7 +81,7 @@ def run_demo(outdir: Path, root: Path, console: Console, train: bool = True) -> 
         console.print("[yellow]Graphviz 'dot' not found: writing .dot files "
                       "(apt-get install graphviz for SVG)[/yellow]")
     written = []
-    for i, (spec, path) in enumerate(zip(parents, paths), 1):
+    for i, spec in enumerate(parents, 1):
         written.append(R.save(R.labelled_diagram(parent_graph(spec), title=spec.name),
                               outdir / f"labels_parent_{i}{ext}"))
     written.append(R.save(R.parallel_diagram(result), outdir / f"parallel{ext}"))

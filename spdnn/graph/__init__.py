@@ -7,10 +7,22 @@ Plain functions over ``networkx.DiGraph`` (networkx style): :func:`to_graph`,
 
 from spdnn.graph.contract import SkippedMerge, contract
 from spdnn.graph.convert import EdgePath, factor_suffix, to_graph
-from spdnn.graph.label import (backward_distances, format_label, forward_distances,
-                               label_backward, label_forward)
-from spdnn.graph.merge import (MergeReport, MergeResult, check_embedding, merge, parallel_graph,
-                               parent_graph, parse_params)
+from spdnn.graph.label import (
+                               backward_distances,
+                               format_label,
+                               forward_distances,
+                               label_backward,
+                               label_forward,
+)
+from spdnn.graph.merge import (
+                               MergeReport,
+                               MergeResult,
+                               check_embedding,
+                               merge,
+                               parallel_graph,
+                               parent_graph,
+                               parse_params,
+)
 
 __all__ = ["EdgePath", "MergeReport", "MergeResult", "SkippedMerge", "backward_distances",
            "check_embedding", "contract", "factor_suffix", "format_label", "forward_distances",

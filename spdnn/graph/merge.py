@@ -307,7 +307,7 @@ def _scaled(base: dict, s: float) -> dict:
     return {n: max(1, int(round(w * s))) for n, w in base.items()}
 
 
-def _fit_budget(builder: "_Rebuild", base: dict, target: int | None
+def _fit_budget(builder: _Rebuild, base: dict, target: int | None
                 ) -> tuple[float, Netspec, bool]:
     """Choose widths whose network's parameter count is closest to ``target``.
 

@@ -50,7 +50,7 @@ class Call:
     kwargs: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
 
     @staticmethod
-    def of(target: str, *args: Any, **kwargs: Any) -> "Call":
+    def of(target: str, *args: Any, **kwargs: Any) -> Call:
         return Call(target, tuple(args), tuple(kwargs.items()))
 
     def build(self, namespace: dict[str, Any]) -> torch.nn.Module:
@@ -195,7 +195,7 @@ class Op(BaseModel):
         """The width the SPDNN channel budget may scale (conv-like ops), else ``None``."""
         return None
 
-    def with_width(self, width: int) -> "Op":
+    def with_width(self, width: int) -> Op:
         """A copy with its scalable width set to ``width`` (see :meth:`out_channels_of`)."""
         raise TypeError(f"{type(self).__name__} has no scalable width")
 

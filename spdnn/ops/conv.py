@@ -13,7 +13,16 @@ from typing import Literal
 
 from pydantic import model_validator
 
-from spdnn.ops.base import ActivationName, Call, Op, Shape, activation_call, pair, register_op, sequential
+from spdnn.ops.base import (
+    ActivationName,
+    Call,
+    Op,
+    Shape,
+    activation_call,
+    pair,
+    register_op,
+    sequential,
+)
 from spdnn.ops.types import Pad2, PosInt, Size2
 
 
@@ -45,7 +54,7 @@ class _ConvBase(Op):
     def out_channels_of(self) -> int | None:
         return self.out_channels
 
-    def with_width(self, width: int) -> "Op":
+    def with_width(self, width: int) -> Op:
         return self.model_copy(update={"out_channels": int(width)})
 
     def _suffix(self) -> str:
@@ -100,7 +109,7 @@ class Conv2d(_ConvBase):
     padding: Pad2 | Literal["same", "valid"] = 0
 
     @model_validator(mode="after")
-    def _same_needs_odd(self) -> "Conv2d":
+    def _same_needs_odd(self) -> Conv2d:
         if self.padding == "same":
             for k, d in zip(pair(self.kernel_size), pair(self.dilation)):
                 if (d * (k - 1)) % 2:

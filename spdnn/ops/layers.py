@@ -9,7 +9,16 @@ from typing import ClassVar, Literal
 import torch
 from pydantic import Field, model_validator
 
-from spdnn.ops.base import ActivationName, Call, Op, Shape, activation_call, pair, register_op, sequential
+from spdnn.ops.base import (
+    ActivationName,
+    Call,
+    Op,
+    Shape,
+    activation_call,
+    pair,
+    register_op,
+    sequential,
+)
 from spdnn.ops.types import Pad2, PosInt, Probability, Size2
 
 
@@ -231,7 +240,7 @@ class Reshape(Op):
     kind = "reshape"
 
     @model_validator(mode="after")
-    def _check(self) -> "Reshape":
+    def _check(self) -> Reshape:
         if sum(1 for d in self.shape if d == -1) > 1 or any(d == 0 or d < -1 for d in self.shape):
             raise ValueError("shape entries must be positive, with at most one -1")
         return self

@@ -8,8 +8,8 @@ Public surface: :class:`Netspec` (and its parts), :func:`load` (a file), :func:`
 from __future__ import annotations
 
 import difflib
-import re
 import hashlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +75,7 @@ def load_checked(path: str | Path) -> Netspec:
     except SpecError as exc:
         m = re.match(r"layers\[(\d+)\]", exc.field or "")
         raise exc.located(file=str(path),
-                          line=line_of(lines, ("layers", int(m.group(1)))) if m else None)
+                          line=line_of(lines, ("layers", int(m.group(1)))) if m else None) from None
     return spec
 
 

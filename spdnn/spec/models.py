@@ -42,7 +42,7 @@ class InputSpec(BaseModel):
     features: PosInt | None = None
 
     @model_validator(mode="after")
-    def _one_form(self) -> "InputSpec":
+    def _one_form(self) -> InputSpec:
         img = (self.channels, self.height, self.width)
         if self.features is not None:
             if any(v is not None for v in img):
@@ -118,7 +118,7 @@ class Netspec(BaseModel):
         return data
 
     @model_validator(mode="after")
-    def _default_output(self) -> "Netspec":
+    def _default_output(self) -> Netspec:
         if not self.outputs:
             object.__setattr__(self, "outputs", [OutputSpec(name="out", **{"from": self.layers[-1].name})])
         return self

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from spdnn.errors import SpdnnError
 
-SetOpt = Annotated[Optional[list[str]], typer.Option(
+SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", help="Override a recipe field, e.g. --set optim.lr=0.001 --set steps=50 (repeatable).")]
 
 
@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
     def train(
         recipe: Annotated[Path, typer.Argument(help="A training recipe (YAML), e.g. recipes/iris_a_merged.yaml.")],
         set_: SetOpt = None,
-        output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Run folder (default: the recipe's 'output').")] = None,
+        output: Annotated[Path | None, typer.Option("-o", "--output", help="Run folder (default: the recipe's 'output').")] = None,
         resume: Annotated[bool, typer.Option(help="Continue from the run folder's last checkpoint.")] = False,
     ) -> None:
         """Train a recipe: progress bar, checkpoints, metrics CSV/JSON, plots, sample grid.

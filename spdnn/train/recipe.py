@@ -44,7 +44,7 @@ class ModelSpec(_Strict):
     head_kernel: int | None = None
 
     @model_validator(mode="after")
-    def _one(self) -> "ModelSpec":
+    def _one(self) -> ModelSpec:
         if (self.netspec is None) == (self.merge is None):
             raise ValueError("give exactly one of 'netspec' (a path) or 'merge' (a list of paths)")
         return self
@@ -109,7 +109,7 @@ class Recipe(_Strict):
     samples: int = Field(default=8, ge=0)
 
     @model_validator(mode="after")
-    def _length(self) -> "Recipe":
+    def _length(self) -> Recipe:
         if self.epochs is None and self.steps is None:
             raise ValueError("give 'steps' or 'epochs'")
         return self

@@ -22,16 +22,16 @@ if TYPE_CHECKING:
     from spdnn.train.recipe import Recipe
     from spdnn.train.trainer import Trainer
 
-TASKS: dict[str, type["Task"]] = {}
+TASKS: dict[str, type[Task]] = {}
 
 
-def register_task(cls: type["Task"]) -> type["Task"]:
+def register_task(cls: type[Task]) -> type[Task]:
     """Class decorator: make a task available to recipes as ``task: <cls.name>``."""
     TASKS[cls.name] = cls
     return cls
 
 
-def get_task(name: str) -> type["Task"]:
+def get_task(name: str) -> type[Task]:
     """The task class registered under ``name``.
 
     Raises:
@@ -62,7 +62,7 @@ class Task:
     default_best_metric: ClassVar[str] = "val_loss"
     default_best_mode: ClassVar[str] = "min"
 
-    def __init__(self, recipe: "Recipe") -> None:
+    def __init__(self, recipe: Recipe) -> None:
         self.recipe = recipe
 
     # -- data ---------------------------------------------------------------------------------
@@ -84,7 +84,7 @@ class Task:
     def loss(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError  # abstract
 
-    def training_step(self, trainer: "Trainer", batch: tuple) -> dict[str, float]:
+    def training_step(self, trainer: Trainer, batch: tuple) -> dict[str, float]:
         """One optimisation step; returns the logged losses. Default: supervised learning."""
         x, y, mask = unpack(batch)
         with trainer.autocast():
@@ -112,7 +112,7 @@ def unpack(batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
     return batch[0], batch[1], None
 
 
-def make_optimizer(recipe: "Recipe", params) -> torch.optim.Optimizer:
+def make_optimizer(recipe: Recipe, params) -> torch.optim.Optimizer:
     """SGD (Nesterov momentum, as the thesis) or Adam (betas, as seed 001) from the recipe."""
     o = recipe.optim
     if o.name == "sgd":
