@@ -1,0 +1,32 @@
+"""Every shipped recipe trains end to end in small form (a few steps on a few samples)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from spdnn.train import Trainer, load_recipe
+from tests.helpers import ROOT
+
+RECIPES = sorted(p for p in (ROOT / "recipes").glob("*.yaml"))
+SMALL = ["steps=2", "batch_size=2", "data.train_size=4", "data.val_size=2", "eval_every=2",
+         "checkpoint_every=2", "log_every=1", "samples=2"]
+
+
+def test_there_are_recipes_for_every_network_of_the_issue():
+    names = {p.stem for p in RECIPES}
+    assert {"iris_a_parent_1", "iris_a_parent_2", "iris_a_parent_3", "iris_a_merged",
+            "iris_segnet_basic", "iris_d_published", "depth_merged"} <= names
+    assert {f"depth_parent_{i}" for i in range(1, 9)} <= names
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+def test_recipe_trains_in_small_form(path: Path, tmp_path: Path):
+    recipe = load_recipe(path, SMALL)
+    trainer = Trainer(recipe, outdir=tmp_path / recipe.name, progress=False)
+    final = trainer.run()
+    assert trainer.step == 2
+    assert math.isfinite(final["val_loss"])
+    assert (tmp_path / recipe.name / "metrics.json").is_file()
