@@ -4,6 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: demo test install graphviz generators lint clean
 

@@ -104,7 +104,7 @@ def main() -> None:
               "median_ratio_trainer_over_hand": t / h}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "trainer_overhead.json").write_text(json.dumps(result, indent=2))
-    md = ["| loop | samples/s (median of %d rounds) |" % args.rounds, "|---|---:|",
+    md = [f"| loop | samples/s (median of {args.rounds} rounds) |", "|---|---:|",
           f"| hand-written torch loop | {h:.2f} |", f"| spdnn Trainer | {t:.2f} |",
           "", f"Trainer / hand-written throughput: **{t / h:.3f}** (target >= 0.95); "
               f"batch {args.batch}, {args.steps} timed steps per round, "

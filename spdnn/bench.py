@@ -1,7 +1,9 @@
 """Bench stage: latency, throughput and memory of netspecs on torch and onnxruntime.
 
 :func:`bench` times each model with each runtime, device and batch size: a warm-up, then timed
-runs until ``min_time`` seconds and ``min_runs`` runs have passed. Every row reports p50/p90/p99
+runs for ``min_time`` seconds (and at least ``min_runs`` runs) per model, split into rounds that
+visit the models in turn, so that a slow spell of a shared machine hits all models alike and
+ratios from the same run stay fair. Every row reports p50/p90/p99
 latency, throughput (images/s at the p50 latency), peak memory, parameters, MACs and the
 achieved GMAC/s. :func:`matmul_ceiling` measures the machine's own dense fp32 matmul rate in the
 same run, the ceiling those GMAC/s are to be read against.
@@ -27,6 +29,14 @@ lower bound. Where ``VmHWM`` cannot be reset the ``getrusage`` maximum RSS delta
 unless the process peak grows). On CUDA: ``torch.cuda.max_memory_allocated`` minus the memory
 allocated before (torch runtimes only; onnxruntime's CUDA arena is not visible to torch).
 
+Threads that busy-wait: on shared or virtual CPUs (such as this project's 2-core machines) an
+idle thread that spins steals the core the working thread needs. Measured here: torch with 2
+threads took ~260 ms instead of ~11 ms per iris image with OpenMP's default/active wait policy,
+and onnxruntime with spinning on was 2x slower (4x for several sessions run one after
+another). So onnxruntime sessions are created with spinning off (``ort_spinning=False``), and
+the benchmark scripts set ``OMP_WAIT_POLICY=PASSIVE`` before torch is imported (OpenMP reads it
+only then; :func:`machine_info` records it).
+
 The SPDNN comparison (:func:`spdnn_targets`): the merged network against (a) each parent alone,
 (b) all parents run one after another (``sequential``), and (c) all parents as one module that
 runs every parent on the same input and concatenates their outputs (``parallel``,
@@ -36,6 +46,7 @@ target's numbers by the reference's, measured in the same run.
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -193,7 +204,7 @@ class _PeakMemory:
         self.device = device
         self.mb: float | None = None
 
-    def __enter__(self) -> "_PeakMemory":
+    def __enter__(self) -> _PeakMemory:
         if self.device == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
@@ -239,7 +250,8 @@ def _torch_module(target: Target, seed: int) -> nn.Module:
     return ParallelParents(mods, [o.name for o in target.specs[0].outputs]).eval()
 
 
-def _ort_runner(target: Target, device: str, threads: int, seed: int, workdir: Path):
+def _ort_runner(target: Target, device: str, threads: int, seed: int, workdir: Path,
+                spinning: bool = False):
     """A function ``feeds -> outputs`` running the target on onnxruntime."""
     import onnxruntime as ort
 
@@ -262,7 +274,7 @@ def _ort_runner(target: Target, device: str, threads: int, seed: int, workdir: P
                       [o.name for o in spec.outputs], dynamic_batch=True)
         with torch.inference_mode():
             want = mod(*example)
-        sess = ort_session(path, threads, providers)
+        sess = ort_session(path, threads, providers, spinning)
         got = sess.run(None, {i.name: e.numpy() for i, e in zip(spec.inputs, example)})
         want = want if isinstance(want, tuple) else (want,)
         err = max(float(np.max(np.abs(w.numpy() - g))) for w, g in zip(want, got))
@@ -274,7 +286,7 @@ def _ort_runner(target: Target, device: str, threads: int, seed: int, workdir: P
             torch.manual_seed(seed)
             path = workdir / f"{_slug(target.name)}_{k}.onnx"
             export_onnx(spec, path, dynamic_batch=True, seed=seed)
-            sessions.append(ort_session(path, threads, providers))
+            sessions.append(ort_session(path, threads, providers, spinning))
     if len(sessions) == 1:
         sess = sessions[0]
         return lambda feeds: sess.run(None, feeds)
@@ -320,7 +332,7 @@ def bench(specs: dict[str, Netspec | Target | Sequence[Netspec]],
           runtimes: Sequence[str] | str = ("torch", "torch-inference", "ort"),
           threads: int | None = None, device: str | Sequence[str] = "cpu", warmup: int = 3,
           min_time: float = 1.0, min_runs: int = 5, max_runs: int = 10_000, seed: int = 0,
-          workdir: str | Path | None = None,
+          workdir: str | Path | None = None, ort_spinning: bool = False, rounds: int = 5,
           progress: Callable[[BenchRow], None] | None = None) -> list[BenchRow]:
     """Time every model with every runtime, device and batch size.
 
@@ -336,6 +348,11 @@ def bench(specs: dict[str, Netspec | Target | Sequence[Netspec]],
             ``min_runs`` runs have passed, at most ``max_runs``.
         seed: seed of the random weights and inputs.
         workdir: where the ONNX files go (default: a temporary folder).
+        rounds: the timed runs of one runtime and batch are split into this many rounds that
+            visit every model in turn (interleaved), so that ratios measured in the same run
+            are not skewed by a slow spell of a shared machine.
+        ort_spinning: let onnxruntime's idle threads busy-wait (its default). Off by default:
+            on shared or virtual CPUs spinning threads steal the cores doing the work.
         progress: called with every finished row.
 
     Returns:
@@ -346,8 +363,6 @@ def bench(specs: dict[str, Netspec | Target | Sequence[Netspec]],
         BenchError: an unknown runtime or device, or an empty/invalid batch list.
     """
     import tempfile
-
-    from spdnn.export import ExportError
 
     batches = _parse_list(batches, int)
     runtimes = _parse_list(runtimes, str)
@@ -368,63 +383,104 @@ def bench(specs: dict[str, Netspec | Target | Sequence[Netspec]],
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="spdnn_bench_"))
     rows: list[BenchRow] = []
     try:
-        for target in targets:
-            params, macs = target.params, target.macs
-            shapes = [i.shape for i in target.specs[0].inputs]
-            names = [i.name for i in target.specs[0].inputs]
-            for dev in devices:
-                for rt in runtimes:
-                    def row(b: int, status: str = "ok") -> BenchRow:
-                        return BenchRow(target.name, target.kind, rt, dev, b, threads, params,
-                                        macs, status=status)
-                    if dev == "cuda" and not torch.cuda.is_available() and rt != "ort":
-                        for b in batches:
-                            rows.append(row(b, "unavailable: no CUDA device"))
-                            _ = progress and progress(rows[-1])
-                        continue
-                    try:
-                        runner, sync = _runner(target, rt, dev, threads, seed, work)
-                    except _Unavailable as exc:
-                        for b in batches:
-                            rows.append(row(b, f"unavailable: {exc}"))
-                            _ = progress and progress(rows[-1])
-                        continue
-                    except ExportError:
-                        raise
-                    for b in batches:
-                        r = row(b)
-                        gen = torch.Generator().manual_seed(seed)
-                        xs = [torch.rand(b, *s, generator=gen) for s in shapes]
-                        fn = runner(names, xs)
-                        try:
-                            with _PeakMemory(dev) as mem:
-                                times = _timeit(fn, warmup, min_time, min_runs, max_runs, sync)
-                        except Exception as exc:  # noqa: BLE001 - torch.compile & co.
-                            if rt != "torch-compile":
-                                raise
-                            r.status = f"unavailable: {_one_line(exc)}"
-                        else:
-                            _fill(r, times, mem.mb)
-                        rows.append(r)
-                        _ = progress and progress(r)
+        for dev in devices:
+            for rt in runtimes:
+                rows += _bench_runtime(targets, rt, dev, batches, threads, seed, work,
+                                       ort_spinning, warmup, min_time, min_runs, max_runs,
+                                       rounds, progress)
     finally:
         torch.set_num_threads(old_threads)
+    order = {t.name: i for i, t in enumerate(targets)}
+    pos = {(d, r): i for i, (d, r) in enumerate((d, r) for d in devices for r in runtimes)}
+    rows.sort(key=lambda r: (order[r.model], pos[(r.device, r.runtime)], batches.index(r.batch)))
     return rows
 
 
-def _runner(target: Target, rt: str, dev: str, threads: int, seed: int, work: Path):
+def _bench_runtime(targets: list[Target], rt: str, dev: str, batches: list[int], threads: int,
+                   seed: int, work: Path, ort_spinning: bool, warmup: int, min_time: float,
+                   min_runs: int, max_runs: int, rounds: int,
+                   progress: Callable[[BenchRow], None] | None) -> list[BenchRow]:
+    """One runtime on one device: every target and batch, the targets interleaved."""
+    from spdnn.export import ExportError
+
+    def row(t: Target, b: int, status: str = "ok") -> BenchRow:
+        return BenchRow(t.name, t.kind, rt, dev, b, threads, params=t.params, macs=t.macs,
+                        status=status)
+
+    out: list[BenchRow] = []
+    runners: dict[str, Any] = {}
+    for t in targets:
+        if dev == "cuda" and not torch.cuda.is_available() and rt != "ort":
+            runners[t.name] = "unavailable: no CUDA device"
+            continue
+        try:
+            runners[t.name] = _runner(t, rt, dev, threads, seed, work, ort_spinning)
+        except _Unavailable as exc:
+            runners[t.name] = f"unavailable: {exc}"
+        except ExportError:
+            raise
+    for b in batches:
+        live: dict[str, tuple[Callable[[], Any], Callable[[], None]]] = {}
+        done: dict[str, BenchRow] = {}
+        for t in targets:
+            r = runners[t.name]
+            if isinstance(r, str):
+                done[t.name] = row(t, b, r)
+                continue
+            make, sync = r
+            gen = torch.Generator().manual_seed(seed)
+            xs = [torch.rand(b, *i.shape, generator=gen) for i in t.specs[0].inputs]
+            live[t.name] = (make([i.name for i in t.specs[0].inputs], xs), sync)
+        # warm-up (torch.compile compiles here), then rounds that visit every target in turn,
+        # so that a slow spell of a shared machine hits all targets alike
+        samples: dict[str, list[np.ndarray]] = {n: [] for n in live}
+        mem: dict[str, float | None] = {n: None for n in live}
+        for name in list(live):
+            fn, sync = live[name]
+            try:
+                with _PeakMemory(dev) as pm:
+                    _timeit(fn, warmup, 0.0, 0, 0, sync)
+                mem[name] = pm.mb
+            except Exception as exc:  # noqa: BLE001 - torch.compile & co.
+                if rt != "torch-compile":
+                    raise
+                t = next(x for x in targets if x.name == name)
+                done[name] = row(t, b, f"unavailable: {_one_line(exc)}")
+                del live[name]
+        names = list(live)
+        per_round = max(1, math.ceil(min_runs / rounds))
+        for k in range(rounds):
+            for name in names[k % max(1, len(names)):] + names[:k % max(1, len(names))]:
+                fn, sync = live[name]
+                with _PeakMemory(dev) as pm:
+                    samples[name].append(_timeit(fn, 0, min_time / rounds, per_round,
+                                                 max(1, max_runs // rounds), sync))
+                mem[name] = max(mem[name] or 0.0, pm.mb or 0.0)
+        for t in targets:
+            if t.name in live:
+                r = row(t, b)
+                _fill(r, np.concatenate(samples[t.name]), mem[t.name])
+                done[t.name] = r
+            out.append(done[t.name])
+            if progress:
+                progress(done[t.name])
+        del live
+    del runners  # free sessions and compiled graphs before the next runtime
+    gc.collect()
+    return out
+
+
+def _runner(target: Target, rt: str, dev: str, threads: int, seed: int, work: Path,
+            ort_spinning: bool = False):
     """``(make, sync)``: ``make(input_names, tensors)`` returns a zero-argument timed call."""
-    if dev == "cuda":
-        sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    else:
-        sync = (lambda: None)
+    sync = torch.cuda.synchronize if dev == "cuda" and torch.cuda.is_available() else _noop
     if rt == "ort":
-        run = _ort_runner(target, dev, threads, seed, work)
+        run = _ort_runner(target, dev, threads, seed, work, ort_spinning)
 
         def make(names, xs):
             feeds = {n: x.numpy() for n, x in zip(names, xs)}
             return lambda: run(feeds)
-        return make, (lambda: None)
+        return make, _noop
     mod = _torch_module(target, seed).to(dev)
     if rt == "torch-compile":
         try:
@@ -441,6 +497,10 @@ def _runner(target: Target, rt: str, dev: str, threads: int, seed: int, work: Pa
                 return mod(*xs)
         return call
     return make, sync
+
+
+def _noop() -> None:
+    return None
 
 
 def _one_line(exc: BaseException, limit: int = 160) -> str:
@@ -485,7 +545,8 @@ def machine_info() -> dict[str, Any]:
     info = {"spdnn": __version__, "torch": torch.__version__,
             "onnxruntime": onnxruntime.__version__, "python": platform.python_version(),
             "machine": platform.machine(), "cpu": _cpu_name(), "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
+            "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default")}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
@@ -606,13 +667,21 @@ def plot(rows: Sequence[BenchRow], path: str | Path, title: str = "spdnn bench")
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4), squeeze=False,
                              sharey=True)
     models = list(dict.fromkeys(r.model for r in ok))
+    colors = plt.get_cmap("tab20").colors
     for ax, (rt, dev) in zip(axes[0], panels):
-        for m in models:
+        for k, m in enumerate(models):
             pts = sorted((r.batch, r.throughput) for r in ok
                          if r.model == m and r.runtime == rt and r.device == dev)
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=m[:40])
+                first = k == 0  # the reference (the merged network in SPDNN comparisons)
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=m[:40],
+                        color="black" if first else colors[(k - 1) % len(colors)],
+                        linewidth=2.5 if first else 1.2)
         ax.set_xscale("log", base=2)
+        bs = sorted({r.batch for r in ok})
+        ax.set_xticks(bs)
+        ax.set_xticklabels([str(b) for b in bs])
+        ax.minorticks_off()
         ax.set_yscale("log")
         ax.set_title(f"{rt} ({dev})")
         ax.set_xlabel("batch")

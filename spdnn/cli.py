@@ -7,6 +7,10 @@ stderr with exit code 2 and no traceback; ``spdnn --debug ...`` shows the traceb
 from __future__ import annotations
 
 import os
+
+# OpenMP threads that busy-wait make torch and onnxruntime several times slower on small shared
+# machines (measured: benchmarks/README.md); the CLI is an application, so it sets the default.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import re
 import sys
 import tempfile

@@ -103,11 +103,11 @@ def run_demo(outdir: Path, root: Path, console: Console, train: bool = True) -> 
     cls = next(v for k, v in vars(mod).items() if isinstance(v, type)
                and issubclass(v, torch.nn.Module) and v is not torch.nn.Module)
     torch.manual_seed(0)
-    net = cls().eval()
+    net = cls().eval().to(memory_format=torch.channels_last)
     c, h, w = result.spec.inputs[0].shape
     img = real_gray_image(h, w)
     _save_png(outdir / "camera_96x128.png", img)
-    x = torch.from_numpy(img)[None, None]
+    x = torch.from_numpy(img)[None, None].contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         net(x)  # warm-up
         t0 = time.perf_counter()

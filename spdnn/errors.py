@@ -47,7 +47,7 @@ class SpdnnError(Exception):
     def __str__(self) -> str:
         return self.one_line()
 
-    def located(self, file: str | None = None, line: int | None = None) -> "SpdnnError":
+    def located(self, file: str | None = None, line: int | None = None) -> SpdnnError:
         """Fill in the file/line if they are not known yet; returns ``self``."""
         if self.file is None and file is not None:
             self.file = file

@@ -136,39 +136,58 @@ class ExportReport:
 # --------------------------------------------------------------------------------------------
 # sources
 # --------------------------------------------------------------------------------------------
-def load_source(source: str | Path | Netspec) -> tuple[Netspec, dict | None, str | None]:
-    """``(netspec, state_dict or None, file or None)`` of a Netspec, a netspec YAML file, or a
-    checkpoint.
+def load_source(source: str | Path | Netspec) -> tuple[Netspec, list[dict], str | None]:
+    """``(netspec, candidate state dicts, file)`` of a Netspec, a netspec YAML file, a training
+    checkpoint (``spdnn train``'s ``best.pt``/``last.pt``) or a run folder holding one.
 
-    A checkpoint is a ``torch.save``'d dict holding the netspec (``"netspec"``: YAML text or
-    netspec data) and the weights (``"state_dict"``, or ``"model"``).
+    A checkpoint holds the netspec as YAML text (``"netspec"``) and the weights (``"models"``:
+    name -> state dict; ``"ema"``: the EMA averages, used first, as evaluation does; or a plain
+    ``"state_dict"``). The candidates are tried in order by :func:`export_onnx`.
 
     Raises:
         SpecError: the netspec does not load.
         ExportError: the file is neither a netspec nor a checkpoint.
     """
-    from spdnn.spec import from_data, load, loads
+    from spdnn.spec import from_data, load_checked, loads
 
     if isinstance(source, Netspec):
-        return source, None, None
+        return source, [], None
     path = Path(source)
+    if path.is_dir():
+        found = [path / n for n in ("best.pt", "last.pt") if (path / n).is_file()]
+        if not found:
+            raise ExportError("no checkpoint in this folder", file=str(path),
+                              hint="give a netspec (.yaml), a checkpoint, or a run folder with "
+                              "best.pt/last.pt")
+        path = found[0]
     if not path.exists():
         raise ExportError("file not found", file=str(path),
                           hint="give a netspec (.yaml) or a checkpoint file")
     if path.suffix.lower() in (".yaml", ".yml"):
-        return load(path), None, str(path)
+        return load_checked(path), [], str(path)
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - spdnn checkpoints also hold RNG states
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is a user error
         raise ExportError(f"not a netspec or a checkpoint ({type(exc).__name__})", file=str(path),
                           hint="give a netspec (.yaml) or a checkpoint written by spdnn") from None
     if not isinstance(ckpt, dict) or "netspec" not in ckpt:
         raise ExportError("this checkpoint holds no netspec", file=str(path),
-                          hint="a checkpoint is a dict with 'netspec' and 'state_dict'")
+                          hint="export a checkpoint written by 'spdnn train'")
     raw = ckpt["netspec"]
-    spec = loads(raw, file=str(path)) if isinstance(raw, str) else from_data(raw, file=str(path))
-    state = ckpt.get("state_dict", ckpt.get("model"))
-    return spec, state, str(path)
+    where = f"{path}:netspec"
+    spec = loads(raw, file=where) if isinstance(raw, str) else from_data(raw, file=where)
+    states: list[dict] = []
+    for ema in (ckpt.get("ema") or {}).values():
+        states.append({k.removeprefix("module."): v for k, v in ema.items()
+                       if k != "n_averaged"})
+    states += list((ckpt.get("models") or {}).values())
+    for key in ("state_dict", "model"):
+        if isinstance(ckpt.get(key), dict):
+            states.append(ckpt[key])
+    return spec, states, str(path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -391,18 +410,24 @@ def export_onnx(spec: Netspec | str | Path, path: str | Path, opset: int | None 
     from spdnn.codegen import build_module
     from spdnn.shapes import infer
 
-    spec, ckpt_state, file = load_source(spec)
-    state_dict = state_dict if state_dict is not None else ckpt_state
+    spec, states, file = load_source(spec)
+    if state_dict is not None:
+        states = [state_dict]
     atol = atol if atol is not None else (1e-2 if fp16 else 1e-4)
     info = infer(spec)
     torch.manual_seed(seed)
     module = build_module(spec).eval()
-    if state_dict is not None:
+    problem = None
+    for st in states:
         try:
-            module.load_state_dict(state_dict)
+            module.load_state_dict(st)
+            problem = None
+            break
         except RuntimeError as exc:
-            raise ExportError("the checkpoint's weights do not fit the netspec: "
-                              + _first_line(str(exc)), file=file) from None
+            problem = problem or _first_line(str(exc))
+    if problem:
+        raise ExportError(f"the checkpoint's weights do not fit its netspec: {problem}",
+                          file=file)
     layer_ops = {lay.name: lay.op_name for lay in spec.layers}
     dtype = torch.float16 if fp16 else torch.float32
     # the reference is always the fp32 network (torch's fp16 convolutions on CPU are very slow,
@@ -481,8 +506,12 @@ def export_onnx(spec: Netspec | str | Path, path: str | Path, opset: int | None 
 
 
 def ort_session(model: bytes | str | Path, threads: int | None = None,
-                providers: list[str] | None = None):
-    """An onnxruntime session with all graph optimizations on (CPU unless ``providers``)."""
+                providers: list[str] | None = None, spinning: bool = True):
+    """An onnxruntime session with all graph optimizations on (CPU unless ``providers``).
+
+    ``spinning=False`` makes idle intra-op threads sleep instead of busy-waiting
+    (``session.intra_op.allow_spinning = 0``), which is much faster on shared or virtual CPUs.
+    """
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -491,6 +520,9 @@ def ort_session(model: bytes | str | Path, threads: int | None = None,
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
     src = str(model) if isinstance(model, Path) else model
     return ort.InferenceSession(src, opts, providers=providers or ["CPUExecutionProvider"])
 

@@ -39,7 +39,10 @@ def class_name(name: str) -> str:
     ident = "".join(p[:1].upper() + p[1:] for p in parts if p) or "Net"
     if ident[0].isdigit():
         ident = "Net" + ident
-    if keyword.iskeyword(ident) or ident in dir(builtins):
+    from spdnn.codegen import runtime
+
+    if keyword.iskeyword(ident) or ident in dir(builtins) or ident in runtime.__all__ \
+            or ident in ("Tensor", "Module"):
         ident += "Net"
     return ident[:80]
 

@@ -102,7 +102,7 @@ def contract(g: nx.DiGraph, stage: str, check_cycles: bool = True
 
 def _merge_into(h: nx.DiGraph, keep, drop) -> None:
     kd, dd = h.nodes[keep], h.nodes[drop]
-    kd["members"] = kd["members"] + dd["members"]
+    kd["members"].extend(dd["members"])  # lists are this graph's own copies
     kd["parents"] = kd["parents"] | dd["parents"]
     for p, _, d in list(h.in_edges(drop, data=True)):
         _union_edge(h, p, keep, d["paths"])

@@ -21,9 +21,11 @@ graphs), so the result does not depend on the order the user lists them in.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Literal
@@ -118,15 +120,18 @@ def parallel_graph(graphs: list[nx.DiGraph], names: list[str]) -> nx.DiGraph:
 
 
 def _canonical_order(specs: list[Netspec], rule: DistanceRule) -> list[int]:
-    keys = []
-    for i, s in enumerate(specs):
+    pre = []
+    for s in specs:
         g = parent_graph(s, 0, rule)
         for _, d in g.nodes(data=True):
             d["wl"] = f"{d['kind']}:{d.get('label', d.get('name'))}"
         with warnings.catch_warnings():  # networkx notes that directed hashes changed in 3.5
             warnings.simplefilter("ignore", UserWarning)
-            h = nx.weisfeiler_lehman_graph_hash(g, node_attr="wl", iterations=4)
-        keys.append((h, s.name, spec_hash(s), i))
+            pre.append((nx.weisfeiler_lehman_graph_hash(g, node_attr="wl", iterations=4), s.name))
+    counts = Counter(pre)
+    # the full content hash only breaks ties (it costs a YAML dump per parent)
+    keys = [(h, n, spec_hash(s) if counts[(h, n)] > 1 else "", i)
+            for i, ((h, n), s) in enumerate(zip(pre, specs))]
     return [k[-1] for k in sorted(keys)]
 
 
@@ -183,6 +188,9 @@ def merge(specs: list[Netspec], params: ParamsTarget = "like-each",
         raise MergeError("internal error: the contracted graph has a cycle")
     letters = _assign_letters(bwd)
     merged_name = name or "spdnn_merge_of_" + "_".join(sorted(re.sub(r"\W+", "_", n) for n in names))
+    if len(merged_name) > 200:  # the netspec name limit
+        digest = hashlib.sha256(merged_name.encode()).hexdigest()[:8]
+        merged_name = f"spdnn_merge_of_{len(names)}_networks_{digest}"
     if head_kernel is None:
         head_kernel = _default_head_kernel(parents)
     builder = _Rebuild(parents, names, bwd, letters, head_kernel, merged_name)
@@ -194,9 +202,9 @@ def merge(specs: list[Netspec], params: ParamsTarget = "like-each",
     info = infer(spec)
     if target and not reachable:
         side = "smallest" if info.params > target else "largest"
-        builder.notes.append(f"the parameter target {target:,} is out of reach: the {side} widths "
-                             f"give {info.params:,} (layers without a scalable width, such as "
-                             "Linear, keep their size)" if side == "smallest" else
+        builder.notes.append(f"the parameter target {target:,} is out of reach: layers without a "
+                             "scalable width (such as Linear) alone exceed it, so the parents' "
+                             f"widths are kept ({info.params:,} parameters)" if side == "smallest" else
                              f"the parameter target {target:,} is out of reach: widths scaled "
                              f"by 256 give {info.params:,}")
     labels = []
@@ -327,7 +335,9 @@ def _fit_budget(builder: _Rebuild, base: dict, target: int | None
 
     lo, hi = 1 / 256, 256.0
     if count(_scaled(base, lo)) >= target:
-        return lo, builder.build(_scaled(base, lo)), False
+        # even 1-channel layers miss the target (fixed-size layers dominate): a degenerate
+        # network helps nobody, so keep the parents' widths and say so in the report
+        return 1.0, builder.build(base), False
     if count(_scaled(base, hi)) <= target:
         return hi, builder.build(_scaled(base, hi)), False
     for _ in range(40):

@@ -44,6 +44,7 @@ class _ConvBase(Op):
     batch_norm: bool = False
     activation: ActivationName | None = None
     negative_slope: float = 0.01
+    spectral_norm: bool = False
 
     kind = "compute"
 
@@ -70,6 +71,13 @@ class _ConvBase(Op):
         if cin % self.groups or self.out_channels % self.groups:
             raise self.fail(f"groups={self.groups} must divide input channels {cin} and "
                             f"out_channels {self.out_channels}")
+
+    def _wrap(self, conv: Call) -> Call:
+        """Spectral normalization of the weight (Miyato et al., ICLR 2018, sec. 2.1; as in
+        SPADE's ``spectral*`` norm options, architectures.md sec. 6.2-6.4) when asked."""
+        if self.spectral_norm:
+            return Call("nn.utils.parametrizations.spectral_norm", (conv,))
+        return conv
 
     def _tail(self, cout: int) -> list[Call]:
         calls = []
@@ -103,6 +111,12 @@ class Conv2d(_ConvBase):
     ``H' = floor((H + 2*padding - dilation*(kernel_size-1) - 1) / stride) + 1``.
     ``padding: same`` pads ``dilation*(kernel_size-1)/2`` on each side (odd effective kernels
     only), which keeps ``H' = ceil(H / stride)``. SPDNN structure code: ``kC`` (thesis ch. 3.1).
+    ``spectral_norm: true`` divides the weight by its largest singular value
+    (``torch.nn.utils.parametrizations.spectral_norm``; Miyato et al., ICLR 2018, sec. 2.1), as
+    in SPADE's generator and discriminator (architectures.md sec. 6.2-6.4): same parameter
+    count, plus the power-iteration buffers ``u``, ``v`` (eval mode reuses the stored ones).
+    ONNX: exports with the default (dynamo) exporter; the TorchScript one (opset < 18) has no
+    ``aten::vdot``.
     """
 
     op: Literal["Conv2d"]
@@ -150,7 +164,7 @@ class Conv2d(_ConvBase):
             kw["groups"] = self.groups
         if not self.use_bias:
             kw["bias"] = False
-        conv = Call.of("nn.Conv2d", ins[0][0], self.out_channels, **kw)
+        conv = self._wrap(Call.of("nn.Conv2d", ins[0][0], self.out_channels, **kw))
         return sequential([conv] + self._tail(self.out_channels))
 
     def structure(self) -> str:
@@ -167,7 +181,7 @@ class ConvTranspose2d(_ConvBase):
     Shapes: ``(C_in, H, W) -> (out_channels, H', W')`` with
     ``H' = (H-1)*stride - 2*padding + dilation*(kernel_size-1) + output_padding + 1``.
     ``padding: same`` chooses padding/output_padding so that ``H' = H * stride``.
-    SPDNN structure code: ``kD``.
+    SPDNN structure code: ``kD``. ``spectral_norm: true``: see :class:`Conv2d`.
     """
 
     op: Literal["ConvTranspose2d"]
@@ -217,7 +231,7 @@ class ConvTranspose2d(_ConvBase):
             kw["groups"] = self.groups
         if not self.use_bias:
             kw["bias"] = False
-        conv = Call.of("nn.ConvTranspose2d", ins[0][0], self.out_channels, **kw)
+        conv = self._wrap(Call.of("nn.ConvTranspose2d", ins[0][0], self.out_channels, **kw))
         return sequential([conv] + self._tail(self.out_channels))
 
     def structure(self) -> str:

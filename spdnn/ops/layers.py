@@ -32,6 +32,8 @@ class Linear(Op):
     Shapes: ``(F,) -> (out_features,)``; a ``(C, H, W)`` input is flattened first (C-major, as
     ``torch.flatten(x, 1)``). SPDNN structure code ``nF`` with ``n = out_features`` (thesis
     ch. 3.1 (c)); a fully connected layer clears the sticky pooling factor.
+    ``spectral_norm: true`` wraps the layer in ``torch.nn.utils.parametrizations.spectral_norm``
+    (Miyato et al., ICLR 2018; same parameter count, buffers ``u``, ``v``).
     """
 
     op: Literal["Linear"]
@@ -40,6 +42,7 @@ class Linear(Op):
     batch_norm: bool = False
     activation: ActivationName | None = None
     negative_slope: float = 0.01
+    spectral_norm: bool = False
 
     kind = "compute"
 
@@ -63,7 +66,10 @@ class Linear(Op):
         if len(ins[0]) != 1:
             calls.append(Call.of("nn.Flatten"))
         kw = {} if self.use_bias else {"bias": False}
-        calls.append(Call.of("nn.Linear", math.prod(ins[0]), self.out_features, **kw))
+        linear = Call.of("nn.Linear", math.prod(ins[0]), self.out_features, **kw)
+        if self.spectral_norm:
+            linear = Call("nn.utils.parametrizations.spectral_norm", (linear,))
+        calls.append(linear)
         if self.batch_norm:
             calls.append(Call.of("nn.BatchNorm1d", self.out_features))
         act = activation_call(self.activation, self.negative_slope)

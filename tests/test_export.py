@@ -1,0 +1,227 @@
+"""ONNX export: every netspec and merged network exports, passes the full ONNX check and
+matches torch on onnxruntime; failures are one line naming the layer and op."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import spdnn.export as E
+import spdnn.spec as S
+from spdnn import __version__
+from spdnn.cli import main
+from spdnn.codegen import build_module
+from spdnn.errors import SpdnnError
+from spdnn.graph import merge
+from tests.helpers import ROOT, all_netspec_paths, load_glob
+
+TINY = """
+name: tiny_concat
+input: {name: image, channels: 1, height: 16, width: 20}
+layers:
+- {name: a, op: Conv2d, kernel_size: 3, out_channels: 4, padding: same, batch_norm: true, activation: relu}
+- {name: b, op: Conv2d, kernel_size: 5, out_channels: 3, padding: same, activation: relu, inputs: [image]}
+- {name: join, op: Concat, inputs: [a, b]}
+- {name: pool, op: MaxPool2d, kernel_size: 2}
+- {name: up, op: Unpool, scale_factor: 2}
+- {name: out, op: Conv2d, kernel_size: 3, out_channels: 1, padding: same, activation: sigmoid}
+output: {name: mask, from: out}
+"""
+
+
+def _check_file(path: Path, spec: S.Netspec, dynamic: bool) -> onnx.ModelProto:
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["spdnn.version"] == __version__
+    assert meta["spdnn.netspec_hash"] == S.spec_hash(spec)
+    assert meta["spdnn.netspec"] == spec.name
+    ins = json.loads(meta["spdnn.inputs"])
+    outs = json.loads(meta["spdnn.outputs"])
+    assert list(ins) == [i.name for i in spec.inputs]
+    assert list(outs) == [o.name for o in spec.outputs]
+    assert [i.name for i in model.graph.input] == list(ins)
+    assert [o.name for o in model.graph.output] == list(outs)
+    batch = "N" if dynamic else 1
+    for name, shape in ins.items():
+        assert shape[0] == batch
+        assert tuple(shape[1:]) == next(i.shape for i in spec.inputs if i.name == name)
+    first = model.graph.input[0].type.tensor_type.shape.dim[0]
+    assert (first.dim_param == "N") if dynamic else (first.dim_value == 1)
+    return model
+
+
+@pytest.mark.parametrize("path", all_netspec_paths(),
+                         ids=lambda p: str(p.relative_to(ROOT / "netspecs")))
+def test_every_netspec_exports_with_parity(path: Path, tmp_path: Path):
+    spec = S.load(path)
+    rep = E.export_onnx(path, tmp_path / "m.onnx")
+    assert rep.ok and rep.max_abs_err <= 1e-4
+    assert {c.input for c in rep.checks} >= {"random", "camera", "astronaut"}
+    assert rep.exporter == "dynamo" and rep.opset == E.DEFAULT_OPSET
+    _check_file(tmp_path / "m.onnx", spec, dynamic=False)
+
+
+@pytest.mark.parametrize("family", ["iris_a", "depth_keep"])
+def test_merged_networks_export_with_dynamic_batch(family: str, tmp_path: Path):
+    if family == "iris_a":
+        spec = merge(load_glob("netspecs/iris/appendix_a/*.yaml")).spec
+    else:
+        spec = merge(load_glob("netspecs/depth/parent_*.yaml"), params="keep").spec
+    rep = E.export_onnx(spec, tmp_path / "merged.onnx", dynamic_batch=True)
+    assert rep.ok and rep.max_abs_err <= 1e-4
+    assert any(c.batch > 1 for c in rep.checks)
+    _check_file(tmp_path / "merged.onnx", spec, dynamic=True)
+
+
+def test_fp16_opset_and_torchscript_paths(tmp_path: Path):
+    spec = S.loads(TINY)
+    rep = E.export_onnx(spec, tmp_path / "h.onnx", fp16=True)
+    assert rep.ok and rep.atol == 1e-2 and rep.inputs[0].dtype == "float16"
+    model = onnx.load(str(tmp_path / "h.onnx"))
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    rep = E.export_onnx(spec, tmp_path / "o13.onnx", opset=13, dynamic_batch=True)
+    assert rep.ok and rep.opset == 13 and rep.exporter == "torchscript" and rep.notes
+    rep = E.export_onnx(spec, tmp_path / "ts.onnx", exporter="torchscript")
+    assert rep.ok and rep.exporter == "torchscript"
+    _check_file(tmp_path / "ts.onnx", spec, dynamic=False)
+
+
+def test_real_inputs_are_photographs_in_unit_range():
+    gray = E.real_inputs((1, 96, 128))
+    rgb = E.real_inputs((3, 40, 30))
+    assert set(gray) == {"camera", "astronaut"} == set(rgb)
+    assert gray["camera"].shape == (1, 1, 96, 128) and rgb["astronaut"].shape == (1, 3, 40, 30)
+    for a in [*gray.values(), *rgb.values()]:
+        assert a.dtype == np.float32 and 0.0 <= a.min() < a.max() <= 1.0 and a.std() > 0.05
+    assert E.real_inputs((5, 8, 8)) == {} and E.real_inputs((10,)) == {}
+
+
+def test_checkpoint_weights_are_exported(tmp_path: Path):
+    spec = S.loads(TINY)
+    torch.manual_seed(123)
+    net = build_module(spec).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(3.0)
+    ckpt = tmp_path / "run" / "best.pt"
+    ckpt.parent.mkdir()
+    torch.save({"netspec": S.dump(spec), "models": {"net": net.state_dict()},
+                "spdnn_checkpoint": 1}, ckpt)
+    rep = E.export_onnx(ckpt.parent, tmp_path / "c.onnx")  # a run folder works too
+    assert rep.ok
+    x = torch.rand(1, 1, 16, 20)
+    sess = E.ort_session(tmp_path / "c.onnx")
+    got = sess.run(None, {"image": x.numpy()})[0]
+    with torch.no_grad():
+        assert np.abs(got - net(x).numpy()).max() < 1e-5
+
+
+# --------------------------------------------------------------------------------------------
+# failures: one line, naming the layer and the op
+# --------------------------------------------------------------------------------------------
+def _one_line(exc: SpdnnError) -> str:
+    text = str(exc)
+    assert "\n" not in text and len(text) < 600
+    return text
+
+
+def test_unexportable_op_names_layer_and_op(tmp_path: Path, monkeypatch):
+    from spdnn.ops import layers
+
+    def svd_concat(self, mod, xs):  # an op torch.onnx has no ONNX function for
+        return torch.cat(xs, 1) + torch.linalg.svdvals(xs[0][:, 0]).sum()
+
+    monkeypatch.setattr(layers.Concat, "apply", svd_concat)
+    with pytest.raises(E.ExportError) as info:
+        E.export_onnx(S.loads(TINY), tmp_path / "x.onnx")
+    text = _one_line(info.value)
+    assert "layer 'join' (Concat)" in text and "svd" in text
+
+
+def test_exporter_crash_is_one_line(tmp_path: Path, monkeypatch):
+    def fake(*args, **kwargs):
+        try:
+            raise RuntimeError("Unsupported: ONNX export of operator aten::grid_sampler\n"
+                               "  with a long\n\n  multi-line explanation")
+        except RuntimeError as inner:
+            raise RuntimeError("export failed\nsee above") from inner
+
+    monkeypatch.setattr(E, "_torch_export", fake)
+    with pytest.raises(SpdnnError) as info:
+        E.export_onnx(S.loads(TINY), tmp_path / "x.onnx")
+    text = _one_line(info.value)
+    assert "grid_sampler" in text
+
+
+def _patched_export(monkeypatch, layer: str, mutate):
+    real = E._torch_export
+
+    def patched(*args, **kwargs):
+        model = real(*args, **kwargs)
+        node = next(n for n in model.graph.node
+                    if n.op_type == "Relu" and E._node_layer(n, {layer: layer}) == layer)
+        mutate(model, node)
+        return model
+
+    monkeypatch.setattr(E, "_torch_export", patched)
+
+
+def test_parity_failure_names_first_differing_layer(tmp_path: Path, monkeypatch):
+    def to_sigmoid(model, node):
+        node.op_type = "Sigmoid"
+
+    _patched_export(monkeypatch, "b", to_sigmoid)
+    with pytest.raises(E.ExportError) as info:
+        E.export_onnx(S.loads(TINY), tmp_path / "x.onnx")
+    text = _one_line(info.value)
+    assert "onnxruntime differs from torch" in text
+    assert "first differing layer: 'b' (Conv2d, ONNX Sigmoid" in text
+    assert (tmp_path / "x.onnx").exists()  # kept for inspection
+
+
+def test_onnxruntime_failure_names_op_and_layer(tmp_path: Path, monkeypatch):
+    def to_unknown(model, node):
+        node.op_type, node.domain = "FancyRelu", "com.example"
+        model.opset_import.append(onnx.helper.make_opsetid("com.example", 1))
+
+    _patched_export(monkeypatch, "a", to_unknown)
+    with pytest.raises(E.ExportError) as info:
+        E.export_onnx(S.loads(TINY), tmp_path / "x.onnx")
+    text = _one_line(info.value)
+    assert "ONNX op FancyRelu" in text and "layer 'a' (Conv2d)" in text
+
+
+def test_bad_sources_are_one_line_errors(tmp_path: Path):
+    with pytest.raises(SpdnnError):
+        E.export_onnx(tmp_path / "missing.yaml", tmp_path / "x.onnx")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(E.ExportError) as info:
+        E.export_onnx(junk, tmp_path / "x.onnx")
+    assert "not a netspec or a checkpoint" in _one_line(info.value)
+    torch.save({"models": {}}, tmp_path / "nospec.pt")
+    with pytest.raises(E.ExportError, match="holds no netspec"):
+        E.export_onnx(tmp_path / "nospec.pt", tmp_path / "x.onnx")
+
+
+# --------------------------------------------------------------------------------------------
+# the command
+# --------------------------------------------------------------------------------------------
+def test_cli_export(tmp_path: Path, capsys):
+    src = tmp_path / "tiny.yaml"
+    src.write_text(TINY)
+    out, rep = tmp_path / "tiny.onnx", tmp_path / "rep.json"
+    assert main(["export", str(src), "-o", str(out), "--dynamic-batch", "--report", str(rep)]) == 0
+    text = capsys.readouterr().out
+    assert "max abs error" in text and "camera" in text and "Nx1x16x20" in text
+    data = json.loads(rep.read_text())
+    assert data["ok"] and data["metadata"]["spdnn.netspec_hash"] == S.spec_hash(S.loads(TINY))
+    assert main(["export", str(src)]) == 0 and (tmp_path / "tiny.onnx").exists()
+    assert main(["export", str(tmp_path / "nope.yaml")]) == 2
+    assert "error: " in capsys.readouterr().err
