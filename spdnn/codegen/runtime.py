@@ -12,6 +12,23 @@ from torch import nn
 
 __all__: list[str] = ["Anscombe", "FixedConv2d", "InverseAnscombe", "InverseFilter", "SPADE"]
 
+# module-level functions a helper class uses; their source is emitted before the class
+DEPENDS: dict[str, list[str]] = {"FixedConv2d": ["psf_kernel"], "InverseFilter": ["psf_kernel"]}
+
+
+def psf_kernel(kernel, sigma, size) -> torch.Tensor:
+    """A 2-D kernel (float64): ``kernel`` as given (rows of numbers), or a normalised Gaussian
+    of standard deviation ``sigma`` on an odd ``size`` x ``size`` grid (``sigma = 0``: identity)."""
+    if kernel is not None:
+        return torch.tensor(kernel, dtype=torch.float64)
+    t = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    if sigma > 0:
+        g = torch.exp(-(t ** 2) / (2.0 * sigma ** 2))
+    else:
+        g = (t == 0).to(torch.float64)
+    k = g[:, None] * g[None, :]
+    return k / k.sum()
+
 
 class SPADE(nn.Module):
     """Spatially-adaptive denormalization (Park et al., CVPR 2019, sec. 3.1; NVlabs/SPADE
@@ -64,16 +81,7 @@ class FixedConv2d(nn.Module):
     def __init__(self, channels: int, kernel=None, sigma: float | None = None,
                  size: int | None = None, padding: str = "reflect") -> None:
         super().__init__()
-        if kernel is None:
-            t = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-            if sigma > 0:
-                g = torch.exp(-(t ** 2) / (2.0 * sigma ** 2))
-            else:
-                g = (t == 0).to(torch.float64)
-            k = g[:, None] * g[None, :]
-            k = k / k.sum()
-        else:
-            k = torch.tensor(kernel, dtype=torch.float64)
+        k = psf_kernel(kernel, sigma, size)
         kh, kw = k.shape
         self.channels = channels
         self.padding = padding
@@ -162,16 +170,7 @@ class InverseFilter(nn.Module):
     def __init__(self, kernel=None, sigma: float | None = None, size: int | None = None,
                  rho: float = 0.01, learn_rho: bool = False) -> None:
         super().__init__()
-        if kernel is None:
-            t = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-            if sigma > 0:
-                g = torch.exp(-(t ** 2) / (2.0 * sigma ** 2))
-            else:
-                g = (t == 0).to(torch.float64)
-            k = g[:, None] * g[None, :]
-            k = k / k.sum()
-        else:
-            k = torch.tensor(kernel, dtype=torch.float64)
+        k = psf_kernel(kernel, sigma, size)
         self.register_buffer("psf", k.to(torch.float32))
         log_rho = torch.tensor(float(rho), dtype=torch.float64).log().to(torch.float32)
         if learn_rho:
