@@ -239,7 +239,7 @@ def demo(
 
     Writes the merged netspec, the merge report, SVG diagrams, the emitted PyTorch module and
     its output on a real grayscale photograph into the output folder, then trains the merged
-    network for 60 steps on synthetic degraded eyes and prints its segmentation metrics.
+    network for 200 steps on synthetic degraded eyes and prints its segmentation metrics.
     """
     from spdnn.demo import IRIS_A, run_demo
 

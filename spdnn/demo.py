@@ -47,8 +47,8 @@ def _save_png(path: Path, img: np.ndarray) -> None:
     imsave(path, (np.clip(img, 0, 1) * 255).astype(np.uint8), check_contrast=False)
 
 
-DEMO_TRAIN = ["steps=60", "batch_size=8", "eval_every=60", "checkpoint_every=60",
-              "data.train_size=480", "data.val_size=32", "log_every=5"]
+DEMO_TRAIN = ["steps=200", "batch_size=8", "eval_every=200", "checkpoint_every=200",
+              "data.train_size=1600", "data.val_size=64", "log_every=10"]
 
 
 def run_demo(outdir: Path, root: Path, console: Console, train: bool = True) -> dict:
