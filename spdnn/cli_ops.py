@@ -165,8 +165,9 @@ def bench(
         "cores).")] = None,
     runtime: Annotated[str, typer.Option(
         "--runtime", help="Comma-separated: torch (eager, no_grad), torch-inference (eager, "
-        "inference_mode), torch-compile (inductor; compiling takes ~20 s a model), ort "
-        "(onnxruntime, all graph optimizations).")] = "torch,torch-inference,ort",
+        "inference_mode), torch-cl (inference_mode, channels-last memory format), torch-compile "
+        "(inductor; compiling takes ~20 s a model), ort (onnxruntime, all graph "
+        "optimizations).")] = "torch,torch-inference,ort",
     device: Annotated[str, typer.Option(
         "--device", help="Comma-separated: cpu, cuda. On cuda, 'ort' uses onnxruntime's CUDA "
         "provider when it is installed.")] = "cpu",
