@@ -149,7 +149,15 @@ def validate(files: Annotated[list[Path], typer.Argument(help="Netspec files to 
     """Check netspecs: YAML, fields, layer graph and shapes. Exit code 2 on the first error."""
     from spdnn.shapes import infer
 
+    from spdnn.spec.blocks import is_block_library, parse_blocks, resolve_imports
+    from spdnn.spec.yaml_io import read_yaml
+
     for f in files:
+        if is_block_library(f):  # a file of `blocks:` only, meant to be imported
+            data, lines = read_yaml(f)
+            blocks = parse_blocks(resolve_imports(data, str(f), lines), str(f), lines)
+            out.print(f"ok  {f}: block library ({', '.join(sorted(blocks))})")
+            continue
         s = _load(f)
         info = infer(s)
         out.print(f"ok  {f}: {s.name}, {len(s.layers)} layers, {info.params:,} parameters")

@@ -205,6 +205,8 @@ def _op_parts(op: Op) -> tuple[str, list[str]]:
         return f"Reshape {'x'.join(str(v) for v in op.shape)}", []
     if name == "Dropout":
         return f"Dropout {op.p:g}", []
+    if getattr(op, "block_name", None):  # a block instance, collapsed: its structure code
+        return op.structure(), []
     if name == "LeakyReLU":
         return f"LeakyReLU {op.negative_slope:g}", []
     return name, [f"{k}={v}" for k, v in d.items()]

@@ -19,4 +19,6 @@ def load_glob(pattern: str) -> list[S.Netspec]:
 
 
 def all_netspec_paths() -> list[Path]:
-    return sorted(NETSPECS.rglob("*.yaml"))
+    from spdnn.spec.blocks import netspec_paths  # block libraries are not netspecs
+
+    return netspec_paths(NETSPECS)

@@ -107,3 +107,11 @@ def test_demo_runs(tmp_path: Path, capsys):
                  "merged_output.png"):
         assert (tmp_path / "demo" / name).is_file()
     assert len(summary["files"]) == 7
+
+
+def test_validate_every_netspec_and_block_library(capsys):
+    paths = sorted(str(p) for p in (ROOT / "netspecs").rglob("*.yaml"))
+    assert main(["validate", *paths]) == 0
+    text = capsys.readouterr().out
+    assert "block library (Fire)" in text
+    assert text.count("ok  ") == len(paths)

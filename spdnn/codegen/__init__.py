@@ -10,6 +10,7 @@ Public surface: :func:`build_module`, :func:`emit_module`, :class:`SpdnnModule`.
 from __future__ import annotations
 
 import inspect as _inspect
+import re
 
 import torch
 from torch import nn
@@ -78,10 +79,11 @@ def build_module(spec: Netspec) -> SpdnnModule:
 
 
 def _format_call(src: str, indent: int) -> str:
-    """Break long ``nn.Sequential(...)`` calls one module per line."""
-    if len(src) + indent <= 100 or not src.startswith("nn.Sequential("):
+    """Break long ``nn.Sequential(...)`` and block calls one module per line."""
+    head = re.match(r"^(nn\.Sequential|[A-Z][A-Za-z0-9_]*)\(", src)
+    if len(src) + indent <= 100 or head is None:
         return src
-    inner = src[len("nn.Sequential("):-1]
+    inner = src[len(head.group(0)):-1]
     parts, depth, cur = [], 0, ""
     for ch in inner:
         if ch == "," and depth == 0:
@@ -93,7 +95,8 @@ def _format_call(src: str, indent: int) -> str:
         cur += ch
     parts.append(cur.strip())
     pad = " " * (indent + 4)
-    return "nn.Sequential(\n" + "".join(f"{pad}{p},\n" for p in parts) + " " * indent + ")"
+    return (head.group(0) + "\n" + "".join(f"{pad}{_format_call(p, indent + 4)},\n" for p in parts)
+            + " " * indent + ")")
 
 
 def emit_module(spec: Netspec, info: NetInfo | None = None) -> str:
@@ -111,13 +114,15 @@ def emit_module(spec: Netspec, info: NetInfo | None = None) -> str:
     helpers: set[str] = set()
     init_lines, fwd_lines = [], []
     var = dict(in_names)
+    calls = {lay.name: lay.op.module(list(lay.in_shapes), lay.out_shape) for lay in info.layers}
+    block_names, block_src = _block_classes([c for c in calls.values() if c is not None], cls)
     for lay in info.layers:
-        call = lay.op.module(list(lay.in_shapes), lay.out_shape)
+        call = calls[lay.name]
         attr = None
         if call is not None:
             attr = idents[lay.name]
             helpers |= call.helpers()
-            init_lines.append(f"        self.{attr} = {_format_call(call.source(), 8)}")
+            init_lines.append(f"        self.{attr} = {_format_call(call.source(block_names), 8)}")
         args = [var[s] for s in lay.inputs]
         var[lay.name] = idents[lay.name]
         expr = lay.op.forward_expr(attr, args)
@@ -154,6 +159,7 @@ def emit_module(spec: Netspec, info: NetInfo | None = None) -> str:
         "import torch",
         "from torch import nn",
         helper_src.rstrip("\n") if helper_src else "",
+        *block_src,
         "",
         "",
         f"class {cls}(nn.Module):",
@@ -178,6 +184,29 @@ def emit_module(spec: Netspec, info: NetInfo | None = None) -> str:
     while "\n\n\n\n" in text:
         text = text.replace("\n\n\n\n", "\n\n\n")
     return text
+
+
+def _block_classes(calls: list, net_cls: str) -> tuple[dict, list[str]]:
+    """One class per block type used (nested blocks first): ``({key: class name}, [source
+    lines])``. Instances whose bodies differ in code (not only in sizes) get numbered classes."""
+    from spdnn.spec.blocks import block_calls
+
+    names: dict = {}
+    src: list[str] = []
+    taken = {net_cls, "Tensor", "Module", *runtime.__all__, *runtime.DEPENDS}
+    for call in calls:
+        for bc in block_calls(call):
+            if bc.key in names:
+                continue
+            base = class_name(bc.block)
+            name, n = base, 2
+            while name in taken:
+                name = f"{base}{n}" if name != net_cls else f"{base}Block"
+                n += 1
+            taken.add(name)
+            names[bc.key] = name
+            src += ["", "", bc.class_source(name).rstrip("\n")]
+    return names, src
 
 
 def _shape_comment(shape: tuple[int, ...]) -> str:

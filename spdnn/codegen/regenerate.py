@@ -72,7 +72,9 @@ def module_path(netspec: Path, root: Path = ROOT) -> Path:
 
 def netspec_files(root: Path = ROOT) -> list[Path]:
     """Every netspec under ``root/netspecs``, sorted."""
-    return sorted((root / NETSPECS).glob("**/*.yaml"))
+    from spdnn.spec.blocks import netspec_paths  # block libraries are imported, not compiled
+
+    return netspec_paths(root / NETSPECS)
 
 
 def merged_spec(name: str, root: Path = ROOT,

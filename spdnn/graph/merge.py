@@ -39,6 +39,7 @@ from spdnn.graph.label import DistanceRule, label_backward, label_forward
 from spdnn.ops import Op
 from spdnn.shapes import infer
 from spdnn.spec import Netspec, from_data, spec_hash
+from spdnn.spec.blocks import merge_blocks
 
 ParamsTarget = Literal["like-each", "largest", "sum", "keep"] | int
 
@@ -468,6 +469,9 @@ class _Rebuild:
                 "description": "SPDNN merge of " + ", ".join(self.names) + " (spdnn merge).",
                 "inputs": [p.model_dump() for p in self.parents[0].inputs],
                 "layers": layers, "outputs": outputs}
+        blocks = merge_blocks(self.parents)  # block instances need their definitions
+        if blocks:
+            data["blocks"] = {k: b.to_data() for k, b in blocks.items()}
         try:
             return from_data(data, file=f"<merge of {', '.join(self.names)}>")
         except SpecError as exc:  # pragma: no cover - a compiler bug if it happens

@@ -64,10 +64,17 @@ class Call:
         kwargs = {k: (v.build(namespace) if isinstance(v, Call) else v) for k, v in self.kwargs}
         return obj(*args, **kwargs)
 
-    def source(self) -> str:
-        """Python source of the call; every value is written with ``repr`` (strings escaped)."""
-        parts = [_src(a) for a in self.args] + [f"{k}={_src(v)}" for k, v in self.kwargs]
+    def source(self, names: dict | None = None) -> str:
+        """Python source of the call; every value is written with ``repr`` (strings escaped).
+
+        ``names`` maps block keys to emitted class names (see :mod:`spdnn.spec.blocks`)."""
+        parts = ([_src(a, names) for a in self.args]
+                 + [f"{k}={_src(v, names)}" for k, v in self.kwargs])
         return f"{self.target}({', '.join(parts)})"
+
+    def children(self) -> list[Call]:
+        """The nested calls among the arguments."""
+        return [a for a in list(self.args) + [v for _, v in self.kwargs] if isinstance(a, Call)]
 
     def helpers(self) -> set[str]:
         """Names of the non-``nn`` helper classes this call (and nested calls) need."""
@@ -78,9 +85,9 @@ class Call:
         return out
 
 
-def _src(value: Any) -> str:
+def _src(value: Any, names: dict | None = None) -> str:
     if isinstance(value, Call):
-        return value.source()
+        return value.source(names)
     if isinstance(value, float) and math.isfinite(value):
         return repr(value)
     if isinstance(value, (bool, int, str, tuple, type(None))):

@@ -233,6 +233,30 @@ class Flatten(Op):
 
 
 @register_op
+class GlobalAvgPool2d(Op):
+    """Global average pooling to a vector: ``(C, H, W) -> (C,)`` (the mean over H and W, as
+    ``nn.AdaptiveAvgPool2d(1)`` followed by a flatten; SqueezeNet's classifier head). It ends
+    spatial data, so for SPDNN it is a reshape (it clears the sticky pooling factor)."""
+
+    op: Literal["GlobalAvgPool2d"]
+
+    kind = "reshape"
+
+    def infer_shape(self, ins: list[Shape]) -> Shape:
+        c, _, _ = self.need_spatial(ins[0])
+        return (c,)
+
+    def macs(self, ins: list[Shape], out: Shape) -> int:
+        return math.prod(ins[0])
+
+    def apply(self, mod, xs):
+        return xs[0].mean(dim=(2, 3))
+
+    def forward_expr(self, attr, args):
+        return f"{args[0]}.mean(dim=(2, 3))"
+
+
+@register_op
 class Reshape(Op):
     """Reshape each sample to ``shape`` (batch axis kept), e.g. ``[1, 10, 33]`` turns a
     330-vector into a 1x10x33 map (thesis App. B, global head). One entry may be ``-1``.

@@ -52,8 +52,12 @@ def from_data(data: Any, file: str | None = None,
     if not isinstance(data, dict):
         raise SpecError(f"a netspec must be a YAML mapping, got {type(data).__name__}",
                         file=file, line=1, hint="start with 'name:', 'input:' and 'layers:'")
+    from spdnn.spec.blocks import netspec_class, parse_blocks, resolve_imports
+
+    data = resolve_imports(data, file, lines)
+    model = netspec_class(parse_blocks(data, file, lines)) if data.get("blocks") else Netspec
     try:
-        spec = Netspec.model_validate(data)
+        spec = model.model_validate(data)
     except ValidationError as exc:
         raise validation_error(exc, data, file, lines) from None
     check_graph(spec, file=file, lines=lines)
@@ -86,8 +90,20 @@ def dump(spec: Netspec, header: str | None = None) -> str:
     """
     data = spec.to_data()
     layers = data.pop("layers")
+    blocks = data.pop("blocks", {})
     rest = {k: data.pop(k) for k in list(data) if k in ("output", "outputs")}
-    text = dump_yaml(data) + "layers:\n"
+    text = dump_yaml(data)
+    if blocks:
+        text += "blocks:\n"
+        for bname, bdata in blocks.items():
+            text += f"  {bname}:\n"  # block names are identifiers
+            for key, value in bdata.items():
+                if key == "layers":
+                    text += "    layers:\n"
+                    text += "".join(f"    - {dump_flow(lay)}\n" for lay in value)
+                else:
+                    text += f"    {dump_flow({key: value})[1:-1]}\n"
+    text += "layers:\n"
     for lay in layers:
         text += "- " + dump_flow(lay) + "\n"
     text += dump_yaml(rest)
@@ -207,7 +223,8 @@ def validation_error(exc: ValidationError, data: dict, file: str | None,
     etype, msg, hint = err["type"], err["msg"], None
     if etype == "union_tag_invalid":
         tag = err.get("input", {}).get("op") if isinstance(err.get("input"), dict) else None
-        close = difflib.get_close_matches(str(tag), sorted(OPS), n=1)
+        blocks = data.get("blocks") if isinstance(data.get("blocks"), dict) else {}
+        close = difflib.get_close_matches(str(tag), sorted(OPS) + sorted(blocks), n=1)
         msg = f"unknown op '{tag}'"
         hint = (f"did you mean '{close[0]}'? " if close else "") + "run `spdnn ops` for the list"
         field = field + ".op" if not field.endswith(".op") else field
@@ -274,8 +291,12 @@ def _allowed_fields(path: list, data: dict, model: type | None = None) -> list[s
         cls = OPS.get(layer.get("op")) if isinstance(layer, dict) else None
         if cls is not None:
             return sorted(cls.model_fields)
+        blocks = data.get("blocks") if isinstance(data.get("blocks"), dict) else {}
+        bdef = blocks.get(layer.get("op")) if isinstance(layer, dict) else None
+        if isinstance(bdef, dict) and isinstance(bdef.get("params", {}), dict):
+            return sorted({"name", "op", "inputs", "merged_from"} | set(bdef.get("params", {})))
     if len(path) == 1:
-        return sorted(set(Netspec.model_fields) | {"input", "output"})
+        return sorted(set(Netspec.model_fields) | {"input", "output", "imports"})
     if path and path[0] in ("input", "inputs"):
         return sorted(InputSpec.model_fields)
     if path and path[0] in ("output", "outputs"):

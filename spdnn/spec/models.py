@@ -68,6 +68,34 @@ class OutputSpec(BaseModel):
     from_: str = Field(alias="from", min_length=1)
 
 
+class BlockDef(BaseModel):
+    """A block: a parameterized sub-graph declared once and used as a layer (``op: Name``).
+
+    Fields:
+        params: parameter name -> default value; ``null`` marks a required parameter.
+        inputs: the block's input names (default ``[x]``); an instance reads as many layers.
+        layers: ordinary netspec layers (plain data); a string ``"$name"`` anywhere in them is
+            replaced by the instance's value of parameter ``name``.
+        output: the body layer whose result the block returns (default: the last layer).
+        structure: the SPDNN structure code of an instance, a ``str.format`` template over the
+            parameters, e.g. ``"Fire({squeeze},{expand1x1})"``; default ``Name(arg1,arg2,...)``.
+        description: free text.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    params: dict[str, Any] = Field(default_factory=dict)
+    inputs: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=lambda: ["x"],
+                                                                min_length=1)
+    layers: list[dict[str, Any]] = Field(min_length=1)
+    output: str | None = None
+    structure: str | None = None
+    description: str = ""
+
+    def to_data(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_defaults=True)
+
+
 def _layer_union() -> Any:
     classes = tuple(OPS.values())
     return Annotated[Union[classes], Field(discriminator="op")]  # type: ignore[valid-type]
@@ -87,7 +115,10 @@ class Netspec(BaseModel):
         name: the network's name (free text; code generation derives a class name from it).
         description: free text, kept in the emitted module's docstring.
         inputs: one or more :class:`InputSpec` (YAML: ``input:`` for one, ``inputs:`` for a list).
-        layers: the layer graph, each an op from the registry.
+        blocks: block definitions (:class:`BlockDef`) by name; a layer ``op: Name`` instantiates
+            one (see :mod:`spdnn.spec.blocks`). Files listed under ``imports:`` are read into
+            this at load time.
+        layers: the layer graph, each an op from the registry or a block instance.
         outputs: one or more :class:`OutputSpec` (YAML ``output:``/``outputs:``); default: the
             last layer, named ``out``.
 
@@ -101,6 +132,7 @@ class Netspec(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     description: str = ""
     inputs: list[InputSpec] = Field(min_length=1)
+    blocks: dict[str, BlockDef] = Field(default_factory=dict)
     layers: list[Layer] = Field(min_length=1)  # type: ignore[valid-type]
     outputs: list[OutputSpec] = Field(default_factory=list)
 
@@ -153,6 +185,8 @@ class Netspec(BaseModel):
             d["input"] = ins[0]
         else:
             d["inputs"] = ins
+        if self.blocks:
+            d["blocks"] = {k: b.to_data() for k, b in self.blocks.items()}
         d["layers"] = [_layer_data(lay) for lay in self.layers]
         outs = [o.model_dump(by_alias=True) for o in self.outputs]
         if len(outs) == 1:

@@ -1,0 +1,497 @@
+"""Blocks: parameterized sub-graphs declared once and instantiated as layers (issue #3).
+
+A netspec (or a library file it imports) declares blocks by name::
+
+    imports: [../blocks/squeezenet.yaml]      # files holding `blocks:` (paths relative to the file)
+    blocks:
+      Fire:
+        params: {squeeze: null, expand1x1: null, expand3x3: null}   # null: required
+        inputs: [x]
+        layers:
+          - {name: squeeze, op: Conv2d, kernel_size: 1, out_channels: $squeeze, inputs: [x]}
+          - ...
+        output: cat
+        structure: "Fire({squeeze},{expand1x1})"
+    layers:
+      - {name: fire2, op: Fire, squeeze: 16, expand1x1: 64, expand3x3: 64}
+
+Each block becomes an op class (``op: Literal["Fire"]`` plus one field per parameter), created
+on demand and cached, so the global op registry is never touched. An instance is one compute
+layer: one SPDNN graph node whose structure code names the block and its shaping arguments, so
+merging works on networks built from blocks. Shapes, parameters and MACs come from running
+:func:`spdnn.shapes.infer` on the instance's body (arguments substituted, inputs shaped like the
+instance's inputs). Blocks may use other blocks (nesting), never themselves (directly or not).
+
+Code generation emits one ``nn.Module`` class per block type; its ``__init__`` takes the
+instance's submodules as keyword arguments, so one class serves every argument value.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import string
+from fractions import Fraction
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, Union
+
+import networkx as nx
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from torch import nn
+
+from spdnn.errors import ShapeError, SpecError
+from spdnn.ops.base import Call, Op, Shape
+from spdnn.spec.models import BlockDef, Netspec
+
+_PARAM = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_BLOCK = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_RESERVED_PARAMS = {"name", "op", "inputs", "merged_from", "kind", "min_inputs", "max_inputs"}
+
+
+def _canon(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+# --------------------------------------------------------------------------------------------
+# loading: imports and definition checks
+# --------------------------------------------------------------------------------------------
+class _BlocksOnly(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    blocks: dict[str, BlockDef] = Field(default_factory=dict)
+
+
+def resolve_imports(data: dict, file: str | None, lines: dict, _seen: tuple = ()) -> dict:
+    """``data`` with its ``imports:`` read into ``blocks`` (imported files may import too).
+
+    Raises:
+        SpecError: an import is missing or malformed, or two files define one block differently.
+    """
+    from spdnn.spec.yaml_io import line_of, read_yaml
+
+    if "imports" not in data:
+        return data
+    data = dict(data)
+    imports = data.pop("imports")
+    if isinstance(imports, str):
+        imports = [imports]
+    if not isinstance(imports, list) or not all(isinstance(i, str) for i in imports):
+        raise SpecError("'imports' must be a list of file paths", file=file,
+                        line=line_of(lines, ("imports",)), field="imports")
+    base = Path(file).parent if file and not file.startswith("<") else Path.cwd()
+    blocks = dict(data.get("blocks") or {})
+    if not isinstance(data.get("blocks", {}), dict):
+        return data  # the model reports the bad type
+    for k, rel in enumerate(imports):
+        where = {"file": file, "line": line_of(lines, ("imports", k)), "field": f"imports[{k}]"}
+        path = (base / rel).resolve()
+        if path in _seen:
+            raise SpecError(f"'{rel}' imports itself (through {len(_seen)} file(s))", **where)
+        if not path.is_file():
+            raise SpecError(f"imported file '{rel}' not found", hint=f"looked for {path}", **where)
+        sub, sub_lines = read_yaml(path)
+        if not isinstance(sub, dict) or set(sub) - {"blocks", "imports", "description"}:
+            raise SpecError(f"imported file '{rel}' must hold only 'blocks:' (and 'imports:')",
+                            **where)
+        sub = resolve_imports(sub, str(path), sub_lines, _seen + (path,))
+        for name, bdef in (sub.get("blocks") or {}).items():
+            if name in blocks and _canon(blocks[name]) != _canon(bdef):
+                raise SpecError(f"block '{name}' is defined differently in '{rel}' and elsewhere",
+                                hint="rename one of them", **where)
+            blocks.setdefault(name, bdef)
+    data["blocks"] = blocks
+    return data
+
+
+def parse_blocks(data: dict, file: str | None, lines: dict) -> dict[str, BlockDef]:
+    """Validate and check the ``blocks:`` of netspec data (after imports).
+
+    Raises:
+        SpecError: a malformed definition, a bad parameter name, a ``$name`` that names no
+            parameter, a block named like a built-in op, or a recursive block.
+    """
+    from spdnn.ops import OPS
+    from spdnn.spec import validation_error
+    from spdnn.spec.yaml_io import line_of
+
+    try:
+        blocks = _BlocksOnly.model_validate(data).blocks
+    except ValidationError as exc:
+        raise validation_error(exc, data, file, lines, model=_BlocksOnly) from None
+    uses = nx.DiGraph()
+    for name, bdef in blocks.items():
+        def fail(msg: str, sub: tuple = (), hint: str | None = None,
+                 loc: tuple = ("blocks", name)) -> SpecError:
+            return SpecError(msg, file=file, line=line_of(lines, loc + sub),
+                             field=".".join(map(str, loc + sub)), hint=hint)
+
+        if not _BLOCK.match(name):
+            raise fail(f"block name '{name}' must be a letter followed by letters, digits or '_'")
+        if name in OPS:
+            raise fail(f"block '{name}' has the name of a built-in op", hint="rename the block")
+        for p in bdef.params:
+            if not _PARAM.match(p) or p in _RESERVED_PARAMS or p.startswith("model_"):
+                raise fail(f"block '{name}': '{p}' cannot be a parameter name", ("params", p),
+                           hint="use a plain identifier other than name, op, inputs")
+        for i, lay in enumerate(bdef.layers):
+            for ref in _refs(lay):
+                if ref not in bdef.params:
+                    raise fail(f"block '{name}' uses '${ref}', which is not one of its params",
+                               ("layers", i), hint=f"add '{ref}' to params")
+            op = lay.get("op")
+            if isinstance(op, str) and op in blocks:
+                uses.add_edge(name, op)
+        if bdef.structure is not None:
+            try:
+                fields = [f for _, f, _, _ in string.Formatter().parse(bdef.structure) if f]
+            except ValueError as exc:
+                raise fail(f"block '{name}': bad structure template ({exc})", ("structure",)) from None
+            for f in fields:
+                if f not in bdef.params:
+                    raise fail(f"block '{name}': structure names '{{{f}}}', which is not a param",
+                               ("structure",))
+    try:
+        cycle = nx.find_cycle(uses)
+    except nx.NetworkXNoCycle:
+        cycle = None
+    if cycle:
+        path = " -> ".join([u for u, _ in cycle] + [cycle[0][0]])
+        first = cycle[0][0]
+        raise SpecError(f"recursive block: {path}", file=file,
+                        line=line_of(lines, ("blocks", first)), field=f"blocks.{first}",
+                        hint="a block cannot use itself, directly or through other blocks")
+    return blocks
+
+
+def _refs(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value[1:]] if value.startswith("$") else []
+    if isinstance(value, dict):
+        return [r for v in value.values() for r in _refs(v)]
+    if isinstance(value, list):
+        return [r for v in value for r in _refs(v)]
+    return []
+
+
+def _substitute(value: Any, args: dict[str, Any]) -> Any:
+    if isinstance(value, str) and value.startswith("$"):
+        return args[value[1:]]
+    if isinstance(value, dict):
+        return {k: _substitute(v, args) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, args) for v in value]
+    return value
+
+
+def _closure(name: str, blocks: dict[str, BlockDef]) -> dict[str, BlockDef]:
+    """``name`` and every block it uses, directly or not."""
+    out: dict[str, BlockDef] = {}
+    todo = [name]
+    while todo:
+        n = todo.pop()
+        if n in out or n not in blocks:
+            continue
+        out[n] = blocks[n]
+        todo += [lay.get("op") for lay in blocks[n].layers if isinstance(lay.get("op"), str)]
+    return dict(sorted(out.items()))
+
+
+# --------------------------------------------------------------------------------------------
+# classes (cached, so that two loads of one file give equal netspecs)
+# --------------------------------------------------------------------------------------------
+_OP_CLASSES: dict[tuple[str, str], type[BlockOp]] = {}
+_SPEC_CLASSES: dict[str, type[Netspec]] = {}
+_BODIES: dict[tuple, tuple[Netspec, Any]] = {}
+
+
+def block_op_class(name: str, blocks: dict[str, BlockDef]) -> type[BlockOp]:
+    """The op class of block ``name`` (``blocks`` holds it and the blocks it uses)."""
+    closure = _closure(name, blocks)
+    key = (name, _canon({k: b.to_data() for k, b in closure.items()}))
+    if key not in _OP_CLASSES:
+        bdef = closure[name]
+        fields: dict[str, Any] = {"op": (Literal[name], ...)}  # type: ignore[valid-type]
+        for p, default in bdef.params.items():
+            fields[p] = (Any, ... if default is None else default)
+        cls = create_model(name, __base__=BlockOp, **fields)  # type: ignore[call-overload]
+        cls.__doc__ = f"Block {name}: {bdef.description}".strip()
+        cls.block_name = name
+        cls.block = bdef
+        cls.blocks = closure
+        cls.min_inputs = cls.max_inputs = len(bdef.inputs)
+        _OP_CLASSES[key] = cls
+    return _OP_CLASSES[key]
+
+
+def netspec_class(blocks: dict[str, BlockDef]) -> type[Netspec]:
+    """:class:`Netspec` whose layers may also be instances of ``blocks``."""
+    if not blocks:
+        return Netspec
+    key = _canon({k: b.to_data() for k, b in sorted(blocks.items())})
+    if key not in _SPEC_CLASSES:
+        from spdnn.ops import OPS
+
+        classes = tuple(OPS.values()) + tuple(block_op_class(n, blocks) for n in sorted(blocks))
+        layer = Annotated[Union[classes], Field(discriminator="op")]  # type: ignore[valid-type]
+        _SPEC_CLASSES[key] = create_model(
+            "Netspec", __base__=Netspec, __module__=Netspec.__module__,
+            layers=(list[layer], Field(min_length=1)))  # type: ignore[valid-type]
+    return _SPEC_CLASSES[key]
+
+
+def merge_blocks(specs: list[Netspec]) -> dict[str, BlockDef]:
+    """The union of the blocks of ``specs``.
+
+    Raises:
+        SpecError: two of them define one block name differently.
+    """
+    out: dict[str, BlockDef] = {}
+    for s in specs:
+        for name, bdef in s.blocks.items():
+            if name in out and out[name] != bdef:
+                raise SpecError(f"block '{name}' is defined differently in '{s.name}' and in "
+                                "another network", hint="rename one of the blocks")
+            out[name] = bdef
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# the op
+# --------------------------------------------------------------------------------------------
+def _input_data(name: str, shape: Shape) -> dict:
+    if len(shape) == 3:
+        return {"name": name, "channels": shape[0], "height": shape[1], "width": shape[2]}
+    if len(shape) == 1:
+        return {"name": name, "features": shape[0]}
+    raise ShapeError(f"block input '{name}' must be a (C, H, W) map or a vector, got {shape}")
+
+
+class BlockOp(Op):
+    """Base class of block instances (one subclass per block definition)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    kind = "compute"
+    block_name: ClassVar[str] = ""
+    block: ClassVar[BlockDef]
+    blocks: ClassVar[dict[str, BlockDef]] = {}
+
+    @model_validator(mode="after")
+    def _check_body(self) -> BlockOp:
+        if type(self) is not BlockOp:
+            try:
+                self.body(None)
+            except SpecError as exc:
+                fld = f"{exc.field}: " if exc.field else ""
+                raise ValueError(f"in block '{self.block_name}': {fld}{exc.message}"
+                                 + (f" ({exc.hint})" if exc.hint else "")) from None
+        return self
+
+    def args(self) -> dict[str, Any]:
+        """The instance's parameter values (defaults applied), as plain data."""
+        data = self.model_dump(mode="json")
+        return {p: data[p] for p in self.block.params}
+
+    def body(self, ins: list[Shape] | None) -> tuple[Netspec, Any]:
+        """``(body netspec, its NetInfo)`` for input shapes ``ins`` (``None``: unshaped dummy
+        inputs, no inference). Cached."""
+        key = (type(self), _canon(self.args()), None if ins is None else tuple(map(tuple, ins)))
+        if key not in _BODIES:
+            from spdnn.shapes import infer
+            from spdnn.spec import from_data
+
+            bdef = self.block
+            shapes = ins if ins is not None else [(1,)] * len(bdef.inputs)
+            data: dict[str, Any] = {
+                "name": self.block_name,
+                "inputs": [_input_data(n, s) for n, s in zip(bdef.inputs, shapes)],
+                "layers": _substitute(bdef.layers, self.args()),
+            }
+            if bdef.output is not None:
+                data["output"] = {"name": "out", "from": bdef.output}
+            if self.blocks:
+                data["blocks"] = {k: b.to_data() for k, b in self.blocks.items()}
+            spec = from_data(data, file=None)
+            info = None
+            if ins is not None:
+                info = infer(spec)
+            _BODIES[key] = (spec, info)
+        return _BODIES[key]
+
+    def _info(self, ins: list[Shape]):
+        try:
+            return self.body(ins)
+        except ShapeError as exc:
+            fld = f"{exc.field}: " if exc.field else ""
+            raise self.fail(f"in block body, {fld}{exc.message}", hint=exc.hint) from None
+
+    # -- shape and cost ------------------------------------------------------------------
+    def infer_shape(self, ins: list[Shape]) -> Shape:
+        spec, info = self._info(ins)
+        return info.shapes[spec.outputs[0].from_]
+
+    def num_params(self, ins: list[Shape], out: Shape) -> int:
+        return self._info(ins)[1].params
+
+    def macs(self, ins: list[Shape], out: Shape) -> int:
+        return self._info(ins)[1].macs
+
+    # -- torch ---------------------------------------------------------------------------
+    def module(self, ins: list[Shape], out: Shape) -> Call:
+        from spdnn.codegen import _names
+
+        spec, info = self._info(ins)
+        in_names, idents = _names(spec)
+        var = dict(in_names)
+        subs, plan, fwd = [], [], []
+        for lay in info.layers:
+            call = lay.op.module(list(lay.in_shapes), lay.out_shape)
+            attr = None
+            if call is not None:
+                attr = idents[lay.name]
+                subs.append((attr, call))
+            args = [var[s] for s in lay.inputs]
+            var[lay.name] = idents[lay.name]
+            plan.append((lay.op, attr, tuple(args), idents[lay.name]))
+            fwd.append(f"{idents[lay.name]} = {lay.op.forward_expr(attr, args)}")
+        out_var = var[spec.outputs[0].from_]
+        return BlockCall(self.block_name, (), tuple(subs), block=self.block_name,
+                         in_args=tuple(in_names[i.name] for i in spec.inputs),
+                         forward=tuple(fwd), out_var=out_var, plan=tuple(plan),
+                         params=tuple(self.block.params))
+
+    def apply(self, mod: torch.nn.Module | None, xs: list[torch.Tensor]) -> torch.Tensor:
+        assert mod is not None
+        return mod(*xs)
+
+    def forward_expr(self, attr: str | None, args: list[str]) -> str:
+        return f"self.{attr}({', '.join(args)})"
+
+    # -- SPDNN -----------------------------------------------------------------------------
+    def structure(self) -> str:
+        args = self.args()
+        if self.block.structure is not None:
+            return self.block.structure.format(**args)
+        vals = [str(v) if isinstance(v, (int, float, str, bool)) else _canon(v)
+                for v in args.values()]
+        return f"{self.block_name}({','.join(vals)})"
+
+    def resample_factor(self) -> Fraction:
+        """The pooling factor the body applies from its first input to its output (1 when the
+        output is a vector)."""
+        spec, _ = self.body(None)
+        from spdnn.shapes import execution_order
+
+        factor: dict[str, Fraction | None] = {i.name: Fraction(1) for i in spec.inputs}
+        for idx in execution_order(spec):
+            lay = spec.layers[idx]
+            fs = [factor[s] for s in spec.input_names(idx)]
+            if lay.kind == "reshape" or lay.op_name == "Linear" or any(f is None for f in fs):
+                factor[lay.name] = None
+            else:
+                factor[lay.name] = max(fs) * lay.resample_factor()
+        return factor[spec.outputs[0].from_] or Fraction(1)
+
+
+# --------------------------------------------------------------------------------------------
+# modules
+# --------------------------------------------------------------------------------------------
+class BlockModule(nn.Module):
+    """In-process module of one block instance: the submodules as attributes (the same names
+    as the emitted block class), ``forward`` interprets the body."""
+
+    def __init__(self, plan: tuple, in_args: tuple[str, ...], out_var: str,
+                 **submodules: nn.Module) -> None:
+        super().__init__()
+        for attr, mod in submodules.items():
+            setattr(self, attr, mod)
+        self._plan = plan
+        self._in_args = in_args
+        self._out_var = out_var
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        env = dict(zip(self._in_args, xs))
+        for op, attr, args, var in self._plan:
+            mod = getattr(self, attr) if attr is not None else None
+            env[var] = op.apply(mod, [env[a] for a in args])
+        return env[self._out_var]
+
+
+class BlockCall(Call):
+    """The constructor call of a block instance: ``Fire(squeeze=..., e1=..., e3=...)``."""
+
+    def __init__(self, target: str, args: tuple, kwargs: tuple, *, block: str,
+                 in_args: tuple[str, ...], forward: tuple[str, ...], out_var: str,
+                 plan: tuple, params: tuple[str, ...] = ()) -> None:
+        super().__init__(target, args, kwargs)
+        object.__setattr__(self, "params", params)
+        object.__setattr__(self, "block", block)
+        object.__setattr__(self, "in_args", in_args)
+        object.__setattr__(self, "forward", forward)
+        object.__setattr__(self, "out_var", out_var)
+        object.__setattr__(self, "plan", plan)
+
+    @property
+    def key(self) -> tuple:
+        """Instances with equal keys share one emitted class."""
+        return (self.block, self.in_args, self.forward, self.out_var,
+                tuple(k for k, _ in self.kwargs))
+
+    def build(self, namespace: dict[str, Any]) -> nn.Module:
+        subs = {k: v.build(namespace) for k, v in self.kwargs}
+        return BlockModule(self.plan, self.in_args, self.out_var, **subs)
+
+    def source(self, names: dict | None = None) -> str:
+        cls = (names or {}).get(self.key, self.block)
+        return Call(cls, (), self.kwargs).source(names)
+
+    def helpers(self) -> set[str]:
+        out: set[str] = set()
+        for c in self.children():
+            out |= c.helpers()
+        return out
+
+    def class_source(self, cls: str) -> str:
+        """Python source of the block class (``cls``: its name in the emitted file)."""
+        params = ", ".join(self.params) or "none"
+        sig = "".join(f", {k}: nn.Module" for k, _ in self.kwargs)
+        lines = [f"class {cls}(nn.Module):",
+                 f'    """Block {self.block} (params: {params}); the parent passes the '
+                 'submodules."""',
+                 "",
+                 f"    def __init__(self{sig}) -> None:",
+                 "        super().__init__()"]
+        lines += [f"        self.{k} = {k}" for k, _ in self.kwargs]
+        ins = ", ".join(f"{a}: torch.Tensor" for a in self.in_args)
+        lines += ["", f"    def forward(self, {ins}) -> torch.Tensor:"]
+        lines += [f"        {line}" for line in self.forward]
+        lines += [f"        return {self.out_var}"]
+        return "\n".join(lines) + "\n"
+
+
+
+def block_calls(call: Call) -> list[BlockCall]:
+    """The block calls inside ``call`` (nested ones first), ``call`` included."""
+    out: list[BlockCall] = []
+    for c in call.children():
+        out += block_calls(c)
+    if isinstance(call, BlockCall):
+        out.append(call)
+    return out
+
+
+def is_block_library(path: str | Path) -> bool:
+    """Whether a YAML file is a block library (``blocks:`` only, no ``layers:``), not a
+    netspec; such files live e.g. in ``netspecs/blocks/`` and are only ever imported."""
+    from spdnn.spec.yaml_io import read_yaml
+
+    try:
+        data, _ = read_yaml(path)
+    except SpecError:
+        return False
+    return isinstance(data, dict) and "blocks" in data and "layers" not in data
+
+
+def netspec_paths(root: str | Path, pattern: str = "**/*.yaml") -> list[Path]:
+    """The netspec files matching ``pattern`` under ``root``, block libraries left out, sorted."""
+    return sorted(p for p in Path(root).glob(pattern) if not is_block_library(p))
