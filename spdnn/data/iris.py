@@ -476,7 +476,26 @@ def _to_tensor(x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None]
 
 
-class SyntheticIrisDataset(Dataset):
+class _EyeDataset(Dataset):
+    """Shared by the iris datasets: the seeded degradation of item ``i`` and tensor items."""
+
+    seed: int
+    transform: Transform | None
+
+    def sample(self, index: int) -> EyeSample:
+        raise NotImplementedError  # abstract
+
+    def _degrade(self, s: EyeSample, index: int) -> EyeSample:
+        if self.transform is not None:
+            s = self.transform(s, np.random.default_rng([self.seed, index, 1]))
+        return s
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        s = self.sample(int(index))
+        return _to_tensor(s.image), _to_tensor(s.mask)
+
+
+class SyntheticIrisDataset(_EyeDataset):
     """``n`` synthetic eyes (:func:`render_eye`), optionally degraded (App. D 2.3).
 
     Item ``i`` is ``(image, mask)``: ``(1, H, W)`` float32 in [0, 1] and ``(1, H, W)`` float32
@@ -513,13 +532,8 @@ class SyntheticIrisDataset(Dataset):
         if not 0 <= index < self.n:
             raise IndexError(index)
         s = render_eye(np.random.default_rng([self.seed, index, 0]), self.height, self.width)
-        if self.transform is not None:
-            s = self.transform(s, np.random.default_rng([self.seed, index, 1]))
-        return s
+        return self._degrade(s, index)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        s = self.sample(int(index))
-        return _to_tensor(s.image), _to_tensor(s.mask)
 
 
 def _list_images(folder: Path) -> dict[str, Path]:
@@ -565,7 +579,7 @@ def _read_gray(path: Path, label: bool = False) -> np.ndarray:
     return img_as_float(img).astype(np.float64)
 
 
-class IrisFolderDataset(Dataset):
+class IrisFolderDataset(_EyeDataset):
     """A real iris database in the folder layout ``root/images/*`` + ``root/masks/*``.
 
     ``root/images/<stem>.{png,jpg,jpeg,bmp,tif,tiff}`` are the eye images, and
@@ -641,10 +655,5 @@ class IrisFolderDataset(Dataset):
         mask = (_resize(mask, self.height, self.width) > 0.5).astype(np.float64)
         region = ndimage.binary_fill_holes(mask > 0.5).astype(np.float64)
         s = EyeSample(image=img, mask=mask, region=region, params={"stem": self.stems[index]})
-        if self.transform is not None:
-            s = self.transform(s, np.random.default_rng([self.seed, index, 1]))
-        return s
+        return self._degrade(s, index)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        s = self.sample(int(index))
-        return _to_tensor(s.image), _to_tensor(s.mask)
