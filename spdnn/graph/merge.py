@@ -383,6 +383,7 @@ class _Rebuild:
         self.notes: list[str] = []
         self.topo = [n for n in nx.lexicographical_topological_sort(
             g, key=lambda n: (self.letters.get(n, ""), str(n)))]
+        self.position = {x: i for i, x in enumerate(self.topo)}
         # nodes feeding each output, and whether a shared head is needed there
         self.outputs = [n for n in self.topo if g.nodes[n]["kind"] == "output"]
         self.freed: set = set()  # last layers that lose their output role to a shared head
@@ -478,8 +479,7 @@ class _Rebuild:
             raise MergeError(f"the merged network does not validate: {exc.one_line()}") from None
 
     def _preds(self, n) -> list:
-        order = {x: i for i, x in enumerate(self.topo)}
-        return sorted(self.g.predecessors(n), key=lambda u: order[u])
+        return sorted(self.g.predecessors(n), key=self.position.__getitem__)
 
     def _edge(self, u, v, ends: dict, layers: list[dict]) -> list[tuple[str, Fraction | None]]:
         """Recall the parent's non-compute layers on edge u -> v; fix the pooling factor.
