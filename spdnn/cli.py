@@ -148,7 +148,6 @@ def merge(
 def validate(files: Annotated[list[Path], typer.Argument(help="Netspec files to check.")]) -> None:
     """Check netspecs: YAML, fields, layer graph and shapes. Exit code 2 on the first error."""
     from spdnn.shapes import infer
-
     from spdnn.spec.blocks import is_block_library, parse_blocks, resolve_imports
     from spdnn.spec.yaml_io import read_yaml
 
