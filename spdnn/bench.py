@@ -65,7 +65,7 @@ import torch
 from torch import nn
 
 from spdnn.errors import SpdnnError
-from spdnn.spec import Netspec
+from spdnn.spec import Netspec, example_inputs
 
 __all__ = ["RUNTIMES", "BenchError", "BenchRow", "ParallelParents", "SequentialParents",
            "Target", "bench", "machine_info", "matmul_ceiling", "plot", "ratios",
@@ -270,7 +270,7 @@ def _ort_runner(target: Target, device: str, threads: int, seed: int, workdir: P
     if target.kind == "parallel":
         mod = _torch_module(target, seed)
         spec = target.specs[0]
-        example = tuple(torch.rand(2, *i.shape) for i in spec.inputs)
+        example = tuple(example_inputs(spec, 2))
         path = workdir / f"{_slug(target.name)}.onnx"
         export_module(mod, example, path, [i.name for i in spec.inputs],
                       [o.name for o in spec.outputs], dynamic_batch=True)
@@ -431,7 +431,7 @@ def _bench_runtime(targets: list[Target], rt: str, dev: str, batches: list[int],
                 continue
             make, sync = r
             gen = torch.Generator().manual_seed(seed)
-            xs = [torch.rand(b, *i.shape, generator=gen) for i in t.specs[0].inputs]
+            xs = example_inputs(t.specs[0], b, generator=gen)
             live[t.name] = (make([i.name for i in t.specs[0].inputs], xs), sync)
         # warm-up (torch.compile compiles here), then rounds that visit every target in turn,
         # so that a slow spell of a shared machine hits all targets alike

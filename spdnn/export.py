@@ -52,7 +52,7 @@ from torch import nn
 
 from spdnn import __version__
 from spdnn.errors import SpdnnError
-from spdnn.spec import Netspec, spec_hash
+from spdnn.spec import Netspec, example_inputs, spec_hash
 
 __all__ = ["ExportError", "ExportReport", "ParityCheck", "TensorInfo", "export_module",
            "export_onnx", "load_source", "ort_session", "real_inputs"]
@@ -222,20 +222,27 @@ def _check_sets(spec: Netspec, batch: int | None, user: list | None,
     shapes = [i.shape for i in spec.inputs]
     sets: list[tuple[str, list[np.ndarray]]] = []
     rb = batch or 3
-    sets.append(("random", [rng.random((rb, *s), dtype=np.float32) for s in shapes]))
+
+    def rand(inp: Any, n: int) -> np.ndarray:
+        if inp.dtype == "int64":
+            return rng.integers(0, inp.num_classes, (n, *inp.shape), dtype=np.int64)
+        return rng.random((n, *inp.shape), dtype=np.float32)
+
+    sets.append(("random", [rand(i, rb) for i in spec.inputs]))
     reals = [real_inputs(s) for s in shapes]
     for name in ("camera", "astronaut"):
         if any(name in r for r in reals):
             arrs = []
-            for s, r in zip(shapes, reals):
-                arrs.append(r[name] if name in r else rng.random((1, *s), dtype=np.float32))
+            for i, r in zip(spec.inputs, reals):
+                arrs.append(r[name] if name in r else rand(i, 1))
             if batch and batch != 1:
                 arrs = [np.repeat(a, batch, axis=0) for a in arrs]
             sets.append((name, arrs))
     for k, item in enumerate(user or []):
         items = item if isinstance(item, (list, tuple)) else [item]
         arrs = [np.asarray(t.detach().cpu() if isinstance(t, torch.Tensor) else t,
-                           dtype=np.float32) for t in items]
+                           dtype=np.int64 if i.dtype == "int64" else np.float32)
+                for t, i in zip(items, spec.inputs)]
         if len(arrs) != len(shapes):
             raise ExportError(f"check input {k} has {len(arrs)} tensor(s); the network takes "
                               f"{len(shapes)}")
@@ -438,11 +445,13 @@ def export_onnx(spec: Netspec | str | Path, path: str | Path, opset: int | None 
     traced = Traceable(exported)
     scopes = traced.scopes
     batch = 2 if dynamic_batch else 1
-    example = tuple(torch.rand(batch, *i.shape, dtype=dtype) for i in spec.inputs)
+    example = tuple(x if x.dtype == torch.int64 else x.to(dtype)
+                    for x in example_inputs(spec, batch))
     out_shapes = info.output_shapes()
     bdim: int | str = "N" if dynamic_batch else 1
     dt = "float16" if fp16 else "float32"
-    ins = [TensorInfo(i.name, (bdim, *i.shape), dt) for i in spec.inputs]
+    ins = [TensorInfo(i.name, (bdim, *i.shape), "int64" if i.dtype == "int64" else dt)
+           for i in spec.inputs]
     outs = [TensorInfo(o, (bdim, *out_shapes[o]), dt) for o in out_names]
     meta = {
         "spdnn.version": __version__,
@@ -479,9 +488,11 @@ def export_onnx(spec: Netspec | str | Path, path: str | Path, opset: int | None 
     for label, arrs in _check_sets(spec, None if dynamic_batch else 1, check_inputs, seed):
         if not dynamic_batch and any(a.shape[0] != 1 for a in arrs):
             arrs = [a[:1] for a in arrs]
-        feeds = {n: a.astype(np.float16 if fp16 else np.float32) for n, a in zip(in_names, arrs)}
+        feeds = {n: a if a.dtype == np.int64 else a.astype(np.float16 if fp16 else np.float32)
+                 for n, a in zip(in_names, arrs)}
         with torch.inference_mode():
-            ref = module(*(torch.from_numpy(feeds[n].astype(np.float32)) for n in in_names))
+            ref = module(*(torch.from_numpy(a if a.dtype == np.int64 else a.astype(np.float32))
+                           for a in (feeds[n] for n in in_names)))
         refs = [ref[o] for o in out_names] if isinstance(ref, dict) else [ref]
         try:
             got = sess.run(out_names, feeds)

@@ -74,11 +74,19 @@ def infer(spec: Netspec, file: str | None = None) -> NetInfo:
             producing layer(s) and their shapes.
     """
     shapes: dict[str, Shape] = {i.name: i.shape for i in spec.inputs}
+    int_inputs = {i.name for i in spec.inputs if i.dtype == "int64"}
     infos: list[LayerInfo] = []
     for idx in execution_order(spec):
         lay = spec.layers[idx]
         srcs = spec.input_names(idx)
         ins = [shapes[s] for s in srcs]
+        for s in srcs:
+            if s in int_inputs and lay.op_name != "Embedding":
+                raise ShapeError(f"int64 input '{s}' holds class indices and can only feed an "
+                                 f"Embedding layer, not {lay.op_name}", file=file,
+                                 field=f"layers[{idx}]({lay.name})",
+                                 hint="embed the label first: {op: Embedding, num_embeddings: "
+                                      "..., embedding_dim: ...}")
         try:
             out = tuple(int(v) for v in lay.infer_shape(ins))
         except ShapeError as exc:

@@ -34,7 +34,7 @@ from spdnn.codegen.regenerate import (
     regenerate,
 )
 from spdnn.shapes import infer
-from spdnn.spec import Netspec, load, loads
+from spdnn.spec import Netspec, example_inputs, load, loads
 from spdnn.spec.blocks import netspec_paths
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,7 +88,7 @@ def randomize_norms(module: nn.Module, seed: int = 0) -> None:
 
 def inputs_for(spec: Netspec, seed: int = 0) -> list[torch.Tensor]:
     torch.manual_seed(seed)
-    return [torch.randn(BATCH, *i.shape) for i in spec.inputs]
+    return example_inputs(spec, BATCH, float_fn="randn")
 
 
 def as_dict(out, spec: Netspec) -> dict[str, torch.Tensor]:

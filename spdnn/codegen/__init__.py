@@ -138,7 +138,8 @@ def emit_module(spec: Netspec, info: NetInfo | None = None) -> str:
     sig = ", ".join(f"{in_names[i.name]}: torch.Tensor" for i in spec.inputs)
     io_doc = []
     for i in spec.inputs:
-        io_doc.append(f"        {in_names[i.name]}: (N, {', '.join(map(str, i.shape))})")
+        kind = (f" int64 class indices in [0, {i.num_classes})" if i.dtype == "int64" else "")
+        io_doc.append(f"        {in_names[i.name]}: (N, {', '.join(map(str, i.shape))}){kind}")
     out_doc = [f"        {docstring_text(o)}: (N, {', '.join(map(str, info.shapes[v]))})"
                for o, v in ((o.name, o.from_) for o in spec.outputs)]
     deps = sorted({d for h in helpers for d in runtime.DEPENDS.get(h, [])})

@@ -1,7 +1,8 @@
 """Netspec -> SPDNN graph (thesis ch. 3.1, "translate the network into a graph"; depth paper A.2.1).
 
-One node per compute layer (``Conv2d``, ``ConvTranspose2d``, ``Linear``); batch norm, activation
-and dropout belong to their layer. Pooling and unpooling are not nodes: they are sticky
+One node per compute layer (``Conv2d``, ``ConvTranspose2d``, ``Linear``, block instances) and per
+layer whose inputs play different parts (SPADE, a two-input block: see
+:meth:`~spdnn.ops.base.Op.input_roles`); batch norm, activation and dropout belong to their layer. Pooling and unpooling are not nodes: they are sticky
 properties carried by the data ("the pooling property stays with the data except when an
 unpooling or a fully connected layer is reached"), so every compute node records the pooling
 factor of the data it reads (``in_factor``) and of the data it writes (``out_factor``).
@@ -35,6 +36,9 @@ class EdgePath:
     ops: tuple[Op, ...]
     in_factor: Fraction | None
     out_factor: Fraction | None
+    role: int | None = None
+    """For a node whose inputs have roles (:meth:`~spdnn.ops.base.Op.input_roles`), the index
+    of the input this path feeds; ``None`` otherwise."""
 
 
 def factor_suffix(factor: Fraction | None) -> str:
@@ -84,24 +88,38 @@ def to_graph(spec: Netspec, tag: int = 0, info: NetInfo | None = None) -> nx.DiG
         sources[i.name] = [(key, (), f, f)]
     for order, lay in enumerate(info.layers):
         op = lay.op
+        roles = op.input_roles()
         ins = [s for src in lay.inputs for s in sources[src]]
-        if op.kind != "compute":
+        if op.kind != "compute" and roles is None:
             out_f = _factor_after(op, ins, lay.out_shape, ref_h)
             sources[lay.name] = [(o, ops + (op,), f0, out_f) for o, ops, f0, _ in ins]
             continue
-        factors = {f for *_, f in ins}
-        in_f = max(factors, key=lambda f: (f is not None, f or 0))
+        role_ins = [[(k, s) for s in sources[src]] for k, src in enumerate(lay.inputs)]
+        role_factors = None
+        if roles is not None:
+            # the first input (the feature map) sets the node's resolution; every role
+            # remembers its own, so that a merge resamples each input to where it was
+            role_factors = tuple(_joined_factor([f for *_, f in sources[src]])
+                                 for src in lay.inputs)
+            in_f = role_factors[0]
+        else:
+            in_f = _joined_factor([f for *_, f in ins])
         key = (tag, lay.name)
         if op.op_name == "Linear":
             out_f = None
             structure = op.structure()
         else:
             out_f = None if in_f is None else in_f * op.resample_factor()
-            structure = op.structure() + factor_suffix(in_f)
+            if len(lay.out_shape) != 3:
+                out_f = None
+            structure = (op.structure() or op.op_name) + factor_suffix(in_f)
         g.add_node(key, kind="compute", parent=tag, layer=lay.name, op=op, structure=structure,
-                   in_factor=in_f, out_factor=out_f, out_shape=lay.out_shape, order=order)
-        for origin, ops, f0, f1 in ins:
-            _add_path(g, origin, key, EdgePath(tag, _name(origin), lay.name, ops, f0, f1))
+                   in_factor=in_f, out_factor=out_f, out_shape=lay.out_shape, order=order,
+                   role_factors=role_factors)
+        for k, group in enumerate(role_ins):
+            for _, (origin, ops, f0, f1) in group:
+                _add_path(g, origin, key, EdgePath(tag, _name(origin), lay.name, ops, f0, f1,
+                                                   k if roles is not None else None))
         sources[lay.name] = [(key, (), out_f, out_f)]
     for o in spec.outputs:
         key = ("out", o.name)
@@ -109,6 +127,11 @@ def to_graph(spec: Netspec, tag: int = 0, info: NetInfo | None = None) -> nx.DiG
         for origin, ops, f0, f1 in sources[o.from_]:
             _add_path(g, origin, key, EdgePath(tag, _name(origin), f"<{o.name}>", ops, f0, f1))
     return g
+
+
+def _joined_factor(factors: list) -> Fraction | None:
+    """The factor of data joined from several paths: the coarsest map's (vectors: ``None``)."""
+    return max(factors, key=lambda f: (f is not None, f or 0))
 
 
 def _name(node: tuple) -> str:

@@ -2,7 +2,7 @@
 
 A label is ``(structure, distance)``. Forward: distance from the input, counted in compute
 nodes (the first layer has distance 1). Backward: distance to the output (the last layer has
-distance 1). Nodes with equal labels are merged by :mod:`spdnn.graph.contract`.
+distance 1). With several inputs (outputs) the nearest one counts. Nodes with equal labels are merged by :mod:`spdnn.graph.contract`.
 
 The distance rule is a choice (``"longest"`` or ``"shortest"`` path): ch. 3.1 literally says
 "smallest distance from output node", but on the iris App. D parents that rule gives two nodes
@@ -22,19 +22,28 @@ DistanceRule = Literal["longest", "shortest"]
 
 
 def _distances(g: nx.DiGraph, order: list, preds, rule: DistanceRule, start_kind: str) -> dict:
+    """Distances from the nearest start node (input or output): the path rule (``longest``
+    or ``shortest``) applies to the paths from one start node, and the nearest start node
+    wins, so a generator with inputs ``z`` and ``h`` labels a layer by how far it sits from
+    whichever input is closer (issue #3; one input: the plain path rule)."""
     agg = max if rule == "longest" else min
-    dist: dict = {}
-    for n in order:
-        kind = g.nodes[n]["kind"]
-        if kind == start_kind:
-            dist[n] = 0
-            continue
-        before = [dist[p] for p in preds(n) if p in dist]
-        if not before:
-            continue  # unreachable from any start node
-        step = 1 if kind == "compute" else 0
-        dist[n] = agg(before) + step
-    return dist
+    starts = [n for n in order if g.nodes[n]["kind"] == start_kind]
+    best: dict = {}
+    for s in starts:
+        dist: dict = {s: 0}
+        for n in order:
+            if n in dist:
+                continue
+            before = [dist[p] for p in preds(n) if p in dist]
+            if not before:
+                continue  # unreachable from this start node
+            step = 1 if g.nodes[n]["kind"] == "compute" else 0
+            dist[n] = agg(before) + step
+        for n, d in dist.items():
+            if g.nodes[n]["kind"] == start_kind:
+                d = 0
+            best[n] = min(best.get(n, d), d)
+    return best
 
 
 def forward_distances(g: nx.DiGraph, rule: DistanceRule = "longest") -> dict:

@@ -385,7 +385,9 @@ class _Rebuild:
             g, key=lambda n: (self.letters.get(n, ""), str(n)))]
         self.position = {x: i for i, x in enumerate(self.topo)}
         # nodes feeding each output, and whether a shared head is needed there
-        self.outputs = [n for n in self.topo if g.nodes[n]["kind"] == "output"]
+        out_order = [o.name for o in parents[0].outputs]  # the parents' order, not topology's
+        self.outputs = sorted((n for n in self.topo if g.nodes[n]["kind"] == "output"),
+                              key=lambda n: out_order.index(g.nodes[n]["name"]))
         self.freed: set = set()  # last layers that lose their output role to a shared head
         for o in self.outputs:
             preds = list(g.predecessors(o))
@@ -443,9 +445,18 @@ class _Rebuild:
                 continue
             srcs = [e for u in self._preds(n) for e in self._edge(u, n, ends, layers)]
             letter = letters[n]
-            inp = self._join(letter, srcs, layers)
             op = self._rep(n)
-            upd: dict = {"name": letter, "inputs": [inp],
+            roles = op.input_roles()
+            if roles is None:
+                ins = [self._join(letter, [(nm, f) for nm, f, _ in srcs], layers)]
+            else:  # one argument per role, each joined on its own (SPADE: x and segmap)
+                ins = []
+                for k, role in enumerate(roles):
+                    group = [(nm, f) for nm, f, r in srcs if r == k]
+                    if not group:  # pragma: no cover - every member had every role
+                        raise MergeError(f"{letter}: no input for its '{role}' argument")
+                    ins.append(self._join(f"{letter}_{role}", group, layers))
+            upd: dict = {"name": letter, "inputs": ins,
                          "merged_from": sorted(self.g.graph["member_name"][m] for m in d["members"])}
             if n in widths and n not in self.fixed_width:
                 op = op.with_width(widths[n])
@@ -464,7 +475,7 @@ class _Rebuild:
             if len(srcs) == 1:
                 outputs.append({"name": oname, "from": srcs[0][0]})
                 continue
-            head = self._head(o, [name for name, _ in srcs], layers)
+            head = self._head(o, [name for name, *_ in srcs], layers)
             outputs.append({"name": oname, "from": head})
         data = {"name": self.name,
                 "description": "SPDNN merge of " + ", ".join(self.names) + " (spdnn merge).",
@@ -481,15 +492,16 @@ class _Rebuild:
     def _preds(self, n) -> list:
         return sorted(self.g.predecessors(n), key=self.position.__getitem__)
 
-    def _edge(self, u, v, ends: dict, layers: list[dict]) -> list[tuple[str, Fraction | None]]:
+    def _edge(self, u, v, ends: dict, layers: list[dict]
+              ) -> list[tuple[str, Fraction | None, int | None]]:
         """Recall the parent's non-compute layers on edge u -> v; fix the pooling factor.
 
         Parallel edges from different parents collapse into one (contraction step "remove the
         parallel edges"); several paths of one parent between the same two layers (e.g. a direct
         and a pooled skip into one Concat) are all kept, so that ``merge(a) == a``.
 
-        Returns, per kept path, the name of the layer that ends it and the pooling factor there
-        (``None`` for vectors).
+        Returns, per kept path, the name of the layer that ends it, the pooling factor there
+        (``None`` for vectors) and the role it feeds (:attr:`EdgePath.role`).
         """
         g = self.g
         paths: list[EdgePath] = g.edges[u, v]["paths"]
@@ -503,7 +515,7 @@ class _Rebuild:
                 for j, p in enumerate(kept)]
 
     def _path(self, u, v, path: EdgePath, tag: str, ends: dict, layers: list[dict],
-              paths: list[EdgePath]) -> tuple[str, Fraction | None]:
+              paths: list[EdgePath]) -> tuple[str, Fraction | None, int | None]:
         g = self.g
         src = ends[u]
         for i, op in enumerate(path.ops):
@@ -516,7 +528,10 @@ class _Rebuild:
             layers.append(data)
             src = nm
         # sticky factor: where does v expect its data, and where does this path leave it?
-        want = g.nodes[v]["in_factor"] if g.nodes[v]["kind"] == "compute" else path.out_factor
+        want = path.out_factor
+        if g.nodes[v]["kind"] == "compute":
+            rf = g.nodes[v].get("role_factors")
+            want = rf[path.role] if rf is not None and path.role is not None else g.nodes[v]["in_factor"]
         have = path.out_factor
         if want is not None and have is not None and want != have:
             ratio = want / have
@@ -532,7 +547,7 @@ class _Rebuild:
                                "inputs": [src]})
             src = nm
             have = want
-        return src, have
+        return src, have, path.role
 
     def _tag(self, u, v) -> str:
         a = self.letters.get(u, "in" if self.g.nodes[u]["kind"] == "input" else "x")

@@ -193,6 +193,16 @@ class Op(BaseModel):
         """SPDNN structure code (thesis ch. 3.1 (a), (c)) for compute ops, else ``None``."""
         return None
 
+    def input_roles(self) -> tuple[str, ...] | None:
+        """Names of the inputs when they play different parts (SPADE's feature map and
+        segmentation map, a two-input block's ``x`` and ``s``), else ``None``.
+
+        SPDNN treats such a layer as a graph node even when it is not ``compute`` (it cannot ride
+        on one edge), and a merge keeps its inputs apart, one argument per role, instead of
+        concatenating them. Interchangeable inputs (Concat, Add, Mul) return ``None``.
+        """
+        return None
+
     def resample_factor(self) -> Fraction:
         """How this op changes the sticky pooling factor (thesis ch. 3.1 (d)): a 2x2 pool
         multiplies it by 2, a 2x unpool divides it by 2; other ops return 1."""

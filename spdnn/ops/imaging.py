@@ -255,6 +255,12 @@ class InverseFilter(_PsfOp):
     max_inputs = 2
     onnx_exportable: ClassVar[bool] = True
 
+    def input_roles(self) -> tuple[str, ...] | None:
+        return ("z", "y") if self.inputs is not None and len(self.inputs) == 2 else None
+
+    def structure(self) -> str:
+        return "IF"
+
     def infer_shape(self, ins: list[Shape]) -> Shape:
         c, h, w = self.need_spatial(ins[0], "first input (z)")
         if len(ins) == 2 and tuple(ins[1]) != (c, h, w):

@@ -135,6 +135,12 @@ class SPADE(Op):
             raise ValueError("kernel_size must be odd (padding k // 2 keeps the size)")
         return v
 
+    def input_roles(self) -> tuple[str, ...]:
+        return ("x", "segmap")
+
+    def structure(self) -> str:
+        return f"SPADE{self.kernel_size}"
+
     def infer_shape(self, ins: list[Shape]) -> Shape:
         c, h, w = self.need_spatial(ins[0], "first input (x)")
         self.need_spatial(ins[1], "second input (segmap)")

@@ -21,8 +21,8 @@ from spdnn.ops import OPS
 from spdnn.spec.models import InputSpec, Netspec, OutputSpec, rebuild_layer_union
 from spdnn.spec.yaml_io import dump_flow, dump_yaml, line_of, load_yaml, read_yaml
 
-__all__ = ["InputSpec", "Netspec", "OutputSpec", "check_graph", "dump", "from_data", "load",
-           "load_checked", "loads", "rebuild_layer_union", "spec_hash", "validation_error"]
+__all__ = ["InputSpec", "Netspec", "OutputSpec", "check_graph", "dump", "example_inputs",
+           "from_data", "load", "load_checked", "loads", "rebuild_layer_union", "spec_hash", "validation_error"]
 
 
 def load(path: str | Path) -> Netspec:
@@ -115,6 +115,26 @@ def dump(spec: Netspec, header: str | None = None) -> str:
 def spec_hash(spec: Netspec) -> str:
     """A stable SHA-256 (first 16 hex digits) of the netspec's content."""
     return hashlib.sha256(dump_yaml(spec.to_data()).encode()).hexdigest()[:16]
+
+
+def example_inputs(spec: Netspec, batch: int = 1, generator: Any = None,
+                   float_fn: str = "rand") -> list[Any]:
+    """Random example inputs for ``spec``, one tensor per input in declaration order.
+
+    A ``float32`` input gets ``(batch, *shape)`` values from ``torch.rand`` (uniform in
+    [0, 1)) or ``torch.randn`` (``float_fn="randn"``); an ``int64`` input gets class indices
+    uniform in ``0 .. num_classes - 1``. ``generator`` is an optional ``torch.Generator``.
+    """
+    import torch
+
+    fn = {"rand": torch.rand, "randn": torch.randn}[float_fn]
+    out = []
+    for i in spec.inputs:
+        if i.dtype == "int64":
+            out.append(torch.randint(0, i.num_classes, (batch, *i.shape), generator=generator))
+        else:
+            out.append(fn(batch, *i.shape, generator=generator))
+    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -368,6 +368,10 @@ class BlockOp(Op):
         return f"self.{attr}({', '.join(args)})"
 
     # -- SPDNN -----------------------------------------------------------------------------
+    def input_roles(self) -> tuple[str, ...] | None:
+        """The block's input names when it has several (each keeps its part in a merge)."""
+        return tuple(self.block.inputs) if len(self.block.inputs) > 1 else None
+
     def structure(self) -> str:
         args = self.args()
         if self.block.structure is not None:

@@ -17,7 +17,7 @@ previous layer (or the network input for the first one), so a plain list is a ch
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 
@@ -31,6 +31,14 @@ class InputSpec(BaseModel):
 
     Shapes exclude the batch axis; the tensor fed to the network is ``(N, C, H, W)`` or
     ``(N, features)``.
+
+    ``dtype`` is ``float32`` (default) or ``int64``. An ``int64`` input holds class indices
+    (e.g. the label of a conditional GAN, Mirza & Osindero 2014): it must be a vector
+    (``features``), must give ``num_classes`` (indices lie in ``0 .. num_classes - 1``), and
+    may feed only ``Embedding`` layers. Exported ONNX graphs declare it as ``int64``.
+
+    Raises (on validation): ``ValueError`` for a mixed image/vector form, an ``int64`` image,
+    or ``num_classes`` missing on an ``int64`` input / given on a ``float32`` one.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -40,9 +48,21 @@ class InputSpec(BaseModel):
     height: PosInt | None = None
     width: PosInt | None = None
     features: PosInt | None = None
+    dtype: Literal["float32", "int64"] = "float32"
+    num_classes: PosInt | None = None
 
     @model_validator(mode="after")
     def _one_form(self) -> InputSpec:
+        if self.dtype == "int64":
+            if self.features is None:
+                raise ValueError("an int64 input holds class indices: declare it as a vector "
+                                 "('features'), not an image")
+            if self.num_classes is None:
+                raise ValueError("an int64 input needs 'num_classes' (indices are "
+                                 "0 .. num_classes - 1)")
+        elif self.num_classes is not None:
+            raise ValueError("'num_classes' is for int64 (class index) inputs; add "
+                             "'dtype: int64' or remove it")
         img = (self.channels, self.height, self.width)
         if self.features is not None:
             if any(v is not None for v in img):
@@ -51,6 +71,20 @@ class InputSpec(BaseModel):
             raise ValueError("an image input needs 'channels', 'height' and 'width' "
                              "(or give 'features' for a vector input)")
         return self
+
+    def to_data(self) -> dict[str, Any]:
+        """Plain data for YAML: the name always, ``dtype`` only when not ``float32``."""
+        d = self.model_dump(exclude_none=True)
+        if d.get("dtype") == "float32":
+            del d["dtype"]
+        return d
+
+    @property
+    def torch_dtype(self) -> Any:
+        """The ``torch.dtype`` fed to the network (``torch.float32`` or ``torch.int64``)."""
+        import torch
+
+        return torch.int64 if self.dtype == "int64" else torch.float32
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -180,7 +214,7 @@ class Netspec(BaseModel):
         d: dict[str, Any] = {"name": self.name}
         if self.description:
             d["description"] = self.description
-        ins = [i.model_dump(exclude_none=True, exclude_defaults=False) for i in self.inputs]
+        ins = [i.to_data() for i in self.inputs]
         if len(ins) == 1:
             d["input"] = ins[0]
         else:
