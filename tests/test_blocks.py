@@ -159,11 +159,46 @@ def test_merge_two_squeezenet_variants():
         result = merge([a, b])
     spec = result.spec
     assert "Fire" in spec.blocks
-    assert any(lay.op_name == "Fire" for lay in spec.layers)
+    fires = [lay for lay in spec.layers if lay.op_name == "Fire"]
+    assert fires
+    # the channel budget scales inside the blocks: like-each lands on the parents' mean
+    target = (infer(a).params + infer(b).params) / 2
+    assert abs(infer(spec).params - target) / target < 0.01
+    for lay in fires:  # every width of an instance scaled by one factor (up to rounding)
+        args = lay.args()
+        assert args["expand1x1"] == args["expand3x3"]
+        assert abs(args["squeeze"] * 2 - args["expand1x1"]) <= 1
+    assert any(lay.args()["expand1x1"] not in (8, 16) for lay in fires)
     assert check_embedding(result) == []
     assert infer(spec).output_shapes() == {"out": (10,)}
     assert S.loads(S.dump(spec)) == spec
     parity(spec, shape=(2, 3, 32, 32))
+
+
+def test_block_width_scaling():
+    a = squeeze_variant("sq_a", [(16, 64)], 0)
+    fire = a.layer("fire0")
+    assert fire.channel_params() == ("squeeze", "expand1x1", "expand3x3")
+    assert fire.out_channels_of() == 128
+    half = fire.with_width(64)
+    assert half.args() == {"squeeze": 8, "expand1x1": 32, "expand3x3": 32}
+    assert half.name == fire.name and half.inputs == fire.inputs
+    assert fire.with_width(1).args() == {"squeeze": 1, "expand1x1": 1, "expand3x3": 1}
+
+
+def test_width_following_blocks_are_not_scaled():
+    text = small("""blocks:
+  Res:
+    params: {c: null}
+    layers:
+      - {name: a, op: Conv2d, kernel_size: 3, padding: same, out_channels: $c, inputs: [x]}
+      - {name: y, op: Add, inputs: [x, a]}
+""", "  - {name: r, op: Res, c: 4}\n")
+    res = S.loads(text).layer("r")
+    assert res.channel_params() == ("c",)
+    assert res.out_channels_of() is None  # its width follows its input
+    with pytest.raises(TypeError):
+        res.with_width(6)
 
 
 def test_merge_conflicting_block_definitions():

@@ -368,6 +368,35 @@ class BlockOp(Op):
         return f"self.{attr}({', '.join(args)})"
 
     # -- SPDNN -----------------------------------------------------------------------------
+    def channel_params(self) -> tuple[str, ...]:
+        """The parameters that set channel counts inside the body: those whose ``$name`` is
+        the whole value of an ``out_channels``/``out_features`` field, or of a nested block
+        instance's own channel parameter. The SPDNN channel budget scales these together."""
+        return _channel_params(type(self))
+
+    def out_channels_of(self) -> int | None:
+        """The block's output width, when the channel budget may scale it: the block has
+        channel parameters and its output width does not depend on its input width (a Fire
+        module's ``e1 + e3``; not an identity residual block, whose output follows its input).
+        Found by shape inference on probe inputs; ``None`` when not scalable."""
+        if not self.channel_params():
+            return None
+        return _probe_width(self)
+
+    def with_width(self, width: int) -> Op:
+        """A copy whose channel parameters are all multiplied by ``width / out_channels_of()``
+        (each rounded, at least 1), so a Fire(16, 64, 64) asked for 64 channels becomes
+        Fire(8, 32, 32). The new output width is ``width`` up to rounding."""
+        base = self.out_channels_of()
+        if base is None:
+            raise TypeError(f"block {self.block_name} has no scalable width")
+        scale = int(width) / base
+        data = self.model_dump(mode="json")
+        for p in self.channel_params():
+            if isinstance(data.get(p), int) and not isinstance(data.get(p), bool):
+                data[p] = max(1, int(round(data[p] * scale)))
+        return type(self)(**data)
+
     def input_roles(self) -> tuple[str, ...] | None:
         """The block's input names when it has several (each keeps its part in a merge)."""
         return tuple(self.block.inputs) if len(self.block.inputs) > 1 else None
@@ -395,6 +424,46 @@ class BlockOp(Op):
             else:
                 factor[lay.name] = max(fs) * lay.resample_factor()
         return factor[spec.outputs[0].from_] or Fraction(1)
+
+
+_CHANNEL_FIELDS = ("out_channels", "out_features")
+_CHANNEL_PARAMS: dict[type, tuple[str, ...]] = {}
+_WIDTHS: dict[tuple, int | None] = {}
+
+
+def _channel_params(cls: type[BlockOp]) -> tuple[str, ...]:
+    if cls not in _CHANNEL_PARAMS:
+        found: list[str] = []
+        for lay in cls.block.layers:
+            fields = list(_CHANNEL_FIELDS)
+            op = lay.get("op")
+            if isinstance(op, str) and op in cls.blocks:  # a nested block instance
+                fields = list(_channel_params(block_op_class(op, cls.blocks)))
+            for f in fields:
+                v = lay.get(f)
+                if isinstance(v, str) and v.startswith("$") and v[1:] in cls.block.params:
+                    if v[1:] not in found:
+                        found.append(v[1:])
+        _CHANNEL_PARAMS[cls] = tuple(p for p in cls.block.params if p in found)
+    return _CHANNEL_PARAMS[cls]
+
+
+def _probe_width(op: BlockOp) -> int | None:
+    """Output channels of ``op`` on probe inputs of two different widths (maps 32x32, then
+    vectors); ``None`` if it depends on the input width or no probe fits."""
+    key = (type(op), _canon(op.args()))
+    if key not in _WIDTHS:
+        n_in = len(op.block.inputs)
+        width = None
+        for form in ((32, 32), ()):
+            try:
+                outs = {op.infer_shape([(c, *form)] * n_in)[0] for c in (5, 7)}
+            except (ShapeError, SpecError):
+                continue
+            width = outs.pop() if len(outs) == 1 else None
+            break
+        _WIDTHS[key] = width
+    return _WIDTHS[key]
 
 
 # --------------------------------------------------------------------------------------------
