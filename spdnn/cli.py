@@ -214,8 +214,16 @@ def render(
     params: ParamsOpt = "like-each",
     distance: DistanceOpt = Distance.longest,
     head_kernel: HeadOpt = None,
+    expand_blocks: Annotated[bool, typer.Option(
+        "--expand-blocks/--collapse-blocks",
+        help="netspec view: draw each block instance (Fire, a ResBlock...) as a dashed box "
+             "holding its layers, instead of one node.")] = False,
 ) -> None:
-    """Draw a netspec or an SPDNN merge with Graphviz."""
+    """Draw a netspec or an SPDNN merge with Graphviz.
+
+    Examples: spdnn render netspecs/squeezenet/squeezenet_1_0.yaml -o sq.svg --expand-blocks;
+    spdnn render netspecs/iris/appendix_a/*.yaml -o merge.svg --view side-by-side
+    """
     from spdnn import render as R
     from spdnn.graph import parent_graph
 
@@ -225,7 +233,7 @@ def render(
             raise SpdnnError(f"--view {view.value} draws one netspec, got {len(files)} files",
                              hint="use --view parallel/contracted/side-by-side for several")
         s = _load(files[0])
-        dot = R.netspec_diagram(s) if view == View.netspec else R.labelled_diagram(
+        dot = R.netspec_diagram(s, expand_blocks=expand_blocks) if view == View.netspec else R.labelled_diagram(
             parent_graph(s, rule=distance.value), title=s.name)
     else:
         result = _merge(files, params, distance, head_kernel, None)

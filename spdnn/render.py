@@ -41,6 +41,7 @@ from spdnn.graph.merge import MergeResult
 from spdnn.ops.base import Op
 from spdnn.shapes import NetInfo, infer
 from spdnn.spec import Netspec
+from spdnn.spec.blocks import BlockOp
 
 __all__ = ["FORMATS", "VIEWS", "build_view", "contracted_diagram", "forward_diagram",
            "labelled_diagram", "netspec_diagram", "op_summary", "parallel_diagram", "save",
@@ -327,7 +328,7 @@ def _sorted_nodes(g: nx.DiGraph) -> list:
 # views
 # --------------------------------------------------------------------------------------------
 def netspec_diagram(spec: Netspec, info: NetInfo | None = None, rankdir: str = "LR",
-                    title: str | None = None) -> graphviz.Digraph:
+                    title: str | None = None, expand_blocks: bool = False) -> graphviz.Digraph:
     """Every layer of a netspec, as the network drawings of thesis ch. 3.1 Fig. 3.2 (left).
 
     Each node shows the layer name, its op and parameters (kernel size, channels or features,
@@ -342,6 +343,9 @@ def netspec_diagram(spec: Netspec, info: NetInfo | None = None, rankdir: str = "
         info: its inferred shapes (computed if not given).
         rankdir: ``"LR"`` (left to right, like the thesis figures) or ``"TB"``.
         title: the caption (default: the network's name).
+        expand_blocks: draw each block instance as a dashed box holding its body's layers
+            (nested blocks as nested boxes) instead of one node (needs shape inference to
+            succeed; collapsed otherwise).
     """
     error = None
     if info is None:
@@ -361,30 +365,54 @@ def netspec_diagram(spec: Netspec, info: NetInfo | None = None, rankdir: str = "
     ids = _Ids("n")
     for i in spec.inputs:
         _io_node(g, ids(("in", i.name)), {"kind": "input", "name": i.name, "shape": i.shape})
-    for lay in spec.layers:
+    made = _draw_layers(g, spec, info, ids, (), {i.name: ids(("in", i.name)) for i in spec.inputs},
+                        expand_blocks and info is not None)
+    for o in spec.outputs:
+        shape = info.shapes.get(o.from_) if info is not None else None
+        _io_node(g, ids(("out", o.name)), {"kind": "output", "name": o.name, "shape": shape})
+        g.edge(made[o.from_], ids(("out", o.name)))
+    return g
+
+
+def _draw_layers(g: graphviz.Digraph, spec: Netspec, info: NetInfo | None, ids: _Ids,
+                 scope: tuple, made: dict[str, str], expand: bool) -> dict[str, str]:
+    """Draw the layers of ``spec`` (a network or a block body) into ``g``; ``made`` maps the
+    names already drawn (inputs) to node ids. Returns it with every layer added."""
+    made = dict(made)
+    for idx, lay in enumerate(spec.layers):
+        srcs = spec.input_names(idx)
+        if expand and isinstance(lay, BlockOp) and info is not None and lay.name in info.shapes:
+            li = info[lay.name]
+            body, body_info = lay.body(list(li.in_shapes))
+            name = f"cluster_{ids((*scope, 'block', lay.name))}"
+            with g.subgraph(name=name) as c:
+                label = _html(_bold(_text(lay.name)), _text(lay.structure(), 80),
+                              _small(f"{_shape(li.out_shape)}  \u00b7  {_count(li.params)} params"))
+                c.attr(label=label, style="rounded,dashed", color=_BORDER["compute"],
+                       labeljust="l")
+                inner = _draw_layers(c, body, body_info, ids, (*scope, lay.name),
+                                     {bi.name: made[s] for bi, s in zip(body.inputs, srcs)},
+                                     expand)
+            made[lay.name] = inner[body.outputs[0].from_]
+            continue
         key = _kind_key(lay)
         main, extra = _op_parts(lay)
         lines = [_bold(_text(lay.name)), _text(main, 80)]
         if extra:
             lines.append(_small(_text(", ".join(extra), 80), colour="#333333"))
         if info is not None and lay.name in info.shapes:
-            li = info[lay.name]
-            stats = _shape(li.out_shape)
-            if li.params:
-                stats += f"  \u00b7  {_count(li.params)} params"
+            lay_info = info[lay.name]
+            stats = _shape(lay_info.out_shape)
+            if lay_info.params:
+                stats += f"  \u00b7  {_count(lay_info.params)} params"
             lines.append(_small(stats))
-        g.node(ids(("layer", lay.name)), _html(*lines), fillcolor=_FILL[key], color=_BORDER[key],
+        nid = ids((*scope, "layer", lay.name))
+        g.node(nid, _html(*lines), fillcolor=_FILL[key], color=_BORDER[key],
                penwidth="1.3" if lay.kind == "compute" else "1.0")
-    inputs = {i.name for i in spec.inputs}
-    for src, dst in spec.edges():
-        u = ids(("in", src)) if src in inputs else ids(("layer", src))
-        g.edge(u, ids(("layer", dst)))
-    for o in spec.outputs:
-        shape = info.shapes.get(o.from_) if info is not None else None
-        _io_node(g, ids(("out", o.name)), {"kind": "output", "name": o.name, "shape": shape})
-        src = ids(("in", o.from_)) if o.from_ in inputs else ids(("layer", o.from_))
-        g.edge(src, ids(("out", o.name)))
-    return g
+        for src in srcs:
+            g.edge(made[src], nid)
+        made[lay.name] = nid
+    return made
 
 
 def _compute_node(g: graphviz.Digraph, nid: str, d: dict, lines: list[str],
@@ -585,11 +613,13 @@ def side_by_side(result: MergeResult, rankdir: str = "LR") -> graphviz.Digraph:
     return g
 
 
-def build_view(view: str, obj: Netspec | MergeResult, rankdir: str = "LR") -> graphviz.Digraph:
+def build_view(view: str, obj: Netspec | MergeResult, rankdir: str = "LR",
+               expand_blocks: bool = False) -> graphviz.Digraph:
     """The diagram named ``view`` (a key of :data:`VIEWS`) of a netspec or a merge result.
 
     ``netspec`` and ``labels`` take a :class:`Netspec` (a :class:`MergeResult` gives its merged
-    netspec); the other views need a :class:`MergeResult`.
+    netspec); the other views need a :class:`MergeResult`. ``expand_blocks`` draws block
+    instances open in the ``netspec`` view.
 
     Raises:
         SpdnnError: unknown view, or a merge view asked of a single netspec.
@@ -599,7 +629,7 @@ def build_view(view: str, obj: Netspec | MergeResult, rankdir: str = "LR") -> gr
     if view in ("netspec", "labels"):
         spec = obj.spec if isinstance(obj, MergeResult) else obj
         if view == "netspec":
-            return netspec_diagram(spec, rankdir=rankdir)
+            return netspec_diagram(spec, rankdir=rankdir, expand_blocks=expand_blocks)
         return labelled_diagram(parent_graph(spec), rankdir=rankdir)
     if not isinstance(obj, MergeResult):
         raise SpdnnError(f"the {view!r} view shows a merge",

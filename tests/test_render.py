@@ -346,3 +346,36 @@ def test_text_escaping_rules():
     assert R._text("bell\x07") == "bell\\x07"
     long = R._text("n" * 500)
     assert len(long) == 48 and long.endswith("\u2026")
+
+
+def test_netspec_diagram_expands_blocks():
+    spec = S.load(NETSPECS / "squeezenet/squeezenet_1_1.yaml")
+    fires = [lay for lay in spec.layers if lay.op_name == "Fire"]
+    collapsed = R.netspec_diagram(spec)
+    assert "subgraph cluster" not in collapsed.source
+    dot = R.netspec_diagram(spec, expand_blocks=True)
+    src = dot.source
+    assert src.count("subgraph cluster") == len(fires) == 8
+    body = len(spec.blocks["Fire"].layers)
+    io = len(spec.inputs) + len(spec.outputs)
+    assert len(nodes(dot)) == len(spec.layers) - len(fires) + body * len(fires) + io
+    for lay in fires:  # each box is captioned by its instance and its structure code
+        assert f"<b>{lay.name}</b>" in src and R._text(lay.structure()) in src
+    # the expand 3x3 conv of fire2 reads fire2's squeeze conv; fire3's squeeze reads fire2's cat
+    ids = {re.search(r"<b>([^<]*)</b>", a).group(1): k for k, a in nodes(dot).items()
+           if "<b>" in a}
+    es = set(edges(dot))
+    order = [k for k, a in nodes(dot).items() if "<b>squeeze</b>" in a]
+    cats = [k for k, a in nodes(dot).items() if "<b>cat</b>" in a]
+    assert len(order) == len(cats) == 8
+    assert (cats[0], order[1]) in es
+    assert (ids["maxpool1"], order[0]) in es
+
+
+def test_render_cli_expand_blocks(tmp_path):
+    from spdnn.cli import main
+
+    out = tmp_path / "sq.dot"
+    assert main(["render", str(NETSPECS / "squeezenet/squeezenet_1_0.yaml"), "-o", str(out),
+                 "--expand-blocks"]) == 0
+    assert out.read_text().count("subgraph cluster") == 8
