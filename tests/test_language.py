@@ -232,3 +232,30 @@ def test_merge_of_networks_with_a_two_input_block():
     out = build_module(spec)(torch.rand(2, 4, 8, 8), torch.rand(2, 2, 8, 8))
     assert out.shape == (2, 1, 8, 8)
     assert np.isfinite(out.detach().numpy()).all()
+
+
+def test_merge_of_two_spade_sr_generators_keeps_every_role():
+    """SPADE-SR-32 and -64 (seed 001 Table 1) share inputs z, h and output image; their
+    up-blocks take three inputs (x, s_in, s_out) that must stay apart in the merge."""
+    a, b = (S.load(Path(__file__).parents[1] / f"netspecs/spade_sr/spade_sr_{w}.yaml")
+            for w in (32, 64))
+    res = merge([a, b], params="keep")
+    spec = res.spec
+    ups = [lay for lay in spec.layers if lay.op_name == "SPADESRResBlockUp"]
+    assert len(ups) == 3 and all(len(lay.inputs) == 3 for lay in ups)
+    g = nx.DiGraph(spec.edges())
+    for lay in ups:  # the semantic arguments come from the heat map only
+        for s in lay.inputs[1:]:
+            assert "z" not in nx.ancestors(g, s) and "h" in nx.ancestors(g, s)
+        assert "z" in nx.ancestors(g, lay.inputs[0])
+    # the block structure codes name their widths (SemRes(32) vs SemRes(64)), so the two
+    # semantic branches stay apart and each merged up-block reads both, concatenated per role
+    sem = [lay for lay in spec.layers if lay.op_name.startswith("SemResBlock")]
+    assert sorted(lay.args()["channels"] for lay in sem) == [32] * 4 + [64] * 4
+    shapes = infer(spec).shapes
+    for lay in ups:
+        assert spec.layer(lay.inputs[1]).op_name == "Concat"
+        assert shapes[lay.inputs[1]][0] == shapes[lay.inputs[2]][0] == 32 + 64
+    assert infer(spec).output_shapes() == {"image": (3, 40, 64)}
+    out = build_module(spec).eval()(torch.randn(2, 128), torch.rand(2, 1, 5, 8))
+    assert out.shape == (2, 3, 40, 64)
