@@ -10,7 +10,8 @@ builder and the code generator both instantiate the class from here, so they can
 import torch
 from torch import nn
 
-__all__: list[str] = ["Anscombe", "FixedConv2d", "InverseAnscombe", "InverseFilter", "SPADE"]
+__all__: list[str] = ["Anscombe", "FixedConv2d", "InverseAnscombe", "InverseFilter", "SPADE",
+                      "GaussianNoise", "MinibatchDiscrimination"]
 
 # module-level functions a helper class uses; their source is emitted before the class
 DEPENDS: dict[str, list[str]] = {"FixedConv2d": ["psf_kernel"], "InverseFilter": ["psf_kernel"]}
@@ -194,3 +195,55 @@ class InverseFilter(nn.Module):
         num = torch.conj(otf) * fy + rho * fz
         den = otf.real ** 2 + otf.imag ** 2 + rho
         return torch.fft.irfft2(num / den, s=(h, w))
+
+
+class GaussianNoise(nn.Module):
+    """Additive Gaussian noise ``x + sigma * N(0, 1)`` in training mode, the identity in eval
+    mode (Lasagne's ``GaussianNoiseLayer``; VAC+GAN CIFAR-10 discriminator, thesis App. H)."""
+
+    def __init__(self, sigma: float = 0.05) -> None:
+        super().__init__()
+        self.sigma = sigma
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.sigma > 0:
+            return x + self.sigma * torch.randn_like(x)
+        return x
+
+
+class MinibatchDiscrimination(nn.Module):
+    """Minibatch discrimination (Salimans et al., NeurIPS 2016, sec. 3.2).
+
+    ``x`` (N, A) (a feature map is flattened), ``M = x @ weight`` viewed (N, B, C),
+    ``o[i, b] = sum_j exp(-||M[i, b] - M[j, b]||_1)``; returns ``cat([x, o], 1)``, (N, A + B).
+    ``exclude_self`` drops the ``j = i`` term (exactly 1); ``bias`` adds a learned per-kernel
+    bias to ``o``; ``weight_norm`` uses ``weight * exp(log_weight_scale) / ||weight||`` (column
+    norms over A), as the authors' Lasagne layer (OpenAI improved-GAN ``MinibatchLayer``).
+    """
+
+    def __init__(self, in_features: int, num_kernels: int, kernel_dim: int, bias: bool = False,
+                 weight_norm: bool = False, exclude_self: bool = False) -> None:
+        super().__init__()
+        self.num_kernels = num_kernels
+        self.kernel_dim = kernel_dim
+        self.exclude_self = exclude_self
+        self.weight = nn.Parameter(torch.randn(in_features, num_kernels * kernel_dim) * 0.05)
+        if weight_norm:
+            self.log_weight_scale = nn.Parameter(torch.zeros(num_kernels * kernel_dim))
+        else:
+            self.log_weight_scale = None
+        self.bias = nn.Parameter(torch.zeros(num_kernels)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.flatten(x, 1)
+        w = self.weight
+        if self.log_weight_scale is not None:
+            w = w * (torch.exp(self.log_weight_scale) / torch.sqrt((w * w).sum(0)))
+        m = (x @ w).reshape(x.shape[0], self.num_kernels, self.kernel_dim)
+        dist = (m.unsqueeze(0) - m.unsqueeze(1)).abs().sum(3)  # (N, N, B)
+        o = torch.exp(-dist).sum(1)
+        if self.exclude_self:
+            o = o - 1.0
+        if self.bias is not None:
+            o = o + self.bias
+        return torch.cat([x, o], 1)

@@ -8,6 +8,7 @@ shape/cost/module methods, decorate it with :func:`register_op`, then call
 
 from spdnn.ops import conv as _conv  # noqa: F401  (registers ops)
 from spdnn.ops import extra as _extra  # noqa: F401
+from spdnn.ops import gan as _gan  # noqa: F401
 from spdnn.ops import imaging as _imaging  # noqa: F401
 from spdnn.ops import layers as _layers  # noqa: F401
 from spdnn.ops import norm as _norm  # noqa: F401
