@@ -21,7 +21,7 @@ import pytest
 import torch
 from torch import nn
 
-from spdnn.codegen import build_module, emit_module
+from spdnn.codegen import build_module, emit_module, runtime
 from spdnn.codegen import regenerate as regenerate_module
 from spdnn.codegen.names import class_name
 from spdnn.codegen.regenerate import (
@@ -134,9 +134,13 @@ def class_def(src: str, spec: Netspec) -> ast.ClassDef:
     tree = ast.parse(src)
     found = [n for n in tree.body if isinstance(n, ast.ClassDef)]
     names = [c.name for c in found]
-    # one nn.Module class, after one class per block type the network uses
+    # one nn.Module class, after the runtime helpers it uses and one class per block type (a
+    # numbered sibling, e.g. GenerativeUnit2, where instances of one block differ in code)
     assert names[-1] == class_name(spec.name) and names.count(names[-1]) == 1, names
-    assert len(found) == 1 or (spec.blocks and len(found) - 1 <= len(spec.blocks)), names
+    block_class = re.compile(rf"({'|'.join(map(re.escape, spec.blocks)) or '(?!)'})\d*")
+    for n in names[:-1]:
+        assert n in runtime.__all__ or block_class.fullmatch(n), names
+    assert len(names[:-1]) == len(set(names[:-1])), names
     return found[-1]
 
 

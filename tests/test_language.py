@@ -259,3 +259,26 @@ def test_merge_of_two_spade_sr_generators_keeps_every_role():
     assert infer(spec).output_shapes() == {"image": (3, 40, 64)}
     out = build_module(spec).eval()(torch.randn(2, 128), torch.rand(2, 1, 5, 8))
     assert out.shape == (2, 3, 40, 64)
+
+
+def test_channel_budget_stops_where_fixed_slices_no_longer_fit():
+    """A ChannelSlice (generative units, seed 000) fixes a lower bound on the width it reads;
+    the budget search stays above it instead of failing."""
+    head = "input: {name: x, channels: 3, height: 8, width: 8}\nlayers:\n"
+    conv = "{op: Conv2d, kernel_size: 3, padding: same, out_channels: 16, activation: relu}"
+    one = S.loads("name: one\n" + head + f"""\
+  - {{name: c1, {conv[1:]}
+  - {{name: top, op: ChannelSlice, start: 0, stop: 12}}
+  - {{name: c2, {conv[1:]}
+  - {{name: out, op: Conv2d, kernel_size: 1, out_channels: 1}}
+""")
+    two = S.loads("name: two\n" + head + f"""\
+  - {{name: c1, {conv[1:]}
+  - {{name: c2, op: Conv2d, kernel_size: 5, padding: same, out_channels: 16, activation: relu}}
+  - {{name: out, op: Conv2d, kernel_size: 1, out_channels: 1}}
+""")
+    spec = merge([one, two], params=300).spec  # far below what 12 sliced channels need
+    info = infer(spec)
+    first = next(lay for lay in spec.layers if lay.merged_from and "one:c1" in lay.merged_from)
+    assert first.out_channels >= 12
+    assert info.output_shapes() == {"out": (1, 8, 8)}

@@ -32,7 +32,7 @@ from typing import Literal
 
 import networkx as nx
 
-from spdnn.errors import MergeError, SpecError
+from spdnn.errors import MergeError, ShapeError, SpecError
 from spdnn.graph.contract import SkippedMerge, contract, natural_key
 from spdnn.graph.convert import EdgePath, to_graph
 from spdnn.graph.label import DistanceRule, label_backward, label_forward
@@ -331,10 +331,20 @@ def _fit_budget(builder: _Rebuild, base: dict, target: int | None
     if target is None:
         return 1.0, builder.build(base), True
 
-    def count(widths: dict) -> int:
-        return infer(builder.build(widths)).params
+    def count(widths: dict) -> float:
+        try:
+            return infer(builder.build(widths)).params
+        except ShapeError:  # too narrow for a fixed-size part (a channel slice, a block)
+            return math.inf
 
     lo, hi = 1 / 256, 256.0
+    if count(_scaled(base, lo)) == math.inf and count(base) < math.inf:
+        # the narrowest network that still fits together bounds the search from below
+        bad, good = lo, 1.0
+        while good / bad > 1.0005:
+            mid = math.sqrt(bad * good)
+            bad, good = (bad, mid) if count(_scaled(base, mid)) < math.inf else (mid, good)
+        lo = good
     if count(_scaled(base, lo)) >= target:
         # even 1-channel layers miss the target (fixed-size layers dominate): a degenerate
         # network helps nobody, so keep the parents' widths and say so in the report
@@ -464,8 +474,9 @@ class _Rebuild:
                 op = op.with_width(self.fixed_width[n])
             data = op.model_dump(mode="json", exclude_defaults=True)
             data.update(upd)
-            if n in self.freed:
-                data.update(self._hidden_style(d["members"]))
+            if n in self.freed:  # only the style fields the op has (not a block's or SPADE's)
+                data.update({k: v for k, v in self._hidden_style(d["members"]).items()
+                             if k in type(op).model_fields})
             layers.append(data)
             ends[n] = letter
         outputs = []

@@ -12,6 +12,7 @@ from spdnn.ops import gan as _gan  # noqa: F401
 from spdnn.ops import imaging as _imaging  # noqa: F401
 from spdnn.ops import layers as _layers  # noqa: F401
 from spdnn.ops import norm as _norm  # noqa: F401
+from spdnn.ops import sensing as _sensing  # noqa: F401
 from spdnn.ops.base import OPS, Call, Op, Shape, register_op
 
 __all__ = ["OPS", "Call", "Op", "Shape", "register_op"]
