@@ -4,6 +4,7 @@ parts (SPADE, two-input blocks) on merged edges."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import networkx as nx
@@ -282,3 +283,19 @@ def test_channel_budget_stops_where_fixed_slices_no_longer_fit():
     first = next(lay for lay in spec.layers if lay.merged_from and "one:c1" in lay.merged_from)
     assert first.out_channels >= 12
     assert info.output_shapes() == {"out": (1, 8, 8)}
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "netspecs").rglob("*.yaml")),
+                         ids=lambda p: p.relative_to(Path(__file__).parents[1]).as_posix())
+def test_every_netspec_file_has_a_header_citing_its_source(path: Path):
+    """Issue #3: each netspec's header cites the table/section it follows."""
+    lines = path.read_text().splitlines()
+    header = []
+    for line in lines:
+        if not line.startswith("#"):
+            break
+        header.append(line)
+    assert header, f"{path.name}: no header comment"
+    text = " ".join(header)
+    assert re.search(r"\b(sec\.|section|table|app\.|appendix|fig\.|torchvision)", text, re.I), (
+        f"{path.name}: the header cites no table, section or figure")
