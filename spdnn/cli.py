@@ -200,6 +200,11 @@ class View(str, Enum):
     side_by_side = "side-by-side"
 
 
+class RankDir(str, Enum):
+    LR = "LR"
+    TB = "TB"
+
+
 @app.command()
 def render(
     files: Annotated[list[Path], typer.Argument(help="One netspec, or several parents to merge.")],
@@ -218,6 +223,9 @@ def render(
         "--expand-blocks/--collapse-blocks",
         help="netspec view: draw each block instance (Fire, a ResBlock...) as a dashed box "
              "holding its layers, instead of one node.")] = False,
+    rankdir: Annotated[RankDir, typer.Option(
+        help="Layout direction: LR (left to right, like the thesis figures) or TB (top to "
+             "bottom, better for deep networks).")] = RankDir.LR,
 ) -> None:
     """Draw a netspec or an SPDNN merge with Graphviz.
 
@@ -233,13 +241,16 @@ def render(
             raise SpdnnError(f"--view {view.value} draws one netspec, got {len(files)} files",
                              hint="use --view parallel/contracted/side-by-side for several")
         s = _load(files[0])
-        dot = R.netspec_diagram(s, expand_blocks=expand_blocks) if view == View.netspec else R.labelled_diagram(
-            parent_graph(s, rule=distance.value), title=s.name)
+        if view == View.netspec:
+            dot = R.netspec_diagram(s, expand_blocks=expand_blocks, rankdir=rankdir.value)
+        else:
+            dot = R.labelled_diagram(parent_graph(s, rule=distance.value), title=s.name,
+                                     rankdir=rankdir.value)
     else:
         result = _merge(files, params, distance, head_kernel, None)
         dot = {View.parallel: R.parallel_diagram, View.forward: R.forward_diagram,
                View.contracted: R.contracted_diagram,
-               View.side_by_side: R.side_by_side}[view](result)
+               View.side_by_side: R.side_by_side}[view](result, rankdir=rankdir.value)
     path = R.save(dot, output)
     out.print(f"Wrote {path}")
 

@@ -379,3 +379,13 @@ def test_render_cli_expand_blocks(tmp_path):
     assert main(["render", str(NETSPECS / "squeezenet/squeezenet_1_0.yaml"), "-o", str(out),
                  "--expand-blocks"]) == 0
     assert out.read_text().count("subgraph cluster") == 8
+
+
+def test_render_cli_rankdir(tmp_path):
+    from spdnn.cli import main
+
+    for view in ("netspec", "labels"):
+        out = tmp_path / f"{view}.dot"
+        assert main(["render", str(NETSPECS / "squeezenet/squeezenet_1_1.yaml"), "-o", str(out),
+                     "--view", view, "--rankdir", "TB"]) == 0
+        assert "rankdir=TB" in out.read_text()
