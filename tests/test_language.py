@@ -299,3 +299,26 @@ def test_every_netspec_file_has_a_header_citing_its_source(path: Path):
     text = " ".join(header)
     assert re.search(r"\b(sec\.|section|table|app\.|appendix|fig\.|torchvision)", text, re.I), (
         f"{path.name}: the header cites no table, section or figure")
+
+
+def test_a_layer_with_roles_may_read_one_source_twice():
+    text = TWO_INPUT_BLOCK.format(name="twice", layers="""\
+  - {name: c1, op: Conv2d, kernel_size: 3, padding: same, out_channels: 2, inputs: [x]}
+  - {name: m1, op: Mix, width: 6, inputs: [c1, c1]}
+  - {name: cat, op: Concat, inputs: [m1, s]}""")
+    spec = S.loads(text)
+    assert spec.layer("m1").inputs == ["c1", "c1"]
+    torch.manual_seed(0)
+    m = build_module(spec).eval()
+    x = torch.rand(2, 4, 8, 8)
+    assert m(x, torch.rand(2, 2, 8, 8)).shape == (2, 8, 8, 8)
+    ns: dict = {}
+    exec(compile(emit_module(spec), "<twice>", "exec"), ns)  # noqa: S102 - our own output
+    gen = ns[class_name(spec.name)]().eval()
+    gen.load_state_dict(m.state_dict())
+    s = torch.rand(2, 2, 8, 8)
+    assert torch.equal(gen(x, s), m(x, s))
+    # a one-input layer still may not
+    with pytest.raises(SpecError, match="same input twice"):
+        S.loads(text.replace("inputs: [m1, s]}", "inputs: [m1, s]}\n  - {name: bad, op: Conv2d, "
+                                                 "kernel_size: 1, out_channels: 1, inputs: [cat, cat]}"))

@@ -181,7 +181,9 @@ def check_graph(spec: Netspec, file: str | None = None,
                 raise SpecError(f"layer '{lay.name}' reads itself", field=f"layers[{i}].inputs",
                                 **where)
             g.add_edge(s, lay.name)
-        if len(srcs) != len(set(srcs)) and cls.kind != "junction":
+        # junctions may repeat an input (x + x); so may layers whose inputs play different
+        # parts (an HQS stage started from x0 = y reads y twice)
+        if len(srcs) != len(set(srcs)) and cls.kind != "junction" and lay.input_roles() is None:
             raise SpecError(f"layer '{lay.name}' names the same input twice",
                             field=f"layers[{i}].inputs", **where)
         if len(srcs) < cls.min_inputs or (cls.max_inputs is not None and len(srcs) > cls.max_inputs):
