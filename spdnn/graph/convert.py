@@ -2,9 +2,10 @@
 
 One node per compute layer (``Conv2d``, ``ConvTranspose2d``, ``Linear``, block instances) and per
 layer whose inputs play different parts (SPADE, a two-input block: see
-:meth:`~spdnn.ops.base.Op.input_roles`); batch norm, activation and dropout belong to their layer. Pooling and unpooling are not nodes: they are sticky
-properties carried by the data ("the pooling property stays with the data except when an
-unpooling or a fully connected layer is reached"), so every compute node records the pooling
+:meth:`~spdnn.ops.base.Op.input_roles`); batch norm, activation and dropout belong to their
+layer. Pooling and unpooling are not nodes: they are sticky properties carried by the data
+("the pooling property stays with the data except when an unpooling or a fully connected layer
+is reached"), so every compute node records the pooling
 factor of the data it reads (``in_factor``) and of the data it writes (``out_factor``).
 Every path of non-compute layers between two nodes is kept on the edge (``paths``) so that the
 network can be rebuilt from the graph ("the pooling quality will be recalled from the original
@@ -94,7 +95,6 @@ def to_graph(spec: Netspec, tag: int = 0, info: NetInfo | None = None) -> nx.DiG
             out_f = _factor_after(op, ins, lay.out_shape, ref_h)
             sources[lay.name] = [(o, ops + (op,), f0, out_f) for o, ops, f0, _ in ins]
             continue
-        role_ins = [[(k, s) for s in sources[src]] for k, src in enumerate(lay.inputs)]
         role_factors = None
         if roles is not None:
             # the first input (the feature map) sets the node's resolution; every role
@@ -116,8 +116,8 @@ def to_graph(spec: Netspec, tag: int = 0, info: NetInfo | None = None) -> nx.DiG
         g.add_node(key, kind="compute", parent=tag, layer=lay.name, op=op, structure=structure,
                    in_factor=in_f, out_factor=out_f, out_shape=lay.out_shape, order=order,
                    role_factors=role_factors)
-        for k, group in enumerate(role_ins):
-            for _, (origin, ops, f0, f1) in group:
+        for k, src in enumerate(lay.inputs):
+            for origin, ops, f0, f1 in sources[src]:
                 _add_path(g, origin, key, EdgePath(tag, _name(origin), lay.name, ops, f0, f1,
                                                    k if roles is not None else None))
         sources[lay.name] = [(key, (), out_f, out_f)]

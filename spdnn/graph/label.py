@@ -39,9 +39,7 @@ def _distances(g: nx.DiGraph, order: list, preds, rule: DistanceRule, start_kind
                 continue  # unreachable from this start node
             step = 1 if g.nodes[n]["kind"] == "compute" else 0
             dist[n] = agg(before) + step
-        for n, d in dist.items():
-            if g.nodes[n]["kind"] == start_kind:
-                d = 0
+        for n, d in dist.items():  # start nodes have no predecessors: only s is 0 here
             best[n] = min(best.get(n, d), d)
     return best
 

@@ -338,14 +338,19 @@ def _fit_budget(builder: _Rebuild, base: dict, target: int | None
             return math.inf
 
     lo, hi = 1 / 256, 256.0
-    if count(_scaled(base, lo)) == math.inf and count(base) < math.inf:
+    narrowest = count(_scaled(base, lo))
+    if narrowest == math.inf and count(base) < math.inf:
         # the narrowest network that still fits together bounds the search from below
-        bad, good = lo, 1.0
+        bad, good, narrowest = lo, 1.0, count(base)
         while good / bad > 1.0005:
             mid = math.sqrt(bad * good)
-            bad, good = (bad, mid) if count(_scaled(base, mid)) < math.inf else (mid, good)
+            n = count(_scaled(base, mid))
+            if n < math.inf:
+                good, narrowest = mid, n
+            else:
+                bad = mid
         lo = good
-    if count(_scaled(base, lo)) >= target:
+    if narrowest >= target:
         # even 1-channel layers miss the target (fixed-size layers dominate): a degenerate
         # network helps nobody, so keep the parents' widths and say so in the report
         return 1.0, builder.build(base), False
