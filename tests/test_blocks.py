@@ -14,6 +14,7 @@ from spdnn.errors import SpecError
 from spdnn.graph import check_embedding, merge, parent_graph
 from spdnn.render import netspec_diagram
 from spdnn.shapes import infer
+from tests.helpers import exec_class
 
 ROOT = Path(__file__).resolve().parents[1]
 LIB = (ROOT / "netspecs/blocks/squeezenet.yaml").as_posix()
@@ -42,10 +43,7 @@ def small(body: str, layers: str, name: str = "net", extra: str = "") -> str:
 
 
 def parity(spec: S.Netspec, shape=(2, 4, 16, 16)) -> None:
-    ns: dict = {}
-    exec(compile(emit_module(spec), "<emitted>", "exec"), ns)
-    from spdnn.codegen.names import class_name
-    emitted = ns[class_name(spec.name)]().eval()
+    emitted = exec_class(emit_module(spec), spec)().eval()
     built = build_module(spec).eval()
     assert list(emitted.state_dict()) == list(built.state_dict())
     emitted.load_state_dict(built.state_dict())

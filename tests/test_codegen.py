@@ -36,6 +36,7 @@ from spdnn.codegen.regenerate import (
 from spdnn.shapes import infer
 from spdnn.spec import Netspec, example_inputs, load, loads
 from spdnn.spec.blocks import netspec_paths
+from tests.helpers import exec_class, randomize_norms
 
 ROOT = Path(__file__).resolve().parents[1]
 NETSPEC_FILES = netspec_paths(ROOT / "netspecs")  # block libraries left out
@@ -66,27 +67,6 @@ def generator_module(case: str) -> str:
     else:
         rel = module_path(ROOT / case, ROOT)
     return ".".join(rel.with_suffix("").parts)
-
-
-def exec_class(src: str, spec: Netspec) -> type[nn.Module]:
-    ns: dict = {"__name__": "spdnn_generated"}
-    exec(compile(src, f"<generated {spec.name!r}>", "exec"), ns)  # noqa: S102 - our own output
-    return ns[class_name(spec.name)]
-
-
-def randomize_norms(module: nn.Module, seed: int = 0) -> None:
-    """Give batch-norm layers non-trivial statistics so that eval-mode parity means something."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                if m.affine:  # parameter-free norms (SPADE's, affine: false) have none
-                    m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-                if m.running_mean is None:
-                    continue
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
 
 
 def inputs_for(spec: Netspec, seed: int = 0) -> list[torch.Tensor]:

@@ -16,11 +16,11 @@ import torch
 import spdnn.export as E
 import spdnn.spec as S
 from spdnn.codegen import build_module, emit_module
-from spdnn.codegen.names import class_name
 from spdnn.errors import ShapeError, SpecError
 from spdnn.graph import merge, to_graph
 from spdnn.graph.label import forward_distances
 from spdnn.shapes import infer
+from tests.helpers import exec_class
 
 CGAN = """
 name: cgan_toy
@@ -170,9 +170,7 @@ def test_merge_keeps_spade_inputs_apart():
     out = m(torch.randn(2, 16), torch.rand(2, 1, 4, 4))
     assert out["image"].shape == (2, 3, 8, 8)
     # emitted code agrees with the interpreter
-    ns: dict = {}
-    exec(compile(emit_module(spec), "<merged>", "exec"), ns)  # noqa: S102 - our own output
-    gen = ns[class_name(spec.name)]()
+    gen = exec_class(emit_module(spec), spec)()
     gen.load_state_dict(m.state_dict())
     xs = [torch.randn(2, 16), torch.rand(2, 1, 4, 4)]
     with torch.no_grad():
@@ -312,9 +310,7 @@ def test_a_layer_with_roles_may_read_one_source_twice():
     m = build_module(spec).eval()
     x = torch.rand(2, 4, 8, 8)
     assert m(x, torch.rand(2, 2, 8, 8)).shape == (2, 8, 8, 8)
-    ns: dict = {}
-    exec(compile(emit_module(spec), "<twice>", "exec"), ns)  # noqa: S102 - our own output
-    gen = ns[class_name(spec.name)]().eval()
+    gen = exec_class(emit_module(spec), spec)().eval()
     gen.load_state_dict(m.state_dict())
     s = torch.rand(2, 2, 8, 8)
     assert torch.equal(gen(x, s), m(x, s))

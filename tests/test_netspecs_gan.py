@@ -19,10 +19,10 @@ import torch
 from torch import nn
 
 from spdnn.codegen import build_module, emit_module, runtime
-from spdnn.codegen.names import class_name
 from spdnn.ops import OPS
 from spdnn.shapes import infer
 from spdnn.spec import Netspec, load, loads
+from tests.helpers import exec_class
 
 ROOT = Path(__file__).resolve().parents[1]
 GAN = ROOT / "netspecs" / "gan"
@@ -352,9 +352,7 @@ def test_new_ops_emitted_matches_in_process():
     for node in ast.walk(ast.parse(src)):
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             assert [a.name for a in node.names] in (["torch"], ["nn"])
-    ns: dict = {"__name__": "spdnn_generated"}
-    exec(compile(src, "<generated>", "exec"), ns)  # noqa: S102 - our own output
-    gen = ns[class_name(spec.name)]()
+    gen = exec_class(src, spec)()
     assert list(gen.state_dict()) == list(ref.state_dict())
     gen.load_state_dict(ref.state_dict())
     x = torch.randn(5, 3, 4, 4)

@@ -19,13 +19,12 @@ import pytest
 import torch
 
 from spdnn.codegen import build_module, emit_module
-from spdnn.codegen.names import class_name
 from spdnn.errors import ShapeError
 from spdnn.export import export_onnx
 from spdnn.ops import OPS
 from spdnn.shapes import infer
 from spdnn.spec import Netspec, load, loads
-from tests.helpers import NETSPECS
+from tests.helpers import NETSPECS, exec_class
 
 DIR = NETSPECS / "generative_sensing"
 LIB = NETSPECS / "blocks" / "generative_sensing.yaml"
@@ -227,9 +226,7 @@ def test_channel_slice_emitted_matches_in_process():
     for node in ast.walk(ast.parse(src)):
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             assert [a.name for a in node.names] in (["torch"], ["nn"])
-    ns: dict = {"__name__": "spdnn_generated"}
-    exec(compile(src, "<generated>", "exec"), ns)  # noqa: S102 - our own output
-    gen = ns[class_name(spec.name)]()
+    gen = exec_class(src, spec)()
     gen.load_state_dict(ref.state_dict(), strict=True)
     gen.eval()
     xs = _slice_inputs(1)

@@ -20,8 +20,8 @@ from torch import nn
 
 import spdnn.spec as S
 from spdnn.codegen import build_module, emit_module
-from spdnn.codegen.names import class_name
 from spdnn.shapes import infer
+from tests.helpers import exec_class, randomize_norms
 
 ROOT = Path(__file__).resolve().parents[1]
 DIR = ROOT / "netspecs/spade_sr"
@@ -414,27 +414,14 @@ def test_encoder_matches_reference():
 # emitted code vs in-process module, with non-trivial norm statistics (affine-free batch norms
 # have no weight/bias, so only their running statistics are randomized)
 # --------------------------------------------------------------------------------------------
-def _randomize_norms(module: nn.Module, seed: int = 0) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                if m.affine:
-                    m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-
-
 @pytest.mark.parametrize("name", ["spade_sr_32", "spade_64", "discriminator", "encoder"])
 def test_emitted_matches_build_module(name):
     spec = load(name)
-    ns: dict = {"__name__": "spdnn_generated"}
-    exec(compile(emit_module(spec), "<emitted>", "exec"), ns)  # noqa: S102 - our own output
+    cls = exec_class(emit_module(spec), spec)
     torch.manual_seed(0)
     ref = build_module(spec)
-    _randomize_norms(ref)
-    gen = ns[class_name(spec.name)]()
+    randomize_norms(ref)
+    gen = cls()
     gen.load_state_dict(ref.state_dict(), strict=True)
     ref.eval()
     gen.eval()

@@ -21,12 +21,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from spdnn.codegen import build_module, emit_module, runtime
-from spdnn.codegen.names import class_name
 from spdnn.errors import SpecError
 from spdnn.ops import OPS
 from spdnn.ops.imaging import gaussian_size
 from spdnn.shapes import infer
 from spdnn.spec import Netspec, load_checked, loads
+from tests.helpers import exec_class
 
 NEW_OPS = ["BatchNorm2d", "InstanceNorm2d", "SPADE", "PixelShuffle", "Embedding", "Mul",
            "Softplus", "FixedConv2d", "Anscombe", "InverseAnscombe", "InverseFilter"]
@@ -141,9 +141,7 @@ def randomize(module: nn.Module, seed: int = 0) -> None:
 
 def emitted_class(spec: Netspec) -> tuple[str, type[nn.Module]]:
     src = emit_module(spec)
-    ns: dict = {"__name__": "spdnn_generated"}
-    exec(compile(src, "<generated>", "exec"), ns)  # noqa: S102 - our own output
-    return src, ns[class_name(spec.name)]
+    return src, exec_class(src, spec)
 
 
 # --------------------------------------------------------------------------------------------
