@@ -59,6 +59,9 @@ class DataSpec(_Strict):
     train_size: int = Field(default=512, gt=0)
     val_size: int = Field(default=128, gt=0)
     seed: int = 0
+    num_workers: int = Field(default=0, ge=0, le=64)
+    """DataLoader worker processes that prepare batches beside the training loop (0: in the
+    loop). Each worker is seeded from the recipe seed, so exact resume holds either way."""
     options: dict[str, Any] = Field(default_factory=dict)
 
 

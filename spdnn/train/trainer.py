@@ -12,6 +12,7 @@ DistributedDataParallel under ``torchrun`` (gloo on CPU, nccl on CUDA).
 from __future__ import annotations
 
 import contextlib
+import functools
 import csv
 import io
 import json
@@ -107,6 +108,18 @@ def _private_generator() -> torch.Generator:
     """A generator for DataLoaders: creating an iterator draws a seed from it, and drawing it from
     the global RNG instead would shift dropout masks after a resume."""
     return torch.Generator().manual_seed(0)
+
+
+def _init_worker(seed: int, step: int, worker_id: int) -> None:
+    seed_everything(int(np.random.SeedSequence([seed, step, worker_id]).generate_state(1)[0]))
+
+
+def _seed_worker(seed: int, step: int):
+    """``worker_init_fn`` of the training DataLoader: worker ``i`` of the loader created at
+    ``step`` seeds Python, NumPy and torch from ``(seed, step, i)``, so a resumed run (which
+    recreates the loader at the same step) gives every worker the same random streams.
+    A ``functools.partial`` of a module-level function, so it pickles under any start method."""
+    return functools.partial(_init_worker, seed, step)
 
 
 def _lr_lambda(recipe: Recipe, total: int):
@@ -328,7 +341,9 @@ class Trainer:
                 indices = list(self.sampler)[done * r.batch_size:
                                              self.steps_per_epoch * r.batch_size]
                 loader = DataLoader(self.train_ds, batch_size=r.batch_size, sampler=indices,
-                                    drop_last=True, generator=_private_generator())
+                                    drop_last=True, generator=_private_generator(),
+                                    num_workers=r.data.num_workers,
+                                    worker_init_fn=_seed_worker(r.seed, self.step))
                 for batch in loader:
                     batch = tuple(self.to_device(t) for t in batch)
                     logs = self.task.training_step(self, batch)
