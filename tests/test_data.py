@@ -421,3 +421,138 @@ def test_kitti_errors(tmp_path):
     (root / "training" / "disp_noc_0" / "000001_10.png").unlink()
     with pytest.raises(SpdnnError, match="do not match"):
         KittiDepthDataset(root)
+
+
+# ---------------------------------------------------------------------------------------------
+# item cache, DataLoader workers
+# ---------------------------------------------------------------------------------------------
+
+
+def _same_item(a, b):
+    return len(a) == len(b) and all(
+        x.dtype == y.dtype and x.shape == y.shape and x.stride() == y.stride() and torch.equal(x, y)
+        for x, y in zip(a, b, strict=True)
+    )
+
+
+def _dataset_pairs(tmp_path):
+    """(cached, uncached) pairs of every dataset, small sizes."""
+    iris_root, kitti_root = _iris_folder(tmp_path), _kitti_folder(tmp_path)
+    makers = [
+        lambda c: SyntheticIrisDataset(5, seed=3, cache=c),
+        lambda c: SyntheticIrisDataset(3, seed=1, degrade=False, cache=c),
+        lambda c: IrisFolderDataset(iris_root, degrade=True, seed=2, cache=c),
+        lambda c: MotorcycleDepthDataset("train", n=4, seed=1, cache=c),
+        lambda c: MotorcycleDepthDataset("val", n=3, seed=1, cache=c),
+        lambda c: SyntheticDepthDataset(2, seed=4, target="inverse_depth", cache=c),
+        lambda c: KittiDepthDataset(kitti_root, cache=c),
+    ]
+    return [(m(None), m(False)) for m in makers]
+
+
+def test_cached_items_are_bit_identical_to_computed_ones(tmp_path):
+    for cached, plain in _dataset_pairs(tmp_path):
+        name = type(cached).__name__
+        assert cached.cache is not None and cached.cache.shared, name  # default: on, shared
+        assert plain.cache is None, name
+        n = len(plain)
+        order = list(range(n - 1, -1, -1)) + list(range(n))  # fill backwards, then read hits
+        for i in order:
+            assert _same_item(cached[i], plain[i]), (name, i)
+        assert len(cached.cache) == n and cached.cache.missing() == []
+        assert _same_item(cached[0], cached.compute_item(0)), name
+
+
+def test_cache_hands_out_copies_and_keeps_index_errors():
+    ds = SyntheticIrisDataset(2, seed=0)
+    first = ds[1]
+    first[0].fill_(7.0)  # a caller modifying its item ...
+    assert torch.equal(ds[1][0], SyntheticIrisDataset(2, seed=0, cache=False)[1][0])  # ... is alone
+    with pytest.raises(IndexError):
+        ds[2]
+    with pytest.raises(IndexError):
+        ds[-1]
+    assert len(ds.cache) == 1
+
+
+def test_iris_folder_negative_index_as_without_cache(tmp_path):
+    root = _iris_folder(tmp_path)
+    assert _same_item(IrisFolderDataset(root)[-1], IrisFolderDataset(root, cache=False)[-1])
+
+
+def test_cache_default_follows_the_size_limit(monkeypatch):
+    import spdnn.data.cache as C
+
+    assert SyntheticIrisDataset(4).cache is not None
+    monkeypatch.setattr(C, "CACHE_LIMIT_BYTES", 3 * 2 * 96 * 128 * 4)
+    assert SyntheticIrisDataset(3).cache is not None
+    assert SyntheticIrisDataset(4).cache is None  # over the limit: computed on every access
+    assert SyntheticIrisDataset(4, cache=True).cache is not None
+    assert SyntheticIrisDataset(0).cache is None
+
+
+def test_cache_falls_back_to_local_memory_without_shm(monkeypatch):
+    import spdnn.data.cache as C
+
+    monkeypatch.setattr(C, "_shm_free_bytes", lambda: 0)
+    ds = SyntheticIrisDataset(4, seed=5)
+    assert ds.cache is not None and not ds.cache.shared
+    plain = SyntheticIrisDataset(4, seed=5, cache=False)
+    assert all(_same_item(ds[i], plain[i]) for i in (3, 3, 0))
+    assert ds.prefill(num_workers=2) == 2 and len(ds.cache) == 4  # computed here instead
+
+
+def test_custom_transform_changing_shape_is_not_cached():
+    ds = SyntheticIrisDataset(2, seed=0, transform=Resize(48, 64))
+    img, mask = ds[0]
+    assert img.shape == (1, 48, 64) and len(ds.cache) == 0
+    assert _same_item(ds[0], (img, mask))
+
+
+def _batches(ds, num_workers, context=None):
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(
+        ds,
+        batch_size=3,
+        sampler=[4, 1, 0, 5, 2, 3, 1],
+        num_workers=num_workers,
+        multiprocessing_context=context if num_workers else None,
+    )
+    return [tuple(b) for b in loader]
+
+
+def _same_batches(a, b):
+    return len(a) == len(b) and all(_same_item(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_workers_yield_the_batches_of_the_main_process_and_share_the_cache():
+    reference = _batches(SyntheticIrisDataset(6, seed=9, cache=False), 0)
+    assert _same_batches(_batches(SyntheticIrisDataset(6, seed=9), 0), reference)
+    ds = SyntheticIrisDataset(6, seed=9)
+    assert _same_batches(_batches(ds, 2, "fork"), reference)
+    assert len(ds.cache) == 6  # the workers filled the main process's (shared) cache
+    assert _same_batches(_batches(ds, 2, "fork"), reference)  # all hits now
+    assert _same_batches(_batches(ds, 0), reference)
+    plain = SyntheticIrisDataset(6, seed=9, cache=False)
+    assert _same_batches(_batches(plain, 2, "fork"), reference)
+
+
+def test_spawned_workers_share_the_cache():
+    reference = _batches(MotorcycleDepthDataset("train", n=6, seed=2, cache=False), 0)
+    ds = MotorcycleDepthDataset("train", n=6, seed=2)
+    assert _same_batches(_batches(ds, 1, "spawn"), reference)
+    assert len(ds.cache) == 6
+
+
+def test_pickled_dataset_gives_the_same_items_and_prefill_in_workers():
+    import pickle
+
+    ds = SyntheticIrisDataset(5, seed=4)
+    ds[2]
+    copy = pickle.loads(pickle.dumps(ds))  # plain pickle: a private copy of the cache
+    plain = SyntheticIrisDataset(5, seed=4, cache=False)
+    assert all(_same_item(copy[i], plain[i]) for i in range(5))
+    assert ds.prefill(num_workers=2) == 4 and ds.prefill() == 0
+    assert len(ds.cache) == 5 and all(_same_item(ds[i], plain[i]) for i in range(5))
+    assert plain.prefill() == 0

@@ -6,8 +6,13 @@
 * :mod:`spdnn.data.depth` - monocular depth (App. B): the Middlebury motorcycle bundled with
   scikit-image, a synthetic ray-cast scene, and a KITTI 2015 layout loader. Items are
   ``(image, target, mask)``, ``(1, 80, 264)`` float32 each; never train on ``mask == 0``.
+* :mod:`spdnn.data.cache` - every dataset above computes an item once and keeps it in a
+  shared-memory cache that DataLoader workers fill too (constructor argument ``cache``: default
+  None = on while the cache takes at most 1 GiB; ``True``/``False`` force it). Items are
+  bit-identical with and without the cache; ``dataset.prefill(num_workers)`` fills it up front.
 """
 
+from spdnn.data.cache import CACHE_LIMIT_BYTES, ItemCache
 from spdnn.data.depth import (
     DEPTH_HEIGHT,
     DEPTH_WIDTH,
@@ -38,6 +43,7 @@ from spdnn.data.iris import (
 )
 
 __all__ = [
+    "CACHE_LIMIT_BYTES",
     "DEPTH_HEIGHT",
     "DEPTH_WIDTH",
     "IRIS_HEIGHT",
@@ -47,6 +53,7 @@ __all__ = [
     "ContrastMapping",
     "EyeSample",
     "IrisFolderDataset",
+    "ItemCache",
     "KittiDepthDataset",
     "MotionBlur",
     "MotorcycleDepthDataset",

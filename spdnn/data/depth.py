@@ -13,6 +13,16 @@ and must be left out of losses and metrics (``spdnn.metrics`` takes the mask; a 
 * :class:`SyntheticDepthDataset`: ray-cast scenes (ground plane, boxes, spheres, an optional back
   wall) seen by a perspective camera, with exact per-pixel depth.
 * :class:`KittiDepthDataset`: the KITTI 2015 stereo layout, when the user has it on disk.
+
+Caching (default on): every item depends only on the constructor arguments and its index (the
+motorcycle's crop and flips are drawn from ``default_rng([seed, i, split])``, the same on every
+access, not anew per epoch; the synthetic scene from ``default_rng([seed, i])``; KITTI items are
+files), so each dataset computes an item once and keeps it in a shared-memory
+:class:`~spdnn.data.cache.ItemCache` that DataLoader workers (``fork`` or ``spawn``) fill too.
+``cache=None`` (default): on while the cache takes at most 1 GiB (253,440 bytes per 80 x 264
+item: up to 4,236 items; 512 take 124 MiB); ``cache=True/False`` forces it. Returned items
+are bit-identical with and without the cache. Cost of an uncached item on one core: ~13 ms
+for a synthetic scene, ~1.5 ms for a motorcycle crop.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ import torch
 from scipy import ndimage
 from torch.utils.data import Dataset
 
+from spdnn.data.cache import CachedItems, make_cache
 from spdnn.errors import SpdnnError
 
 __all__ = [
@@ -134,7 +145,7 @@ def load_motorcycle() -> MotorcycleScene:
     return MotorcycleScene(image, target, valid, d_min, d_max)
 
 
-class MotorcycleDepthDataset(Dataset):
+class MotorcycleDepthDataset(CachedItems, Dataset):
     """Random crops of the Middlebury motorcycle scene, resized to 80 x 264 (App. B input).
 
     **Train/validation split.** The 741 image columns are cut at
@@ -156,6 +167,8 @@ class MotorcycleDepthDataset(Dataset):
     Item ``i`` is ``(image, target, mask)``: ``(1, 80, 264)`` float32 each; the target is the
     disparity normalised by the scene's global finite min/max (see :class:`MotorcycleScene`),
     i.e. inverse depth up to an affine map, not rescaled by the crop's zoom.
+
+    ``cache``: keep computed items (see the module docstring; default: when <= 1 GiB).
     """
 
     def __init__(
@@ -169,6 +182,7 @@ class MotorcycleDepthDataset(Dataset):
         val_fraction: float = 0.28,
         gap: int = 16,
         min_valid_fraction: float = 0.5,
+        cache: bool | None = None,
     ):
         if split not in ("train", "val"):
             raise SpdnnError(f"unknown split '{split}'", hint="use split='train' or split='val'")
@@ -188,6 +202,7 @@ class MotorcycleDepthDataset(Dataset):
         else:
             self.col_range = (b + (gap - gap // 2), w_img)
         self._split_id = 0 if split == "train" else 1
+        self.cache = make_cache(cache, self.n, [(1, height, width)] * 3)
 
     def __len__(self) -> int:
         return self.n
@@ -214,8 +229,8 @@ class MotorcycleDepthDataset(Dataset):
         vflip = bool(rng.random() < 0.5)
         return (top, left, ch, cw), hflip, vflip
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        index = int(index)
+    def compute_item(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Item ``index`` computed from scratch (what ``__getitem__`` returns or caches)."""
         if not 0 <= index < self.n:
             raise IndexError(index)
         (top, left, ch, cw), hflip, vflip = self._draw(self._rng(index))
@@ -434,7 +449,7 @@ def render_depth_scene(
     return DepthScene(image=img, depth=depth, depth01=depth01, valid=valid, params=params)
 
 
-class SyntheticDepthDataset(Dataset):
+class SyntheticDepthDataset(CachedItems, Dataset):
     """``n`` synthetic scenes (:func:`render_depth_scene`), item ``i`` seeded by ``(seed, i)``.
 
     Item ``i`` is ``(image, target, mask)``, ``(1, 80, 264)`` float32 each: grayscale image in
@@ -442,6 +457,8 @@ class SyntheticDepthDataset(Dataset):
     there). ``target="depth"`` (default): ``(z - z_near) / (z_far - z_near)``, 0 = 1 m, 1 = 60 m,
     larger = farther. ``target="inverse_depth"``: ``(1/z - 1/z_far) / (1/z_near - 1/z_far)``,
     larger = nearer, the same sense as the motorcycle's and KITTI's normalised disparity.
+
+    ``cache``: keep computed items (see the module docstring; default: when <= 1 GiB).
     """
 
     def __init__(
@@ -453,6 +470,7 @@ class SyntheticDepthDataset(Dataset):
         z_near: float = 1.0,
         z_far: float = 60.0,
         target: str = "depth",
+        cache: bool | None = None,
     ):
         if target not in ("depth", "inverse_depth"):
             raise SpdnnError(
@@ -465,6 +483,7 @@ class SyntheticDepthDataset(Dataset):
         self.width = width
         self.z_near = z_near
         self.z_far = z_far
+        self.cache = make_cache(cache, self.n, [(1, height, width)] * 3)
 
     def __len__(self) -> int:
         return self.n
@@ -475,8 +494,9 @@ class SyntheticDepthDataset(Dataset):
         rng = np.random.default_rng([self.seed, index])
         return render_depth_scene(rng, self.height, self.width, self.z_near, self.z_far)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        s = self.scene(int(index))
+    def compute_item(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Item ``index`` computed from scratch (what ``__getitem__`` returns or caches)."""
+        s = self.scene(index)
         if self.target == "depth":
             tgt = np.where(s.valid, s.depth01, 0.0)
         else:
@@ -493,7 +513,7 @@ class SyntheticDepthDataset(Dataset):
 # --------------------------------------------------------------------------------------------
 
 
-class KittiDepthDataset(Dataset):
+class KittiDepthDataset(CachedItems, Dataset):
     """KITTI 2015 stereo training set, as laid out by the official download.
 
     Files: ``root/training/image_2/<id>_10.png`` (left colour image of the reference frame) and
@@ -508,6 +528,9 @@ class KittiDepthDataset(Dataset):
     ``min_valid_fraction`` of its interpolation weight falls on measured pixels, and its value is
     the weighted mean of those); mask = 1 where valid.
 
+    ``cache``: keep items after their first read (see the module docstring; default: when
+    <= 1 GiB, which the 200 training pairs are: 48 MiB). Assumes the files do not change.
+
     Raises:
         SpdnnError: when ``root``, ``training/image_2`` or ``training/<disp_dir>`` is missing,
             holds no ``*_10.png``, or the ids of images and disparities differ.
@@ -521,6 +544,7 @@ class KittiDepthDataset(Dataset):
         disp_dir: str = "disp_noc_0",
         max_disparity: float = 256.0,
         min_valid_fraction: float = 0.05,
+        cache: bool | None = None,
     ):
         root = Path(root)
         layout = f"root/training/image_2/*_10.png and root/training/{disp_dir}/*_10.png"
@@ -562,11 +586,13 @@ class KittiDepthDataset(Dataset):
         self.width = width
         self.max_disparity = float(max_disparity)
         self.min_valid_fraction = min_valid_fraction
+        self.cache = make_cache(cache, len(self.names), [(1, height, width)] * 3)
 
     def __len__(self) -> int:
         return len(self.names)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def compute_item(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Item ``index`` read from disk (what ``__getitem__`` returns or caches)."""
         from skimage import io
         from skimage.color import rgb2gray
         from skimage.util import img_as_float
