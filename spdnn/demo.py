@@ -141,7 +141,7 @@ def _train(root: Path, outdir: Path, console: Console) -> dict:
     recipe = load_recipe(root / "recipes/iris_a_merged.yaml", DEMO_TRAIN)
     console.print(f"  recipe recipes/iris_a_merged.yaml with {' '.join('--set ' + o for o in DEMO_TRAIN)}")
     console.print("  (the full comparison: spdnn compare recipes/iris_a_*.yaml)")
-    trainer = Trainer(recipe, outdir=outdir / "train", console=console)
+    trainer = Trainer.from_recipe(recipe, outdir=outdir / "train", console=console)
     t0 = time.perf_counter()
     metrics = trainer.run()
     table = Table(title=f"validation after {trainer.step} steps ({time.perf_counter() - t0:.0f} s; "

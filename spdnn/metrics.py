@@ -37,6 +37,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
+    "Metric",
+    "SegmentationMetric",
+    "KernelMMD",
     "SEGMENTATION_THRESHOLD",
     "ConfusionCounts",
     "confusion_counts",
@@ -72,6 +75,28 @@ SEGMENTATION_KEYS = (
     "markedness",
     "fnr",
 )
+
+# --------------------------------------------------------------------------------------------
+# The metric interface
+# --------------------------------------------------------------------------------------------
+class Metric:
+    """The one interface of every metric accumulator the trainer uses (like torchmetrics'
+    ``Metric``): ``update`` once per batch, ``compute`` at the end, ``reset`` to start over.
+
+    ``update(pred, target, mask=None)`` takes a batch of predictions and targets of the same
+    shape (``(B, C, H, W)`` maps for the image tasks) and an optional validity mask that
+    broadcasts to them; ``compute()`` returns ``{name: float}``.
+    """
+
+    def update(self, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> None:
+        raise NotImplementedError(f"{type(self).__name__}.update")
+
+    def compute(self) -> dict[str, float]:
+        raise NotImplementedError(f"{type(self).__name__}.compute")
+
+    def reset(self) -> None:
+        raise NotImplementedError(f"{type(self).__name__}.reset")
+
 
 # --------------------------------------------------------------------------------------------
 # Binary segmentation (App. D, Table 1)
@@ -247,6 +272,25 @@ def segmentation_metrics(counts: ConfusionCounts) -> dict[str, float]:
     t = torch.tensor([counts.tp, counts.fp, counts.tn, counts.fn], dtype=torch.int64)
     out = _segmentation_from_counts(t[0], t[1], t[2], t[3])
     return {k: float(v.item()) for k, v in out.items()}
+
+
+class SegmentationMetric(Metric):
+    """Confusion counts over a whole validation set, then the App. D metrics
+    (:func:`segmentation_metrics`); ``pred`` is a probability map in [0, 1], binarized at
+    ``threshold`` (App. D sec. 4: 0.45); ``target`` a 0/1 map of the same shape."""
+
+    def __init__(self, threshold: float = SEGMENTATION_THRESHOLD) -> None:
+        self.threshold = threshold
+        self.counts = ConfusionCounts()
+
+    def update(self, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> None:
+        self.counts.update(pred, target, threshold=self.threshold, mask=mask)
+
+    def compute(self) -> dict[str, float]:
+        return segmentation_metrics(self.counts)
+
+    def reset(self) -> None:
+        self.counts = ConfusionCounts()
 
 
 def segmentation_metrics_per_image(
@@ -615,7 +659,7 @@ class MetricAccumulator:
         self._n.clear()
 
 
-class RegressionAccumulator(MetricAccumulator):
+class RegressionAccumulator(MetricAccumulator, Metric):
     """Per-image image-quality (and optionally KITTI depth) metrics averaged over batches.
 
     Usage::
@@ -656,3 +700,49 @@ class RegressionAccumulator(MetricAccumulator):
                 d.pop("rmse")
                 values.update(d)
         super().update(values)
+
+    def compute(self) -> dict[str, float]:
+        """The mean over images of every metric (see :meth:`MetricAccumulator.mean`)."""
+        return {k: float(v) for k, v in self.mean().items()}
+
+
+class KernelMMD(Metric):
+    """Squared maximum mean discrepancy between generated and real samples (Gretton et al.,
+    "A Kernel Two-Sample Test", JMLR 2012, eq. 3: the unbiased estimate) with a Gaussian kernel
+    ``exp(-|a - b|^2 / (2 sigma^2))`` on the flattened samples; ``sigma`` is the median distance
+    between the real samples (the median heuristic) unless given. 0 when both sets come from
+    one distribution; larger is worse.
+
+    ``update(pred, target)``: ``pred`` generated and ``target`` real samples of any shape
+    ``(B, ...)``; ``compute()`` -> ``{"mmd": float}`` (needs at least 2 of each).
+    """
+
+    def __init__(self, sigma: float | None = None) -> None:
+        self.sigma = sigma
+        self.reset()
+
+    def update(self, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> None:
+        self._fake.append(pred.detach().reshape(pred.shape[0], -1).double().cpu())
+        self._real.append(target.detach().reshape(target.shape[0], -1).double().cpu())
+
+    def reset(self) -> None:
+        self._fake: list[Tensor] = []
+        self._real: list[Tensor] = []
+
+    def compute(self) -> dict[str, float]:
+        x, y = torch.cat(self._fake), torch.cat(self._real)
+        m, n = len(x), len(y)
+        if m < 2 or n < 2:
+            return {"mmd": math.nan}
+        dyy = torch.cdist(y, y) ** 2
+        sigma = self.sigma
+        if sigma is None:
+            off = dyy[~torch.eye(n, dtype=torch.bool)]
+            sigma = float(off.sqrt().median()) or 1.0
+        g = 1.0 / (2 * sigma**2)
+        kxx = torch.exp(-g * torch.cdist(x, x) ** 2)
+        kyy = torch.exp(-g * dyy)
+        kxy = torch.exp(-g * torch.cdist(x, y) ** 2)
+        mmd = ((kxx.sum() - kxx.diagonal().sum()) / (m * (m - 1))
+               + (kyy.sum() - kyy.diagonal().sum()) / (n * (n - 1)) - 2 * kxy.mean())
+        return {"mmd": float(mmd)}

@@ -93,6 +93,10 @@ EXPECTED = {
     "var/regressor.yaml": conv(3, 64) + conv(64, 64) + dense(64 * 10 * 10, 1024) + dense(1024, 98),
     "var/regressor_code.yaml": (conv(3, 64) + 2 * conv(64, 64) + dense(64 * 8 * 8, 1024)
                                 + dense(1024, 98)),
+    # the trainer's two-network example: DCGAN layout at 8x8 (App. H Tables 1-2, scaled down)
+    "dcgan/digits_generator.yaml": (32 * 256 + 2 * 256 + 64 * 32 * 4 * 4 + 2 * 32
+                                    + 32 * 1 * 4 * 4 + 1),
+    "dcgan/digits_discriminator.yaml": (1 * 32 * 9 + 32 + 32 * 64 * 9 + 2 * 64 + 64 * 2 * 2 + 1),
     # GAN_Aspect landmark generator (thesis App. F Table II)
     "aspect/landmark_generator.yaml": (dense(64, 128) + 2 * dense(128, 128) + dense(128, 98)),
 }
@@ -108,6 +112,7 @@ STATED = {
     "vac/celeba_classifier_128.yaml": 1_388_105, "vac/celeba_classifier_48.yaml": 822_857,
     "var/regressor.yaml": 6_693_794, "var/regressor_code.yaml": 4_371_426,
     "aspect/landmark_generator.yaml": 53_986,
+    "dcgan/digits_generator.yaml": 42_049, "dcgan/digits_discriminator.yaml": 19_137,
 }
 
 # output shape (batch axis excluded) of each network's single output
@@ -129,6 +134,8 @@ OUT_SHAPES = {
     "var/regressor.yaml": ("landmarks", (98,)),
     "var/regressor_code.yaml": ("landmarks", (98,)),
     "aspect/landmark_generator.yaml": ("landmarks", (98,)),
+    "dcgan/digits_generator.yaml": ("image", (1, 8, 8)),
+    "dcgan/digits_discriminator.yaml": ("logit", (1,)),
 }
 
 

@@ -1,10 +1,42 @@
-"""Training tasks of the papers, one module per task family (registered on import).
+"""Training tasks of the papers, one module per task family, and :func:`build_task`.
 
 * ``iris`` -- iris segmentation (thesis App. A and App. D): BCE loss, segmentation metrics at
   threshold 0.45.
 * ``depth`` -- monocular depth (thesis App. B): MSE loss on valid pixels, PSNR/SSIM/... and
   KITTI-style metrics.
+* ``dcgan`` -- a generator and a discriminator trained adversarially (thesis sec. 3.3), on
+  scikit-learn's real 8x8 digits by default: the two-network form of the trainer.
+
+A new task is one file here (see :mod:`spdnn.train.task` for the hooks), imported below.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from spdnn.tasks import dcgan as _dcgan  # noqa: F401  (registers the task)
 from spdnn.tasks import depth as _depth  # noqa: F401
 from spdnn.tasks import iris as _iris  # noqa: F401
+from spdnn.tasks.registry import TASKS, get_task, register_task, unregister_task
+
+if TYPE_CHECKING:
+    from spdnn.spec import Netspec
+    from spdnn.train.recipe import Recipe
+    from spdnn.train.task import Task
+
+
+def build_task(recipe: Recipe, netspecs: dict[str, Netspec] | None = None) -> Task:
+    """The recipe's task with its networks: ``netspecs`` when given (e.g. from a checkpoint),
+    else loaded and merged from the recipe's ``models`` (:func:`spdnn.train.recipe.netspecs_of`).
+
+    Raises:
+        SpdnnError: unknown task, missing or invalid netspecs, merge errors, model names the
+            task does not train.
+    """
+    from spdnn.train.recipe import netspecs_of
+
+    cls = get_task(recipe.task)
+    return cls(recipe, netspecs if netspecs is not None else netspecs_of(recipe))
+
+
+__all__ = ["TASKS", "build_task", "get_task", "register_task", "unregister_task"]

@@ -19,18 +19,8 @@ from spdnn.data.depth import KittiDepthDataset, MotorcycleDepthDataset, Syntheti
 from spdnn.errors import SpdnnError
 from spdnn.metrics import RegressionAccumulator
 from spdnn.tasks.common import prediction_grid, split_dataset
-from spdnn.train.task import Metrics, Task, register_task
-
-
-class DepthMetrics(Metrics):
-    def __init__(self) -> None:
-        self.acc = RegressionAccumulator(data_range=1.0, depth=True)
-
-    def update(self, pred, target, mask=None) -> None:
-        self.acc.update(pred, target, mask)
-
-    def compute(self) -> dict[str, float]:
-        return {k: float(v) for k, v in self.acc.mean().items()}
+from spdnn.tasks.registry import register_task
+from spdnn.train.task import ImageToMapTask
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -42,7 +32,7 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | No
 
 
 @register_task
-class DepthTask(Task):
+class DepthTask(ImageToMapTask):
     """Depth from one 80x264 grayscale image."""
 
     name = "depth"
@@ -68,7 +58,7 @@ class DepthTask(Task):
         return masked_mse(pred, target, mask)
 
     def new_metrics(self):
-        return DepthMetrics()
+        return RegressionAccumulator(data_range=1.0, depth=True)
 
     @torch.no_grad()
     def figures(self, models, batch, outdir: Path) -> list[Path]:

@@ -19,29 +19,16 @@ import torch.nn.functional as F
 
 from spdnn.data.iris import IrisFolderDataset, SyntheticIrisDataset
 from spdnn.errors import SpdnnError
-from spdnn.metrics import ConfusionCounts, segmentation_metrics
+from spdnn.metrics import SEGMENTATION_THRESHOLD, SegmentationMetric
 from spdnn.tasks.common import prediction_grid, split_dataset
-from spdnn.train.task import Metrics, Task, register_task
+from spdnn.tasks.registry import register_task
+from spdnn.train.task import ImageToMapTask
 
 EPS = 1e-7  # the authors add float32 eps to the sigmoid output before the loss (sec. 1.1)
 
 
-class SegmentationMetrics(Metrics):
-    """Confusion counts over the validation set -> the App. D metrics."""
-
-    def __init__(self, threshold: float = 0.45) -> None:
-        self.counts = ConfusionCounts()
-        self.threshold = threshold
-
-    def update(self, pred, target, mask=None) -> None:
-        self.counts.update(pred, target, threshold=self.threshold, mask=mask)
-
-    def compute(self) -> dict[str, float]:
-        return segmentation_metrics(self.counts)
-
-
 @register_task
-class IrisTask(Task):
+class IrisTask(ImageToMapTask):
     """Binary iris segmentation of 96x128 grayscale eye images."""
 
     name = "iris"
@@ -68,7 +55,8 @@ class IrisTask(Task):
         return F.binary_cross_entropy(pred.clamp(EPS, 1 - EPS), target)
 
     def new_metrics(self):
-        return SegmentationMetrics(float(self.recipe.data.options.get("threshold", 0.45)))
+        return SegmentationMetric(float(self.recipe.data.options.get("threshold",
+                                                                     SEGMENTATION_THRESHOLD)))
 
     @torch.no_grad()
     def figures(self, models, batch, outdir: Path) -> list[Path]:

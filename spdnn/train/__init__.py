@@ -1,17 +1,19 @@
 """Train stage: recipes, the task interface and the shared trainer.
 
-Public surface: :class:`Recipe`, :func:`load_recipe`, :class:`Task`, :func:`register_task`,
-:class:`Trainer`, :func:`train`.
+Public surface: :class:`Recipe`, :func:`load_recipe`, :class:`Task` (and
+:class:`SupervisedTask`, :class:`ImageToMapTask`), :class:`Trainer`, :func:`train`. Tasks are
+registered in :mod:`spdnn.tasks` (:func:`spdnn.tasks.build_task` builds a recipe's task).
 """
 
 from spdnn.train.recipe import Recipe, load_recipe
-from spdnn.train.task import Task, get_task, register_task
-from spdnn.train.trainer import Trainer
+from spdnn.train.task import ImageToMapTask, SupervisedTask, Task
+from spdnn.train.trainer import Trainer, TrainingInterrupted
 
 
 def train(recipe: Recipe, **kwargs) -> dict[str, float]:
     """Train a recipe to the end; returns the final validation metrics (see :class:`Trainer`)."""
-    return Trainer(recipe, **kwargs).run()
+    return Trainer.from_recipe(recipe, **kwargs).run()
 
 
-__all__ = ["Recipe", "Task", "Trainer", "get_task", "load_recipe", "register_task", "train"]
+__all__ = ["ImageToMapTask", "Recipe", "SupervisedTask", "Task", "Trainer", "TrainingInterrupted",
+           "load_recipe", "train"]

@@ -11,9 +11,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from spdnn.io import write_atomic
 from spdnn.shapes import infer
 from spdnn.train.recipe import load_recipe
-from spdnn.train.trainer import Trainer, write_text_atomic
+from spdnn.train.trainer import Trainer
 
 
 def compare_recipes(paths: list[Path], overrides: list[str], outdir: Path,
@@ -24,14 +25,15 @@ def compare_recipes(paths: list[Path], overrides: list[str], outdir: Path,
     rows = []
     for p in paths:
         r = load_recipe(p, overrides)
-        trainer = Trainer(r, outdir=outdir / r.name, console=console)
-        info = infer(trainer.netspec)
+        trainer = Trainer.from_recipe(r, outdir=outdir / r.name, console=console)
+        infos = [infer(s) for s in trainer.netspecs.values()]
         t0 = time.perf_counter()
         final = trainer.run()
-        rows.append({"name": r.name, "params": info.params, "macs": info.macs,
+        rows.append({"name": r.name, "params": sum(i.params for i in infos),
+                     "macs": sum(i.macs for i in infos),
                      "train_s": time.perf_counter() - t0, "steps": trainer.step, **final})
     outdir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(outdir / "compare.json", json.dumps(rows, indent=2))
+    write_atomic(outdir / "compare.json", json.dumps(rows, indent=2))
     metric_keys = [k for k in rows[0] if k.startswith("val_")]
     header = ["network", "params", "MACs", "train s"] + [k[4:] for k in metric_keys]
     md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -39,7 +41,7 @@ def compare_recipes(paths: list[Path], overrides: list[str], outdir: Path,
         md.append("| " + " | ".join([row["name"], f"{row['params']:,}", f"{row['macs']:,}",
                                       f"{row['train_s']:.0f}"]
                                      + [f"{row.get(k, float('nan')):.4f}" for k in metric_keys]) + " |")
-    write_text_atomic(outdir / "compare.md", "\n".join(md) + "\n")
+    write_atomic(outdir / "compare.md", "\n".join(md) + "\n")
     _plot(rows, metric_keys, outdir / "compare.png")
     table = Table(title=f"Comparison ({rows[0]['steps']} steps each, same seed)", title_justify="left")
     for h in header:

@@ -1,8 +1,10 @@
 """Training recipes: one YAML file says what to train, on what data, how, and where to write.
 
+One network (the form of the iris and depth recipes):
+
 ```yaml
 name: iris_merged
-task: iris                    # a registered task (spdnn.train.tasks)
+task: iris                    # a registered task (spdnn.tasks)
 model:
   merge: [../netspecs/iris/appendix_a/*.yaml]   # or `netspec: path.yaml`; paths relative to this file
   params: like-each
@@ -12,18 +14,39 @@ batch_size: 16
 steps: 300
 ```
 
-Any field can be overridden from the command line: ``--set optim.lr=0.001``. A recipe may
-start from another one: ``base: iris_base.yaml`` (its fields are defaults, deep-merged).
+Several networks, each with its own optimizer, schedule, EMA and gradient clipping (a GAN):
+
+```yaml
+task: dcgan
+models:
+  generator:     {netspec: ../netspecs/gan/digits_dcgan_generator.yaml, ema: 0.999,
+                  optim: {name: adam, lr: 0.0002, betas: [0.5, 0.999]}}
+  discriminator: {netspec: ../netspecs/gan/digits_dcgan_discriminator.yaml,
+                  optim: {name: adam, lr: 0.0002, betas: [0.5, 0.999]}}
+```
+
+The one-network form ``model: {...}`` is the same as ``models: {net: {...}}``. A model's
+``optim``, ``schedule``, ``ema`` and ``grad_clip`` default to the recipe's top-level sections.
+Any field can be overridden from the command line: ``--set optim.lr=0.001``,
+``--set models.generator.optim.lr=0.0001``. A recipe may start from another one:
+``base: iris_base.yaml`` (its fields are defaults, deep-merged).
 """
 
 from __future__ import annotations
 
 import glob
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from spdnn.errors import SpecError
 from spdnn.spec import validation_error
@@ -32,22 +55,6 @@ from spdnn.spec.yaml_io import load_yaml, read_yaml
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class ModelSpec(_Strict):
-    """Which network to train: one netspec, or the SPDNN merge of several."""
-
-    netspec: str | None = None
-    merge: list[str] | None = None
-    params: str = "like-each"
-    distance: Literal["longest", "shortest"] = "longest"
-    head_kernel: int | None = None
-
-    @model_validator(mode="after")
-    def _one(self) -> ModelSpec:
-        if (self.netspec is None) == (self.merge is None):
-            raise ValueError("give exactly one of 'netspec' (a path) or 'merge' (a list of paths)")
-        return self
 
 
 class DataSpec(_Strict):
@@ -85,12 +92,42 @@ class ScheduleSpec(_Strict):
     gamma: float = Field(default=0.1, gt=0)
 
 
+class ModelSpec(_Strict):
+    """One network of a run: a netspec file or the SPDNN merge of several, with its optimizer
+    settings. ``optim``/``schedule``/``ema``/``grad_clip`` left out take the recipe's
+    top-level values (see :meth:`Recipe.model_optim` and friends)."""
+
+    netspec: str | None = None
+    merge: list[str] | None = None
+    params: str = "like-each"
+    distance: Literal["longest", "shortest"] = "longest"
+    head_kernel: int | None = None
+    optim: OptimSpec | None = None
+    schedule: ScheduleSpec | None = None
+    ema: float | None = Field(default=None, gt=0, lt=1)
+    grad_clip: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _one(self) -> ModelSpec:
+        if (self.netspec is None) == (self.merge is None):
+            raise ValueError("give exactly one of 'netspec' (a path) or 'merge' (a list of paths)")
+        return self
+
+
+_MODEL_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+
+
 class Recipe(_Strict):
-    """A training run (see the module docstring for an example)."""
+    """A training run (see the module docstring for examples).
+
+    ``models`` maps a model name (an identifier; the task says which names it needs) to its
+    :class:`ModelSpec`. A recipe written with ``model:`` is read as ``models: {net: ...}``.
+    """
 
     name: str = Field(min_length=1)
     task: str
-    model: ModelSpec
+    models: dict[Annotated[str, StringConstraints(pattern=_MODEL_NAME)], ModelSpec] = Field(
+        min_length=1)
     data: DataSpec = Field(default_factory=DataSpec)
     optim: OptimSpec = Field(default_factory=OptimSpec)
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
@@ -111,6 +148,16 @@ class Recipe(_Strict):
     best_mode: Literal["min", "max"] = "max"
     samples: int = Field(default=8, ge=0)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_model_form(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "model" in data:
+            if "models" in data:
+                raise ValueError("give 'model' (one network) or 'models' (several), not both")
+            data = dict(data)
+            data["models"] = {"net": data.pop("model")}
+        return data
+
     @model_validator(mode="after")
     def _length(self) -> Recipe:
         if self.epochs is None and self.steps is None:
@@ -119,6 +166,24 @@ class Recipe(_Strict):
 
     # set by load_recipe: the folder relative paths are resolved against
     base_dir: str = Field(default=".", exclude=True)
+
+    def model_optim(self, name: str) -> OptimSpec:
+        """The optimizer settings of model ``name`` (its own, else the recipe's)."""
+        return self.models[name].optim or self.optim
+
+    def model_schedule(self, name: str) -> ScheduleSpec:
+        """The learning-rate schedule of model ``name`` (its own, else the recipe's)."""
+        return self.models[name].schedule or self.schedule
+
+    def model_ema(self, name: str) -> float | None:
+        """The EMA decay of model ``name`` (its own, else the recipe's; ``None``: no EMA)."""
+        m = self.models[name]
+        return m.ema if m.ema is not None else self.ema
+
+    def model_grad_clip(self, name: str) -> float | None:
+        """The gradient-norm clip of model ``name`` (its own, else the recipe's)."""
+        m = self.models[name]
+        return m.grad_clip if m.grad_clip is not None else self.grad_clip
 
     def resolve(self, path: str) -> list[Path]:
         """Paths (globs allowed) relative to the recipe file's folder, sorted."""
@@ -178,6 +243,55 @@ def _read_with_base(path: Path, depth: int) -> tuple[dict, dict]:
     return _deep_merge(base_data, data), lines
 
 
+def netspecs_of(recipe: Recipe) -> dict[str, Any]:
+    """The network of every model of the recipe, ``{name: Netspec}``: a netspec file, or the
+    SPDNN merge of several (thesis ch. 3.1), each parent loaded once.
+
+    Raises:
+        SpdnnError: missing files, invalid netspecs, merge errors (naming the model's field).
+    """
+    from spdnn import spec as S
+
+    out = {}
+    for name, m in recipe.models.items():
+        if m.netspec is not None:
+            paths = recipe.resolve(m.netspec)
+            if len(paths) != 1:
+                raise SpecError(f"'{m.netspec}' matches {len(paths)} files",
+                                field=f"models.{name}.netspec", hint="name one netspec file")
+            out[name] = S.load(paths[0])
+            continue
+        from spdnn.graph import merge, parse_params
+
+        paths = [p for pat in m.merge or [] for p in recipe.resolve(pat)]
+        label = recipe.name if len(recipe.models) == 1 else f"{recipe.name}_{name}"
+        out[name] = merge([S.load(p) for p in paths], params=parse_params(m.params),
+                          distance=m.distance, head_kernel=m.head_kernel, name=label).spec
+    return out
+
+
+def validate_recipe(data: dict, file: str = "recipe", lines: dict | None = None) -> Recipe:
+    """Validate plain recipe data (e.g. the copy stored in a checkpoint).
+
+    Raises:
+        SpecError: naming the file, line (when ``lines`` is given) and field.
+    """
+    if isinstance(data, dict) and "model" in data and "models" not in data:
+        try:  # the one-network form: report errors at `model.<field>`, as the user wrote them
+            _OneModel.model_validate({"model": data["model"]})
+        except ValidationError as exc:
+            raise validation_error(exc, {"model": data["model"]}, file, lines or {},
+                                   model=_OneModel) from None
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc, data, file, lines or {}, model=Recipe) from None
+
+
+class _OneModel(_Strict):
+    model: ModelSpec
+
+
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Load and validate a recipe file (safe YAML), applying ``--set`` overrides.
 
@@ -187,9 +301,6 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     data, lines = _read_with_base(Path(path), depth=0)
     if overrides:
         data = apply_overrides(data, overrides)
-    try:
-        recipe = Recipe.model_validate(data)
-    except ValidationError as exc:
-        raise validation_error(exc, data, str(path), lines, model=Recipe) from None
+    recipe = validate_recipe(data, str(path), lines)
     recipe.base_dir = str(Path(path).resolve().parent)
     return recipe

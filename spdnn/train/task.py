@@ -1,11 +1,39 @@
-"""The task interface: a task supplies data, models, losses, metrics and figures; the trainer
-supplies the loop (:mod:`spdnn.train.trainer`).
+"""The task interface: a task supplies data, models, losses, metrics, figures and prediction;
+the trainer (:mod:`spdnn.train.trainer`) supplies the loop, devices, mixed precision, EMA,
+clipping, checkpoints and logs.
 
-A simple supervised task overrides :meth:`Task.datasets`, :meth:`Task.loss` and
-:meth:`Task.new_metrics`. A task with several networks and losses (a GAN: generator and
-discriminator, each with its optimizer) overrides :meth:`Task.build_models`,
-:meth:`Task.configure_optimizers` and :meth:`Task.training_step`, and uses
-:meth:`Trainer.backward_step` for each of its updates -- the trainer itself does not change.
+Adding a task is one file: subclass :class:`Task` (or :class:`SupervisedTask` for ``(input,
+target[, mask])`` data, or :class:`ImageToMapTask` for image-in, map-out networks), decorate it
+with :func:`spdnn.tasks.registry.register_task`, and import it from :mod:`spdnn.tasks` (or from
+your own code before training). The hooks, in the order the trainer calls them:
+
+==========================  ===================================================================
+hook                        contract
+==========================  ===================================================================
+``model_names``             names the recipe's ``models`` must have, e.g. ``("generator",
+                            "discriminator")``; ``("net",)`` for the one-network form
+``datasets()``              ``(train, validation)`` :class:`torch.utils.data.Dataset` objects;
+                            an item is a tuple of tensors (images ``float32 (C, H, W)``, labels
+                            ``int64 ()``); the trainer batches them and moves every 4-D tensor
+                            to the device in channels-last layout
+``build_models(nets)``      the models to train from ``{name: nn.Module}`` built from the
+                            netspecs (default: unchanged)
+``configure_optimizers``    ``{name: Optimizer}``; default: one per model from its recipe
+                            ``optim`` section (Nesterov SGD or Adam)
+``training_step(tr, b)``    one iteration on batch ``b`` (a tuple of device tensors): compute the
+                            losses under ``tr.autocast()`` and call ``tr.backward_step(loss,
+                            name)`` once per model to update; return ``{name: float}`` to log.
+                            The trainer then steps the schedulers, calls ``scaler.update()``
+                            once, and updates the EMA copies
+``new_metrics()``           a :class:`spdnn.metrics.Metric` accumulator or ``None``
+``validation_step(m, b, a)``  ``m``: the evaluation models (EMA weights where EMA is on), in
+                            eval mode, under ``torch.no_grad()``; ``a``: the accumulator of
+                            ``new_metrics()``. Return per-batch mean values ``{name: float}``;
+                            the trainer averages them over the validation set (weighted by
+                            batch size) as ``val_<name>`` and adds ``val_<metric>`` from ``a``
+``figures(m, b, outdir)``   write sample figures of a validation batch; return the files
+``predict_files(...)``      ``spdnn predict``: turn user inputs (files) into outputs in a folder
+==========================  ===================================================================
 """
 
 from __future__ import annotations
@@ -16,105 +44,160 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
-from spdnn.errors import SpecError
+from spdnn.errors import SpdnnError, SpecError
 
 if TYPE_CHECKING:
+    from spdnn.metrics import Metric
+    from spdnn.spec import Netspec
     from spdnn.train.recipe import Recipe
     from spdnn.train.trainer import Trainer
 
-TASKS: dict[str, type[Task]] = {}
-
-
-def register_task(cls: type[Task]) -> type[Task]:
-    """Class decorator: make a task available to recipes as ``task: <cls.name>``."""
-    TASKS[cls.name] = cls
-    return cls
-
-
-def get_task(name: str) -> type[Task]:
-    """The task class registered under ``name``.
-
-    Raises:
-        SpecError: no such task.
-    """
-    import spdnn.tasks  # noqa: F401  (registers the built-in tasks)
-
-    if name not in TASKS:
-        raise SpecError(f"unknown task '{name}'", field="task",
-                        hint=f"known tasks: {', '.join(sorted(TASKS))}")
-    return TASKS[name]
-
-
-class Metrics:
-    """Accumulates a metric over batches; ``compute()`` returns ``{name: float}``."""
-
-    def update(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> None:
-        raise NotImplementedError  # abstract
-
-    def compute(self) -> dict[str, float]:
-        raise NotImplementedError  # abstract
-
 
 class Task:
-    """Base class of training tasks (see module docstring)."""
+    """Base class of training tasks (see the module docstring for the hooks).
+
+    Args:
+        recipe: the validated recipe.
+        netspecs: the network of every model of the recipe, ``{name: Netspec}`` (resolved and
+            merged before the task is built: :func:`spdnn.tasks.build_task`).
+
+    Raises:
+        SpecError: the recipe's model names are not the ones the task needs.
+    """
 
     name: ClassVar[str] = "task"
+    model_names: ClassVar[tuple[str, ...]] = ("net",)
     default_best_metric: ClassVar[str] = "val_loss"
     default_best_mode: ClassVar[str] = "min"
 
-    def __init__(self, recipe: Recipe) -> None:
+    def __init__(self, recipe: Recipe, netspecs: dict[str, Netspec]) -> None:
         self.recipe = recipe
+        self.netspecs = netspecs
+        want, got = set(self.model_names), set(recipe.models)
+        if want != got:
+            form = ("model: {...}" if self.model_names == ("net",)
+                    else "models: {" + ", ".join(f"{n}: {{...}}" for n in self.model_names) + "}")
+            raise SpecError(f"task '{self.name}' trains the models {sorted(want)}, the recipe "
+                            f"declares {sorted(got)}", field="models", hint=f"write {form}")
 
     # -- data ---------------------------------------------------------------------------------
     def datasets(self) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset]:
-        """``(train, validation)`` datasets yielding ``(input, target)`` or
-        ``(input, target, mask)`` tuples of tensors."""
-        raise NotImplementedError  # abstract
+        """``(train, validation)`` datasets of tuples of tensors."""
+        raise NotImplementedError(f"{type(self).__name__}.datasets")
 
     # -- models and optimizers -------------------------------------------------------------
-    def build_models(self, net: nn.Module) -> dict[str, nn.Module]:
-        """The models to train; the default is the recipe's network alone, as ``"net"``."""
-        return {"net": net}
+    def build_models(self, nets: dict[str, nn.Module]) -> dict[str, nn.Module]:
+        """The models to train, from the modules built from ``self.netspecs`` (default: as is)."""
+        return nets
 
     def configure_optimizers(self, models: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
-        """One optimizer per model, from the recipe's ``optim`` section."""
-        return {k: make_optimizer(self.recipe, m.parameters()) for k, m in models.items()}
+        """One optimizer per model, from that model's (or the recipe's) ``optim`` section."""
+        return {k: make_optimizer(self.recipe.model_optim(k), m.parameters())
+                for k, m in models.items()}
 
-    # -- one step -------------------------------------------------------------------------------
-    def loss(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        raise NotImplementedError  # abstract
-
+    # -- steps ------------------------------------------------------------------------------
     def training_step(self, trainer: Trainer, batch: tuple) -> dict[str, float]:
-        """One optimisation step; returns the logged losses. Default: supervised learning."""
-        x, y, mask = unpack(batch)
-        with trainer.autocast():
-            pred = trainer.train_models["net"](x)  # DDP-wrapped when distributed
-            loss = self.loss(pred.float(), y, mask)
-        trainer.backward_step(loss, "net")
-        return {"loss": float(loss.detach())}
+        """One optimisation iteration; returns the values to log (see the module docstring)."""
+        raise NotImplementedError(f"{type(self).__name__}.training_step")
+
+    def validation_step(self, models: dict[str, nn.Module], batch: tuple,
+                        metrics: Metric | None) -> dict[str, float]:
+        """Per-batch validation values (see the module docstring)."""
+        raise NotImplementedError(f"{type(self).__name__}.validation_step")
+
+    def new_metrics(self) -> Metric | None:
+        """A fresh metric accumulator for one pass over the validation set, or ``None``."""
+        return None
+
+    # -- outputs -----------------------------------------------------------------------------
+    def figures(self, models: dict[str, nn.Module], batch: tuple, outdir: Path) -> list[Path]:
+        """Save sample figures of a validation batch (e.g. an image grid); returns the files."""
+        return []
+
+    def predict_files(self, models: dict[str, nn.Module], inputs: list[Path], outdir: Path,
+                      device: torch.device, options: dict[str, Any]) -> list[tuple[str, Path]]:
+        """``spdnn predict``: run the trained models on ``inputs`` and write the results into
+        ``outdir``; returns ``(what, written file)`` pairs for the user.
+
+        Raises:
+            SpdnnError: the task does not predict from files, or an input is unusable.
+        """
+        raise SpdnnError(f"task '{self.name}' has no prediction command")
+
+
+class SupervisedTask(Task):
+    """A one-network task on ``(input, target)`` or ``(input, target, mask)`` batches:
+    override :meth:`datasets`, :meth:`loss` and :meth:`new_metrics`."""
+
+    def loss(self, pred: torch.Tensor, target: torch.Tensor,
+             mask: torch.Tensor | None) -> torch.Tensor:
+        """Scalar float32 loss of a batch (``pred`` is float32, same shape as ``target``)."""
+        raise NotImplementedError(f"{type(self).__name__}.loss")
 
     @torch.no_grad()
     def predict(self, models: dict[str, nn.Module], x: torch.Tensor) -> torch.Tensor:
+        """The network's output for a batch ``x``."""
         return models["net"](x)
 
-    # -- evaluation -------------------------------------------------------------------------------
-    def new_metrics(self) -> Metrics | None:
-        return None
+    def training_step(self, trainer: Trainer, batch: tuple) -> dict[str, float]:
+        x, y, mask = unpack(batch)
+        with trainer.autocast():
+            pred = trainer.train_models["net"](x)  # DDP-wrapped when distributed
+        loss = self.loss(pred.float(), y, mask)
+        trainer.backward_step(loss, "net")
+        return {"loss": float(loss.detach())}
 
-    def figures(self, models: dict[str, nn.Module], batch: tuple, outdir: Path) -> list[Path]:
-        """Save sample predictions (e.g. an image grid); returns the files written."""
-        return []
+    def validation_step(self, models, batch, metrics):
+        x, y, mask = unpack(batch)
+        pred = self.predict(models, x).float()
+        if metrics is not None:
+            metrics.update(pred, y, mask)
+        return {"loss": float(self.loss(pred, y, mask))}
+
+
+class ImageToMapTask(SupervisedTask):
+    """A supervised task whose network maps an image to a map of the same size (segmentation,
+    depth): ``spdnn predict`` reads image files and writes one PNG map per image."""
+
+    def predict_files(self, models, inputs, outdir, device, options):
+        import numpy as np
+        from skimage.io import imread, imsave
+        from skimage.transform import resize
+
+        if not inputs:
+            raise SpdnnError("no input images given", hint="spdnn predict RUN image.png ...")
+        c, h, w = self.netspecs["net"].inputs[0].shape
+        outdir.mkdir(parents=True, exist_ok=True)
+        written = []
+        for path in inputs:
+            try:
+                img = imread(path).astype(np.float32)
+            except (OSError, ValueError, SyntaxError) as exc:
+                raise SpdnnError(f"cannot read image: {exc}", file=str(path)) from None
+            if img.max() > 1:
+                img /= 255.0
+            if img.ndim == 3 and c == 1:
+                img = img[..., :3].mean(axis=2)
+            img = resize(img, (h, w), anti_aliasing=True)
+            x = torch.from_numpy(img.astype(np.float32)).reshape(1, h, w, -1).permute(0, 3, 1, 2)
+            y = self.predict(models, x.to(device)).float().cpu()
+            dest = outdir / f"{path.stem}_pred.png"
+            imsave(dest, (y[0, 0].clamp(0, 1).numpy() * 255).astype(np.uint8), check_contrast=False)
+            written.append((f"{path} {tuple(y.shape)}", dest))
+        return written
 
 
 def unpack(batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``(input, target, mask or None)`` of a supervised batch."""
     if len(batch) == 3:
         return batch[0], batch[1], batch[2]
     return batch[0], batch[1], None
 
 
-def make_optimizer(recipe: Recipe, params) -> torch.optim.Optimizer:
-    """SGD (Nesterov momentum, as the thesis) or Adam (betas, as seed 001) from the recipe."""
-    o = recipe.optim
+def make_optimizer(o: Any, params) -> torch.optim.Optimizer:
+    """SGD with (Nesterov) momentum, as the thesis trains its networks, or Adam with betas
+    (SPADE-SR, "Low-Resolution Thermal Sensor-Guided Image Synthesis" sec. 4) from an
+    :class:`~spdnn.train.recipe.OptimSpec`."""
     if o.name == "sgd":
         return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum,
                                nesterov=o.nesterov and o.momentum > 0, weight_decay=o.weight_decay)

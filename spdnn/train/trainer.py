@@ -12,13 +12,13 @@ DistributedDataParallel under ``torchrun`` (gloo on CPU, nccl on CUDA).
 from __future__ import annotations
 
 import contextlib
-import functools
 import csv
+import functools
 import io
 import json
 import math
 import os
-import random
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -34,74 +34,19 @@ from torch.utils.data import DataLoader, DistributedSampler
 from spdnn import spec as S
 from spdnn.codegen import build_module
 from spdnn.errors import SpdnnError
+from spdnn.io import (
+    BEST,
+    LAST,
+    load_checkpoint,
+    remove_stale_temps,
+    save_checkpoint,
+    save_torch_atomic,
+    write_atomic,
+)
 from spdnn.spec.yaml_io import dump_yaml
-from spdnn.train.recipe import Recipe
-from spdnn.train.task import Task, get_task, unpack
-
-CHECKPOINT = "last.pt"
-BEST = "best.pt"
-
-
-# --------------------------------------------------------------------------------------------
-# helpers
-# --------------------------------------------------------------------------------------------
-def save_atomic(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict:
-    st = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        st["cuda"] = torch.cuda.get_rng_state_all()
-    return st
-
-
-def set_rng_state(st: dict) -> None:
-    random.setstate(st["python"])
-    np.random.set_state(st["numpy"])
-    torch.set_rng_state(st["torch"])
-    if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(st["cuda"])
-
-
-def netspec_of(recipe: Recipe) -> S.Netspec:
-    """The recipe's network: a netspec file, or the SPDNN merge of several.
-
-    Raises:
-        SpdnnError: missing files, invalid netspecs, merge errors.
-    """
-    m = recipe.model
-    if m.netspec is not None:
-        paths = recipe.resolve(m.netspec)
-        if len(paths) != 1:
-            raise SpdnnError(f"model.netspec '{m.netspec}' matches {len(paths)} files", field="model.netspec")
-        return S.load(paths[0])
-    from spdnn.graph import merge, parse_params
-
-    paths = [p for pat in m.merge or [] for p in recipe.resolve(pat)]
-    return merge([S.load(p) for p in paths], params=parse_params(m.params), distance=m.distance,
-                 head_kernel=m.head_kernel, name=recipe.name).spec
+from spdnn.train.recipe import Recipe, ScheduleSpec
+from spdnn.train.state import rng_state, seed_everything, set_rng_state
+from spdnn.train.task import Task
 
 
 def _private_generator() -> torch.Generator:
@@ -122,8 +67,9 @@ def _seed_worker(seed: int, step: int):
     return functools.partial(_init_worker, seed, step)
 
 
-def _lr_lambda(recipe: Recipe, total: int):
-    sch = recipe.schedule
+def _lr_lambda(sch: ScheduleSpec, total: int):
+    """The learning-rate multiplier of ``torch.optim.lr_scheduler.LambdaLR`` at each step:
+    linear warm-up over ``warmup_steps``, then constant, cosine, linear decay to 0, or step."""
 
     def f(step: int) -> float:
         if sch.warmup_steps and step < sch.warmup_steps:
@@ -143,24 +89,39 @@ def _lr_lambda(recipe: Recipe, total: int):
 # --------------------------------------------------------------------------------------------
 # the trainer
 # --------------------------------------------------------------------------------------------
+class TrainingInterrupted(SpdnnError):
+    """Training stopped on SIGINT/SIGTERM after a checkpoint was written (``signum`` says which:
+    the command line exits with 128 + signum, i.e. 130 for Ctrl-C and 143 for TERM)."""
+
+    signum: int = 2
+
+
 class Trainer:
-    """Train a recipe's task.
+    """Train a task (one or several networks) to the end of its recipe.
 
     Args:
-        recipe: the validated recipe.
+        task: the task, built with its networks (:func:`spdnn.tasks.build_task`); see
+            :meth:`from_recipe` for the one-call form.
         outdir: run folder (default ``recipe.output_dir()``).
-        resume: continue from ``outdir/last.pt`` if present.
+        resume: continue from ``outdir/last.pt``.
         console: where progress goes (rank 0 only).
         stop_after: stop (with a checkpoint) after this many total steps, as if interrupted;
             used to test exact resumption.
         progress: show a progress bar.
-        netspec: the network to train instead of the recipe's ``model`` (used when a checkpoint
-            is evaluated: the network comes from the checkpoint itself).
+
+    Attributes:
+        models: ``{name: nn.Module}`` on the device; ``train_models`` the same, DDP-wrapped
+            when distributed; ``optimizers``/``schedulers``/``ema``: per model name.
+
+    Raises:
+        SpdnnError: CUDA requested but absent, or a task/recipe error.
     """
 
-    def __init__(self, recipe: Recipe, outdir: Path | None = None, resume: bool = False,
+    def __init__(self, task: Task, outdir: Path | None = None, resume: bool = False,
                  console: Console | None = None, stop_after: int | None = None,
-                 progress: bool = True, netspec: S.Netspec | None = None) -> None:
+                 progress: bool = True) -> None:
+        recipe = task.recipe
+        self.task = task
         self.recipe = recipe
         self.outdir = Path(outdir) if outdir is not None else recipe.output_dir()
         self.resume = resume
@@ -186,40 +147,82 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
 
         seed_everything(recipe.seed)
-        self.task: Task = get_task(recipe.task)(recipe)
-        self.netspec = netspec if netspec is not None else netspec_of(recipe)
-        torch.manual_seed(recipe.seed)
-        net = build_module(self.netspec)
-        self.memory_format = (torch.channels_last if recipe.channels_last
-                              and len(self.netspec.inputs[0].shape) == 3 else torch.contiguous_format)
+        self.netspecs = task.netspecs
+        images = any(len(s.inputs[0].shape) == 3 for s in self.netspecs.values())
+        self.memory_format = (torch.channels_last if recipe.channels_last and images
+                              else torch.contiguous_format)
+        nets = {}
+        for name in task.model_names:  # each model built from the same seed as a lone run
+            torch.manual_seed(recipe.seed)
+            nets[name] = build_module(self.netspecs[name])
         self.models: dict[str, nn.Module] = {
             k: m.to(self.device, memory_format=self.memory_format)
-            for k, m in self.task.build_models(net).items()}
+            for k, m in task.build_models(nets).items()}
         self.train_models = self.models
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             self.train_models = {k: DDP(m, device_ids=[self.device.index] if use_cuda else None)
                                  for k, m in self.models.items()}
-        self.optimizers = self.task.configure_optimizers(self.models)
-        self.train_ds, self.val_ds = self.task.datasets()
+        self.optimizers = task.configure_optimizers(self.models)
+        self.train_ds, self.val_ds = task.datasets()
         self.sampler = DistributedSampler(self.train_ds, num_replicas=self.world, rank=self.rank,
                                           shuffle=True, seed=recipe.seed, drop_last=True)
         self.steps_per_epoch = max(1, len(self.sampler) // recipe.batch_size)
         self.total_steps = recipe.steps or recipe.epochs * self.steps_per_epoch
-        self.schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, _lr_lambda(recipe, self.total_steps))
-                           for k, o in self.optimizers.items()}
-        self.ema = None
-        if recipe.ema:
-            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+        self.schedulers = {
+            k: torch.optim.lr_scheduler.LambdaLR(o, _lr_lambda(self._schedule(k), self.total_steps))
+            for k, o in self.optimizers.items()}
+        self.ema: dict[str, nn.Module] = {}
+        for k, m in self.models.items():
+            decay = recipe.model_ema(k) if k in recipe.models else recipe.ema
+            if decay:
+                from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-            self.ema = {k: AveragedModel(m, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema),
-                                         use_buffers=True) for k, m in self.models.items()}
+                self.ema[k] = AveragedModel(m, multi_avg_fn=get_ema_multi_avg_fn(decay),
+                                            use_buffers=True)
         self.step = 0
         self.history: list[dict] = []
         self.best: float | None = None
-        self.best_metric = recipe.best_metric or self.task.default_best_metric
-        self.best_mode = recipe.best_mode if recipe.best_metric else self.task.default_best_mode
+        self.best_metric = recipe.best_metric or task.default_best_metric
+        self.best_mode = recipe.best_mode if recipe.best_metric else task.default_best_mode
+        self._signal: int | None = None
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe, **kwargs: Any) -> Trainer:
+        """Build the recipe's task (resolving and merging its netspecs) and a trainer for it."""
+        from spdnn.tasks import build_task
+
+        return cls(build_task(recipe), **kwargs)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, overrides: list[str] | None = None,
+                        prefer: str = BEST, **kwargs: Any) -> Trainer:
+        """A trainer restored from a checkpoint file or run folder: the recipe and the networks
+        come from the checkpoint itself (not from files that may have changed since); ``--set``
+        style ``overrides`` apply to the stored recipe.
+
+        Raises:
+            CheckpointError: the checkpoint is missing, unsafe or corrupt.
+            SpecError: the stored recipe or netspecs do not validate.
+        """
+        from spdnn.io import load_checkpoint
+        from spdnn.tasks import build_task
+        from spdnn.train.recipe import apply_overrides, validate_recipe
+
+        st = load_checkpoint(path, prefer=prefer)
+        file = st["path"]
+        data = apply_overrides(st["recipe"], overrides) if overrides else st["recipe"]
+        recipe = validate_recipe(data, file=f"{file}:recipe")
+        netspecs = {k: S.loads(v, file=f"{file}:netspecs.{k}") for k, v in st["netspecs"].items()}
+        kwargs.setdefault("outdir", Path(file).parent)
+        kwargs.setdefault("progress", False)
+        tr = cls(build_task(recipe, netspecs=netspecs), **kwargs)
+        tr.load_state(st)
+        return tr
+
+    def _schedule(self, name: str):
+        return self.recipe.model_schedule(name) if name in self.recipe.models else self.recipe.schedule
 
     # -- used by tasks ------------------------------------------------------------------------
     def to_device(self, t: torch.Tensor) -> torch.Tensor:
@@ -228,40 +231,51 @@ class Trainer:
         return t.contiguous(memory_format=self.memory_format) if t.dim() == 4 else t
 
     def autocast(self):
-        """Mixed precision context on CUDA (float16), a no-op on CPU."""
+        """Mixed-precision context on CUDA (float16), a no-op on CPU. Compute losses outside it
+        (or on ``.float()`` outputs) where they are not autocast-safe (BCE on probabilities)."""
         if self.amp:
             return torch.autocast("cuda", dtype=torch.float16)
         return contextlib.nullcontext()
 
     def backward_step(self, loss: torch.Tensor, name: str) -> None:
-        """Backward, optional gradient clipping, optimizer step for the model ``name``."""
+        """Update model ``name`` from ``loss``: zero its gradients, backward (scaled under AMP),
+        clip its gradient norm (its or the recipe's ``grad_clip``), optimizer step. The scaler's
+        ``update()`` runs once per iteration, after :meth:`Task.training_step` (the AMP rule for
+        several optimizers), not here."""
         opt = self.optimizers[name]
         opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
-        if self.recipe.grad_clip:
+        clip = self.recipe.model_grad_clip(name) if name in self.recipe.models else self.recipe.grad_clip
+        if clip:
             self.scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(self.models[name].parameters(), self.recipe.grad_clip)
+            torch.nn.utils.clip_grad_norm_(self.models[name].parameters(), clip)
         self.scaler.step(opt)
-        self.scaler.update()
+
+    def param_counts(self) -> dict[str, int]:
+        """Trainable parameters of each model."""
+        return {k: sum(p.numel() for p in m.parameters() if p.requires_grad)
+                for k, m in self.models.items()}
 
     # -- checkpoints ----------------------------------------------------------------------------
     def state(self) -> dict:
+        """Everything exact resume needs, as tensors and plain containers only (so it loads
+        with ``torch.load(weights_only=True)``)."""
         return {
             "step": self.step,
             "models": {k: m.state_dict() for k, m in self.models.items()},
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
-            "ema": {k: e.state_dict() for k, e in (self.ema or {}).items()},
+            "ema": {k: e.state_dict() for k, e in self.ema.items()},
             "scaler": self.scaler.state_dict(),
             "rng": rng_state(),
             "history": self.history,
             "best": self.best,
             "recipe": self.recipe.model_dump(mode="json"),
-            "netspec": S.dump(self.netspec),
-            "spdnn_checkpoint": 1,
+            "netspecs": {k: S.dump(v) for k, v in self.netspecs.items()},
         }
 
     def load_state(self, st: dict) -> None:
+        """Restore :meth:`state` (models, optimizers, schedulers, EMA, scaler, RNG, logs)."""
         self.step = st["step"]
         for k, m in self.models.items():
             m.load_state_dict(st["models"][k])
@@ -269,62 +283,112 @@ class Trainer:
             o.load_state_dict(st["optimizers"][k])
         for k, s in self.schedulers.items():
             s.load_state_dict(st["schedulers"][k])
-        for k, e in (self.ema or {}).items():
+        for k, e in self.ema.items():
             e.load_state_dict(st["ema"][k])
         self.scaler.load_state_dict(st["scaler"])
         self.history = st["history"]
         self.best = st["best"]
         set_rng_state(st["rng"])
 
-    def save_checkpoint(self, name: str = CHECKPOINT) -> None:
+    def save_checkpoint(self, name: str = LAST) -> None:
+        """Write the state to ``outdir/name`` atomically (rank 0 only)."""
         if self.rank == 0:
-            save_atomic(self.state(), self.outdir / name)
+            save_checkpoint(self.state(), self.outdir / name)
 
     # -- evaluation -----------------------------------------------------------------------------
     def eval_models(self) -> dict[str, nn.Module]:
-        """The models used for evaluation: the EMA weights when EMA is on."""
-        if self.ema:
-            return {k: e.module for k, e in self.ema.items()}
-        return self.models
+        """The models used for evaluation: the EMA weights of the models that have EMA."""
+        return {k: (self.ema[k].module if k in self.ema else m) for k, m in self.models.items()}
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
+        """One pass over the validation set: ``val_<value>`` of :meth:`Task.validation_step`
+        (averaged, weighted by batch size) and ``val_<metric>`` of :meth:`Task.new_metrics`."""
         models = self.eval_models()
         for m in models.values():
             m.eval()
         metrics = self.task.new_metrics()
         loader = DataLoader(self.val_ds, batch_size=self.recipe.batch_size, shuffle=False,
                             generator=_private_generator())
-        total, n = 0.0, 0
+        totals: dict[str, float] = {}
+        n = 0
         for batch in loader:
-            x, y, mask = (self.to_device(t) if t is not None else None for t in unpack(batch))
-            pred = self.task.predict(models, x).float()
-            total += float(self.task.loss(pred, y, mask)) * x.shape[0]
-            n += x.shape[0]
-            if metrics is not None:
-                metrics.update(pred, y, mask)
+            batch = tuple(self.to_device(t) for t in batch)
+            bs = batch[0].shape[0]
+            for k, v in self.task.validation_step(models, batch, metrics).items():
+                totals[k] = totals.get(k, 0.0) + float(v) * bs
+            n += bs
         for m in self.models.values():
             m.train()
-        out = {"val_loss": total / max(1, n)}
+        out = {f"val_{k}": v / max(1, n) for k, v in totals.items()}
         if metrics is not None:
             out.update({f"val_{k}": v for k, v in metrics.compute().items()})
         return out
 
     # -- the loop -------------------------------------------------------------------------------
+    def _on_signal(self, signum, frame) -> None:
+        if self._signal is not None:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self._signal = signum
+        if self.rank == 0:
+            self.console.print(f"\n{signal.Signals(signum).name}: finishing this step, then "
+                               "saving a checkpoint (press Ctrl-C again to abandon it)")
+
+    @contextlib.contextmanager
+    def _signals(self):
+        """SIGINT/SIGTERM set a flag that the loop checks after each step (main thread only)."""
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
     def run(self) -> dict[str, float]:
-        """Train to the end (or ``stop_after``); returns the last evaluation."""
+        """Train to the end (or ``stop_after``); returns the last evaluation.
+
+        Raises:
+            CheckpointError: ``resume`` without a readable ``last.pt``.
+            TrainingInterrupted: SIGINT/SIGTERM arrived; ``last.pt`` was written first.
+        """
         r = self.recipe
-        ckpt = self.outdir / CHECKPOINT
-        if self.resume and ckpt.exists():
-            self.load_state(torch.load(ckpt, map_location=self.device, weights_only=False))
+        ckpt = self.outdir / LAST
+        if self.resume:
+            self.load_state(load_checkpoint(ckpt, map_location=self.device, prefer=LAST))
             if self.rank == 0:
+                remove_stale_temps(self.outdir)
                 self.console.print(f"resumed from {ckpt} at step {self.step}")
         elif self.rank == 0:
             self.outdir.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(self.outdir / "netspec.yaml", S.dump(self.netspec))
-            write_text_atomic(self.outdir / "recipe.yaml", dump_yaml(r.model_dump(mode="json")))
+            remove_stale_temps(self.outdir)
+            for name, spec in self.netspecs.items():
+                fname = "netspec.yaml" if list(self.netspecs) == ["net"] else f"netspec_{name}.yaml"
+                write_atomic(self.outdir / fname, S.dump(spec))
+            write_atomic(self.outdir / "recipe.yaml", dump_yaml(r.model_dump(mode="json")))
         for m in self.models.values():
             m.train()
+        with self._signals():
+            last_eval = self._loop()
+        if self._signal is not None:
+            self.save_checkpoint()
+            self._write_logs()
+            raise _interrupted(self._signal, self.step, ckpt, self.outdir)
+        if self.stop_after is not None and self.step < self.total_steps:
+            return last_eval
+        if self.rank == 0:
+            self._finish(last_eval)
+        if self.world > 1 and os.environ.get("SPDNN_DUMP_RANK_WEIGHTS"):
+            save_torch_atomic({k: m.state_dict() for k, m in self.models.items()},
+                              self.outdir / f"rank{self.rank}_weights.pt")
+        return last_eval
+
+    def _loop(self) -> dict[str, float]:
+        r = self.recipe
         last_eval: dict[str, float] = {}
         t_last, seen = time.perf_counter(), 0
         window: list[dict[str, float]] = []
@@ -333,6 +397,8 @@ class Trainer:
                             TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
                             TimeRemainingColumn(), console=self.console,
                             disable=not self.show_progress or self.rank != 0, transient=False)
+        lr_keys = ({"net": "lr"} if list(self.optimizers) == ["net"]
+                   else {k: f"lr_{k}" for k in self.optimizers})
         with progress:
             bar = progress.add_task(r.name, total=self.total_steps, completed=self.step, info="")
             while self.step < self.total_steps:
@@ -347,19 +413,20 @@ class Trainer:
                 for batch in loader:
                     batch = tuple(self.to_device(t) for t in batch)
                     logs = self.task.training_step(self, batch)
+                    self.scaler.update()  # once per iteration, whatever the number of optimizers
                     for s in self.schedulers.values():
                         s.step()
-                    if self.ema:
-                        for k, e in self.ema.items():
-                            e.update_parameters(self.models[k])
+                    for k, e in self.ema.items():
+                        e.update_parameters(self.models[k])
                     self.step += 1
                     seen += batch[0].shape[0] * self.world
                     window.append(logs)
                     if self.step % r.log_every == 0 or self.step == self.total_steps:
                         now = time.perf_counter()
-                        row = {"step": self.step, "epoch": epoch,
-                               "lr": next(iter(self.optimizers.values())).param_groups[0]["lr"],
-                               "samples_per_s": seen / max(1e-9, now - t_last)}
+                        row = {"step": self.step, "epoch": epoch}
+                        for k, o in self.optimizers.items():
+                            row[lr_keys[k]] = o.param_groups[0]["lr"]
+                        row["samples_per_s"] = seen / max(1e-9, now - t_last)
                         for k in window[0]:
                             row[f"train_{k}"] = float(np.mean([w[k] for w in window]))
                         t_last, seen, window = now, 0, []
@@ -375,16 +442,13 @@ class Trainer:
                     if self.step % r.checkpoint_every == 0 or self.step == self.total_steps:
                         self.save_checkpoint()
                     progress.update(bar, completed=self.step)
+                    if self._signal is not None:
+                        return last_eval
                     if self.stop_after is not None and self.step >= self.stop_after:
                         self.save_checkpoint()
                         return last_eval
                     if self.step >= self.total_steps:
                         break
-        if self.rank == 0:
-            self._finish(last_eval)
-        if self.world > 1 and os.environ.get("SPDNN_DUMP_RANK_WEIGHTS"):
-            save_atomic({k: m.state_dict() for k, m in self.models.items()},
-                        self.outdir / f"rank{self.rank}_weights.pt")
         return last_eval
 
     def _track_best(self, ev: dict[str, float]) -> None:
@@ -406,14 +470,15 @@ class Trainer:
         w = csv.DictWriter(buf, fieldnames=keys)
         w.writeheader()
         w.writerows(self.history)
-        write_text_atomic(self.outdir / "metrics.csv", buf.getvalue())
+        write_atomic(self.outdir / "metrics.csv", buf.getvalue())
 
     def _finish(self, last_eval: dict[str, float]) -> None:
         self._write_logs()
+        counts = self.param_counts()
         summary = {"recipe": self.recipe.name, "steps": self.step, "final": last_eval,
                    "best": {self.best_metric: self.best},
-                   "params": sum(p.numel() for p in next(iter(self.models.values())).parameters())}
-        write_text_atomic(self.outdir / "metrics.json", json.dumps(summary, indent=2))
+                   "params": sum(counts.values()), "params_per_model": counts}
+        write_atomic(self.outdir / "metrics.json", json.dumps(summary, indent=2))
         plot_history(self.history, self.outdir / "plots")
         val_batch = next(iter(DataLoader(self.val_ds, batch_size=max(1, self.recipe.samples),
                                          generator=_private_generator())))
@@ -422,6 +487,14 @@ class Trainer:
         for m in models.values():
             m.eval()
         self.task.figures(models, val_batch, self.outdir)
+
+
+def _interrupted(signum: int, step: int, ckpt: Path, outdir: Path) -> TrainingInterrupted:
+    err = TrainingInterrupted(f"stopped by {signal.Signals(signum).name} at step {step}; "
+                              "checkpoint written", file=str(ckpt),
+                              hint=f"continue with: spdnn train RECIPE -o {outdir} --resume")
+    err.signum = signum
+    return err
 
 
 def plot_history(history: list[dict], outdir: Path) -> list[Path]:
