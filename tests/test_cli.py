@@ -98,7 +98,7 @@ def test_ops_lists_every_registered_op(capsys):
 def test_demo_runs(tmp_path: Path, capsys):
     from rich.console import Console
 
-    from spdnn.demo import run_demo
+    from spdnn.cli.demo import run_demo
 
     summary = run_demo(tmp_path / "demo", ROOT, Console(file=open(tmp_path / "log.txt", "w")),
                        train=False)

@@ -17,23 +17,24 @@ import importlib.util
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
-import torch
+import typer
 from rich.console import Console
 
-from spdnn import render as R
-from spdnn import spec as S
-from spdnn.codegen import emit_module
-from spdnn.graph import merge, parent_graph
-from spdnn.report import merge_markdown, merge_summary, merge_tables
-from spdnn.shapes import infer
+from spdnn.cli.console import out
+from spdnn.errors import SpdnnError
+from spdnn.io import write_atomic
+
+if TYPE_CHECKING:
+    import numpy as np
 
 IRIS_A = "netspecs/iris/appendix_a"
 
 
 def real_gray_image(height: int, width: int) -> np.ndarray:
     """scikit-image's ``camera`` photograph resized to ``(height, width)``, float32 in [0, 1]."""
+    import numpy as np
     from skimage.data import camera
     from skimage.transform import resize
 
@@ -42,6 +43,7 @@ def real_gray_image(height: int, width: int) -> np.ndarray:
 
 
 def _save_png(path: Path, img: np.ndarray) -> None:
+    import numpy as np
     from skimage.io import imsave
 
     imsave(path, (np.clip(img, 0, 1) * 255).astype(np.uint8), check_contrast=False)
@@ -57,7 +59,14 @@ def run_demo(outdir: Path, root: Path, console: Console, train: bool = True) -> 
     Raises:
         SpdnnError: the iris netspecs are missing or invalid.
     """
-    from spdnn.cli import write_atomic
+    import torch
+
+    from spdnn import render as R
+    from spdnn import spec as S
+    from spdnn.codegen import emit_module
+    from spdnn.graph import merge, parent_graph
+    from spdnn.report import merge_markdown, merge_summary, merge_tables
+    from spdnn.shapes import infer
 
     t_start = time.perf_counter()
     outdir.mkdir(parents=True, exist_ok=True)
@@ -153,3 +162,25 @@ def _train(root: Path, outdir: Path, console: Console) -> dict:
     console.print(table)
     console.print(f"  run folder {outdir / 'train'}: samples.png, plots/, metrics.csv, last.pt")
     return metrics
+
+
+def demo(
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output folder.")] = Path("out/demo"),
+    root: Annotated[Path, typer.Option(help="Repository root holding netspecs/.")] = Path("."),
+    train: Annotated[bool, typer.Option(help="Also train the merged network briefly (~1 min).")] = True,
+) -> None:
+    """Merge the thesis' three iris parents, render, compile and run the merged network.
+
+    Writes the merged netspec, the merge report, SVG diagrams, the emitted PyTorch module and
+    its output on a real grayscale photograph into the output folder, then trains the merged
+    network for 200 steps on synthetic degraded eyes and prints its segmentation metrics.
+    """
+    if not (root / IRIS_A).is_dir():
+        raise SpdnnError(f"{root / IRIS_A} not found",
+                         hint="run from the repository root or pass --root")
+    run_demo(output, root, out, train=train)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``demo`` command to the application."""
+    app.command()(demo)

@@ -8,20 +8,18 @@ code 2.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from spdnn.cli.console import out
 from spdnn.errors import SpdnnError
 
 __all__ = ["register"]
 
-_out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 140)
 
 
 def _parse_ints(text: str, what: str) -> list[int]:
@@ -117,7 +115,7 @@ def export(
     for c in rep.checks:
         t.add_row(c.input, str(c.batch), f"{c.max_abs_err:.2e}", f"{c.max_rel_err:.2e}",
                   "yes" if c.ok else "NO")
-    _out.print(t)
+    out.print(t)
     io = Table(title="graph inputs and outputs", title_justify="left")
     io.add_column("")
     io.add_column("name")
@@ -126,16 +124,16 @@ def export(
     for kind, items in (("input", rep.inputs), ("output", rep.outputs)):
         for ti in items:
             io.add_row(kind, ti.name, "x".join(map(str, ti.shape)), ti.dtype)
-    _out.print(io)
+    out.print(io)
     for note in rep.notes:
-        _out.print(f"note: {note}")
-    _out.print(f"Wrote {path} ({rep.size_bytes / 1024:,.0f} KiB, opset {rep.opset}, "
+        out.print(f"note: {note}")
+    out.print(f"Wrote {path} ({rep.size_bytes / 1024:,.0f} KiB, opset {rep.opset}, "
                f"{rep.exporter} exporter, {dt:.1f} s); max abs error {rep.max_abs_err:.2e}, "
                f"max rel error {rep.max_rel_err:.2e} (tolerance {rep.atol:g}).")
     if report:
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(json.dumps(rep.to_dict(), indent=1, default=str) + "\n")
-        _out.print(f"Wrote {report}")
+        out.print(f"Wrote {report}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -234,23 +232,23 @@ def bench(
 
     def show(r):
         if r.ok:
-            _out.print(f"  {r.model} | {r.runtime} {r.device} | batch {r.batch}: "
+            out.print(f"  {r.model} | {r.runtime} {r.device} | batch {r.batch}: "
                        f"p50 {r.p50_ms:.2f} ms, {r.throughput:,.1f} img/s", highlight=False)
         else:
-            _out.print(f"  {r.model} | {r.runtime} {r.device} | batch {r.batch}: {r.status}",
+            out.print(f"  {r.model} | {r.runtime} {r.device} | batch {r.batch}: {r.status}",
                        highlight=False)
 
-    _out.print(f"Timing {len(targets)} model(s) x {len(runtimes)} runtime(s) x "
+    out.print(f"Timing {len(targets)} model(s) x {len(runtimes)} runtime(s) x "
                f"{len(devices)} device(s) x {len(batches)} batch size(s)...")
     rows = B.bench(targets, batches=batches, runtimes=runtimes, threads=threads,
                    device=devices, warmup=warmup, min_time=min_time, progress=show)
     ceil = B.matmul_ceiling(threads=threads) if ceiling else None
-    _out.print(_rows_table(rows))
+    out.print(_rows_table(rows))
     rat = B.ratios(rows, reference)
     if rat:
-        _out.print(_ratio_table(rat, reference))
+        out.print(_ratio_table(rat, reference))
     if ceil:
-        _out.print(f"Ceiling: dense fp32 matmul {ceil['n']}x{ceil['n']}, {ceil['threads']} "
+        out.print(f"Ceiling: dense fp32 matmul {ceil['n']}x{ceil['n']}, {ceil['threads']} "
                    f"thread(s): {ceil['gflops']:.1f} GFLOP/s = {ceil['gmacs']:.1f} GMAC/s.")
     if out:
         out_dir = Path(out)
@@ -262,7 +260,7 @@ def bench(
         B.to_json(rows, out_dir / "bench.json", ceiling=ceil, ratios=rat,
                   runtime_ratios=B.runtime_ratios(rows))
         png = B.plot(rows, out_dir / "bench.png")
-        _out.print(f"Wrote {out_dir / 'bench.md'}, {out_dir / 'bench.json'}"
+        out.print(f"Wrote {out_dir / 'bench.md'}, {out_dir / 'bench.json'}"
                    + (f", {png}" if png else " (no plot: matplotlib is not installed)"))
 
 

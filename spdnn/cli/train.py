@@ -9,13 +9,14 @@ from typing import Annotated
 
 import typer
 
+from spdnn.cli.console import out
+
 SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", help="Override a recipe field, e.g. --set optim.lr=0.001 --set steps=50 (repeatable).")]
 
 
 def register(app: typer.Typer) -> None:
-    """Add the training commands to the main CLI."""
-    from spdnn.cli import out
+    """Add the training commands to the application."""
 
     @app.command()
     def train(

@@ -1,40 +1,24 @@
-"""The ``spdnn`` command line.
+"""The netspec commands: ``merge``, ``validate``, ``inspect``, ``compile``, ``render``, ``ops``.
 
-Every user error is printed as one line (``error: file:line: field: what (what to do)``) on
-stderr with exit code 2 and no traceback; ``spdnn --debug ...`` shows the traceback.
+None of them imports torch (they run the compiler stages only), so they start in a fraction of
+the time of a command that runs networks.
 """
 
 from __future__ import annotations
 
-import os
-
-# OpenMP threads that busy-wait make torch and onnxruntime several times slower on small shared
-# machines (measured: benchmarks/README.md); the CLI is an application, so it sets the default.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import re
 import sys
-import tempfile
 import time
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from spdnn import __version__
+from spdnn.cli.console import out
 from spdnn.errors import SpdnnError
-
-app = typer.Typer(
-    name="spdnn",
-    help="SPDNN network-architecture compiler: merge networks declared as YAML layer graphs into "
-         "one semi-parallel network (Bazrafkan et al.), render, inspect and compile them to "
-         "PyTorch.\n\nStart with: spdnn merge netspecs/iris/appendix_a/*.yaml -o merged.yaml",
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]})
-out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 140)
-err = Console(stderr=True, soft_wrap=True)
-_STATE = {"debug": False}
+from spdnn.io import write_atomic
 
 
 class Distance(str, Enum):
@@ -42,39 +26,10 @@ class Distance(str, Enum):
     shortest = "shortest"
 
 
-def _version(value: bool) -> None:
-    if value:
-        out.print(f"spdnn {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _main(
-    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
-    version: Annotated[bool | None, typer.Option("--version", callback=_version, is_eager=True,
-                                                    help="Print the version and exit.")] = None,
-) -> None:
-    _STATE["debug"] = debug
-
-
 def _load(path: Path):
     from spdnn import spec as S
 
     return S.load_checked(path)
-
-
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write a file via a temporary file in the same folder and a rename (no torn files)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _merge(parents: list[Path], params: str, distance: Distance, head_kernel: int | None,
@@ -102,7 +57,6 @@ HeadOpt = Annotated[int | None, typer.Option(
          "(default: the smallest kernel of the parents' output layers).")]
 
 
-@app.command()
 def merge(
     parents: Annotated[list[Path], typer.Argument(help="Parent netspecs (YAML), two or more.")],
     output: Annotated[Path | None, typer.Option("-o", "--output",
@@ -144,7 +98,6 @@ def merge(
         out.print(f"Wrote {report}")
 
 
-@app.command()
 def validate(files: Annotated[list[Path], typer.Argument(help="Netspec files to check.")]) -> None:
     """Check netspecs: YAML, fields, layer graph and shapes. Exit code 2 on the first error."""
     from spdnn.shapes import infer
@@ -162,7 +115,6 @@ def validate(files: Annotated[list[Path], typer.Argument(help="Netspec files to 
         out.print(f"ok  {f}: {s.name}, {len(s.layers)} layers, {info.params:,} parameters")
 
 
-@app.command()
 def inspect(
     file: Annotated[Path, typer.Argument(help="A netspec (YAML).")],
 ) -> None:
@@ -174,7 +126,6 @@ def inspect(
     out.print(layer_table(infer(s), title=f"{s.name} ({file})"))
 
 
-@app.command(name="compile")
 def compile_(
     file: Annotated[Path, typer.Argument(help="A netspec (YAML).")],
     output: Annotated[Path | None, typer.Option("-o", "--output",
@@ -205,7 +156,6 @@ class RankDir(str, Enum):
     TB = "TB"
 
 
-@app.command()
 def render(
     files: Annotated[list[Path], typer.Argument(help="One netspec, or several parents to merge.")],
     output: Annotated[Path, typer.Option("-o", "--output",
@@ -255,27 +205,6 @@ def render(
     out.print(f"Wrote {path}")
 
 
-@app.command()
-def demo(
-    output: Annotated[Path, typer.Option("-o", "--output", help="Output folder.")] = Path("out/demo"),
-    root: Annotated[Path, typer.Option(help="Repository root holding netspecs/.")] = Path("."),
-    train: Annotated[bool, typer.Option(help="Also train the merged network briefly (~2 min).")] = True,
-) -> None:
-    """Merge the thesis' three iris parents, render, compile and run the merged network.
-
-    Writes the merged netspec, the merge report, SVG diagrams, the emitted PyTorch module and
-    its output on a real grayscale photograph into the output folder, then trains the merged
-    network for 200 steps on synthetic degraded eyes and prints its segmentation metrics.
-    """
-    from spdnn.demo import IRIS_A, run_demo
-
-    if not (root / IRIS_A).is_dir():
-        raise SpdnnError(f"{root / IRIS_A} not found",
-                         hint="run from the repository root or pass --root")
-    run_demo(output, root, out, train=train)
-
-
-@app.command()
 def ops() -> None:
     """List the layer ops a netspec may use, with their parameters."""
     from rich.table import Table
@@ -301,51 +230,11 @@ def ops() -> None:
     out.print(t)
 
 
-def _register_extensions() -> None:
-    """Commands contributed by other stages (export/bench, train) when present."""
-    import importlib
-
-    for mod in ("spdnn.cli_ops", "spdnn.train.cli"):
-        try:
-            m = importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            if exc.name and mod.startswith(exc.name):
-                continue
-            raise
-        m.register(app)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the CLI, turning spdnn errors into one line and exit code 2."""
-    _register_extensions()
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
-    try:
-        app(args=argv, standalone_mode=False)
-    except SpdnnError as exc:
-        if debug:
-            raise
-        err.print(f"error: {exc.one_line()}", markup=False, highlight=False, soft_wrap=True)
-        return 2
-    except typer.Exit as exc:
-        return exc.exit_code
-    except typer.Abort:
-        err.print("aborted", markup=False)
-        return 130
-    except Exception as exc:  # click usage errors and the like
-        if type(exc).__name__ == "NoArgsIsHelpError":
-            out.print(exc.ctx.get_help(), markup=False, highlight=False)
-            return 0
-        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
-            msg = " ".join(exc.format_message().split())
-            ctx = getattr(exc, "ctx", None)
-            if ctx is not None:
-                msg += f" (see '{ctx.command_path} --help')"
-            err.print(f"error: {msg}", markup=False, highlight=False, soft_wrap=True)
-            return exc.exit_code
-        if debug:
-            raise
-        msg = " ".join(f"{type(exc).__name__}: {exc}".split())
-        err.print(f"internal error: {msg} (rerun with --debug for the traceback; please report it)",
-                  markup=False, highlight=False, soft_wrap=True)
-        return 1
-    return 0
+def register(app: typer.Typer) -> None:
+    """Add the netspec commands to the application."""
+    app.command()(merge)
+    app.command()(validate)
+    app.command()(inspect)
+    app.command(name="compile")(compile_)
+    app.command()(render)
+    app.command()(ops)
