@@ -23,7 +23,12 @@ def register(app: typer.Typer) -> None:
         recipe: Annotated[Path, typer.Argument(help="A training recipe (YAML), e.g. recipes/iris_a_merged.yaml.")],
         set_: SetOpt = None,
         output: Annotated[Path | None, typer.Option("-o", "--output", help="Run folder (default: the recipe's 'output').")] = None,
-        resume: Annotated[bool, typer.Option(help="Continue from the run folder's last checkpoint.")] = False,
+        resume: Annotated[bool, typer.Option(
+            "--resume", help="Continue from the run folder's last.pt (an error if there is "
+            "none). --set overrides apply on top of the restored state, e.g. --set optim.lr=0.001.")] = False,
+        resume_or_start: Annotated[bool, typer.Option(
+            "--resume-or-start", help="Continue from last.pt if the run folder has one, else "
+            "start (for schedulers that rerun the same command).")] = False,
     ) -> None:
         """Train a recipe: progress bar, checkpoints, metrics CSV/JSON, plots, sample grid.
 
@@ -35,7 +40,8 @@ def register(app: typer.Typer) -> None:
         from spdnn.train import Trainer, load_recipe
 
         r = load_recipe(recipe, set_ or [])
-        trainer = Trainer.from_recipe(r, outdir=output, resume=resume, console=out)
+        trainer = Trainer.from_recipe(r, outdir=output, console=out,
+                                      resume="auto" if resume_or_start else resume)
         t0 = time.perf_counter()
         final = trainer.run()
         if trainer.rank == 0:

@@ -36,6 +36,7 @@ from spdnn.codegen import build_module
 from spdnn.errors import SpdnnError
 from spdnn.io import (
     BEST,
+    CheckpointError,
     LAST,
     load_checkpoint,
     remove_stale_temps,
@@ -103,7 +104,9 @@ class Trainer:
         task: the task, built with its networks (:func:`spdnn.tasks.build_task`); see
             :meth:`from_recipe` for the one-call form.
         outdir: run folder (default ``recipe.output_dir()``).
-        resume: continue from ``outdir/last.pt``.
+        resume: continue from ``outdir/last.pt`` (``True``: it must exist; ``"auto"``: if it
+            exists, else start). Recipe fields that differ from the checkpoint's recipe
+            (``--set`` overrides) are applied after the state is restored, and reported.
         console: where progress goes (rank 0 only).
         stop_after: stop (with a checkpoint) after this many total steps, as if interrupted;
             used to test exact resumption.
@@ -117,7 +120,7 @@ class Trainer:
         SpdnnError: CUDA requested but absent, or a task/recipe error.
     """
 
-    def __init__(self, task: Task, outdir: Path | None = None, resume: bool = False,
+    def __init__(self, task: Task, outdir: Path | None = None, resume: bool | str = False,
                  console: Console | None = None, stop_after: int | None = None,
                  progress: bool = True) -> None:
         recipe = task.recipe
@@ -276,19 +279,50 @@ class Trainer:
 
     def load_state(self, st: dict) -> None:
         """Restore :meth:`state` (models, optimizers, schedulers, EMA, scaler, RNG, logs)."""
+        try:
+            for k, m in self.models.items():
+                m.load_state_dict(st["models"][k])
+            for k, o in self.optimizers.items():
+                o.load_state_dict(st["optimizers"][k])
+            for k, s in self.schedulers.items():
+                s.load_state_dict(st["schedulers"][k])
+            for k, e in self.ema.items():
+                e.load_state_dict(st["ema"][k])
+            self.scaler.load_state_dict(st["scaler"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(
+                f"the checkpoint does not fit the recipe's networks ({type(exc).__name__}: "
+                f"{' '.join(str(exc).split())[:200]})", file=st.get("path"),
+                hint="resume with the recipe and netspecs the run was started with") from None
         self.step = st["step"]
-        for k, m in self.models.items():
-            m.load_state_dict(st["models"][k])
-        for k, o in self.optimizers.items():
-            o.load_state_dict(st["optimizers"][k])
-        for k, s in self.schedulers.items():
-            s.load_state_dict(st["schedulers"][k])
-        for k, e in self.ema.items():
-            e.load_state_dict(st["ema"][k])
-        self.scaler.load_state_dict(st["scaler"])
         self.history = st["history"]
         self.best = st["best"]
         set_rng_state(st["rng"])
+
+    def _apply_recipe_changes(self, stored: dict) -> list[str]:
+        """After a resume: apply the fields of the current recipe (``--set`` overrides) that
+        differ from the checkpoint's recipe. Restoring the optimizer and scheduler states would
+        otherwise silently keep the old learning rate, momentum, betas and weight decay.
+        Returns the changes as ``field: old -> new`` strings."""
+        now = self.recipe.model_dump(mode="json")
+        changes = [f"{k}: {a!r} -> {b!r}" for k, a, b in _diff(stored, now)]
+        if not changes:
+            return []
+        for k, opt in self.optimizers.items():
+            o = self.recipe.model_optim(k) if k in self.recipe.models else self.recipe.optim
+            sched = self.schedulers[k]
+            factor = sched.lr_lambdas[0](sched.last_epoch)
+            sched.base_lrs = [o.lr for _ in opt.param_groups]
+            for g in opt.param_groups:
+                g["initial_lr"] = o.lr
+                g["lr"] = o.lr * factor
+                g["weight_decay"] = o.weight_decay
+                if "momentum" in g:
+                    g["momentum"] = o.momentum
+                    g["nesterov"] = o.nesterov and o.momentum > 0
+                if "betas" in g:
+                    g["betas"] = tuple(o.betas)
+        return changes
 
     def save_checkpoint(self, name: str = LAST) -> None:
         """Write the state to ``outdir/name`` atomically (rank 0 only)."""
@@ -358,11 +392,20 @@ class Trainer:
         """
         r = self.recipe
         ckpt = self.outdir / LAST
+        if self.resume == "auto":
+            self.resume = ckpt.is_file()
         if self.resume:
-            self.load_state(load_checkpoint(ckpt, map_location=self.device, prefer=LAST))
+            st = load_checkpoint(ckpt, map_location=self.device, prefer=LAST)
+            self.load_state(st)
+            changes = self._apply_recipe_changes(st["recipe"])
             if self.rank == 0:
                 remove_stale_temps(self.outdir)
                 self.console.print(f"resumed from {ckpt} at step {self.step}")
+                if changes:
+                    self.console.print("recipe changes applied: " + "; ".join(changes))
+                    note = (f"# resumed at step {self.step} with changes: {'; '.join(changes)}\n")
+                    write_atomic(self.outdir / "recipe.yaml",
+                                 note + dump_yaml(r.model_dump(mode="json")))
         elif self.rank == 0:
             self.outdir.mkdir(parents=True, exist_ok=True)
             remove_stale_temps(self.outdir)
@@ -487,6 +530,16 @@ class Trainer:
         for m in models.values():
             m.eval()
         self.task.figures(models, val_batch, self.outdir)
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """``(dotted key, old, new)`` for every leaf that differs between two plain dicts."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in list(a) + [k for k in b if k not in a]:
+            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [(prefix.rstrip("."), a, b)]
 
 
 def _interrupted(signum: int, step: int, ckpt: Path, outdir: Path) -> TrainingInterrupted:
