@@ -36,8 +36,8 @@ from spdnn.codegen import build_module
 from spdnn.errors import SpdnnError
 from spdnn.io import (
     BEST,
-    CheckpointError,
     LAST,
+    CheckpointError,
     load_checkpoint,
     remove_stale_temps,
     save_checkpoint,
