@@ -18,7 +18,7 @@ import typer
 from spdnn import __version__
 from spdnn.cli.console import out
 from spdnn.errors import SpdnnError
-from spdnn.io import write_atomic
+from spdnn.io import check_outputs, write_atomic
 
 
 class Distance(str, Enum):
@@ -77,6 +77,7 @@ def merge(
     from spdnn import spec as S
     from spdnn.report import merge_markdown, merge_summary, merge_tables
 
+    check_outputs(parents, [output, report])
     t0 = time.perf_counter()
     result = _merge(parents, params, distance, head_kernel, name)
     dt = time.perf_counter() - t0
@@ -134,6 +135,7 @@ def compile_(
     """Emit a standalone PyTorch module (imports only torch) for a netspec."""
     from spdnn.codegen import emit_module
 
+    check_outputs([file], [output])
     src = emit_module(_load(file))
     if output:
         write_atomic(output, src)
@@ -182,6 +184,7 @@ def render(
     Examples: spdnn render netspecs/squeezenet/squeezenet_1_0.yaml -o sq.svg --expand-blocks;
     spdnn render netspecs/iris/appendix_a/*.yaml -o merge.svg --view side-by-side
     """
+    check_outputs(files, [output])
     from spdnn import render as R
     from spdnn.graph import parent_graph
 

@@ -19,9 +19,9 @@ Several networks, each with its own optimizer, schedule, EMA and gradient clippi
 ```yaml
 task: dcgan
 models:
-  generator:     {netspec: ../netspecs/gan/digits_dcgan_generator.yaml, ema: 0.999,
+  generator:     {netspec: ../netspecs/gan/dcgan/digits_generator.yaml, ema: 0.99,
                   optim: {name: adam, lr: 0.0002, betas: [0.5, 0.999]}}
-  discriminator: {netspec: ../netspecs/gan/digits_dcgan_discriminator.yaml,
+  discriminator: {netspec: ../netspecs/gan/dcgan/digits_discriminator.yaml,
                   optim: {name: adam, lr: 0.0002, betas: [0.5, 0.999]}}
 ```
 
