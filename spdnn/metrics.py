@@ -206,23 +206,15 @@ def _safe_ratio(num: Tensor, den: Tensor, empty: float) -> Tensor:
 def _segmentation_from_counts(tp: Tensor, fp: Tensor, tn: Tensor, fn: Tensor) -> dict[str, Tensor]:
     tp, fp, tn, fn = (t.to(torch.float64) for t in (tp, fp, tn, fn))
     total = tp + fp + tn + fn
-    accuracy = _safe_ratio(tp + tn, total, 1.0)
-    sensitivity = _safe_ratio(tp, tp + fn, 1.0)
-    specificity = _safe_ratio(tn, tn + fp, 1.0)
-    precision = _safe_ratio(tp, tp + fp, 1.0)
-    npv = _safe_ratio(tn, tn + fn, 1.0)
-    f1 = _safe_ratio(2 * tp, 2 * tp + fp + fn, 1.0)
+    accuracy = _safe_ratio(tp + tn, total, 0.0)
+    sensitivity = _safe_ratio(tp, tp + fn, 0.0)
+    specificity = _safe_ratio(tn, tn + fp, 0.0)
+    precision = _safe_ratio(tp, tp + fp, 0.0)
+    npv = _safe_ratio(tn, tn + fn, 0.0)
+    f1 = _safe_ratio(2 * tp, 2 * tp + fp + fn, 0.0)
+    fnr = _safe_ratio(fn, tp + fn, 0.0)
     den = torch.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
-    mcc_num = tp * tn - fp * fn
-    # Degenerate MCC (a marginal is empty): +1 if no error, -1 if nothing right, else 0.
-    degenerate = torch.where(
-        (fp + fn) == 0,
-        torch.ones_like(tp),
-        torch.where((tp + tn) == 0, -torch.ones_like(tp), torch.zeros_like(tp)),
-    )
-    mcc = torch.where(
-        den == 0, degenerate, mcc_num / torch.where(den == 0, torch.ones_like(den), den)
-    )
+    mcc = _safe_ratio(tp * tn - fp * fn, den, 0.0)
     return {
         "accuracy": accuracy,
         "sensitivity": sensitivity,
@@ -233,7 +225,7 @@ def _segmentation_from_counts(tp: Tensor, fp: Tensor, tn: Tensor, fn: Tensor) ->
         "mcc": mcc,
         "informedness": sensitivity + specificity - 1.0,
         "markedness": precision + npv - 1.0,
-        "fnr": 1.0 - sensitivity,
+        "fnr": fnr,
     }
 
 
@@ -254,20 +246,16 @@ def segmentation_metrics(counts: ConfusionCounts) -> dict[str, float]:
     ``mcc``                   (TP·TN − FP·FN) / sqrt((TP+FP)(TP+FN)(TN+FP)(TN+FN))  [−1, 1]
     ``informedness``          sensitivity + specificity − 1                   [−1, 1]
     ``markedness``            precision + NPV − 1                             [−1, 1]
-    ``fnr``                   FN / (TP + FN) = 1 − sensitivity                [0, 1]
+    ``fnr``                   FN / (TP + FN) (= 1 − sensitivity when TP+FN>0)  [0, 1]
     ========================  ==============================================  =============
 
-    **0/0 convention** (so every value is a finite number, never ``nan``):
-
-    * a ratio of "correct decisions / decisions of that kind" (accuracy, sensitivity, specificity,
-      precision, NPV, F1) whose denominator is 0 is **1.0**: there was nothing of that kind to get
-      wrong (e.g. sensitivity of an all-negative target, precision when nothing is predicted
-      positive, F1 when target and prediction are both empty, accuracy of zero pixels);
-    * FNR = 1 − sensitivity, hence 0.0 when the target has no positive;
-    * informedness and markedness are computed from the values above;
-    * MCC whose denominator is 0 (a row or column of the confusion matrix is empty) is **+1** when
-      there is no error (FP + FN = 0), **−1** when nothing is right (TP + TN = 0), else **0**
-      (no information).
+    **0/0 convention** (every value is a finite number, never ``nan``): a ratio whose
+    denominator is 0 is **0.0**, the ``zero_division=0`` convention of scikit-learn
+    (``precision_recall_fscore_support``, ``matthews_corrcoef``) and torchmetrics. So a map that
+    predicts no iris pixel has precision 0 (not 1), an all-negative target gives sensitivity and
+    FNR 0, an empty confusion-matrix row or column gives MCC 0, and zero pixels give 0
+    everywhere; informedness and markedness are computed from those values. (The thesis does
+    not define the degenerate cases.)
     """
     t = torch.tensor([counts.tp, counts.fp, counts.tn, counts.fn], dtype=torch.int64)
     out = _segmentation_from_counts(t[0], t[1], t[2], t[3])

@@ -114,20 +114,20 @@ def test_inverted_prediction():
     assert m["accuracy"] == 0.0
 
 
-def test_all_negative_target_degenerate_cases_are_finite_and_documented():
+def test_all_negative_target_degenerate_cases_follow_zero_division_0():
     target = torch.zeros(20)
-    # nothing predicted: no error at all
+    # nothing predicted on an all-negative target: 0/0 ratios are 0, as sklearn/torchmetrics
     m = segmentation_metrics(confusion_counts(torch.zeros(20), target))
     assert m == {
         "accuracy": 1.0,
-        "sensitivity": 1.0,
+        "sensitivity": 0.0,
         "specificity": 1.0,
-        "precision": 1.0,
+        "precision": 0.0,
         "npv": 1.0,
-        "f1": 1.0,
-        "mcc": 1.0,
-        "informedness": 1.0,
-        "markedness": 1.0,
+        "f1": 0.0,
+        "mcc": 0.0,
+        "informedness": 0.0,
+        "markedness": 0.0,
         "fnr": 0.0,
     }
     # 5 false positives out of 20 negatives
@@ -135,19 +135,74 @@ def test_all_negative_target_degenerate_cases_are_finite_and_documented():
     prob[:5] = 0.9
     m = segmentation_metrics(confusion_counts(prob, target))
     assert all(math.isfinite(v) for v in m.values())
-    assert m["sensitivity"] == 1.0  # 0/0 -> 1 (nothing to miss)
-    assert m["fnr"] == 0.0
+    assert m["sensitivity"] == 0.0 and m["fnr"] == 0.0  # 0/0
     assert m["specificity"] == pytest.approx(15 / 20)
     assert m["precision"] == 0.0  # 0 / 5
     assert m["f1"] == 0.0  # 0 / (0 + 5 + 0)
-    assert m["mcc"] == 0.0  # empty marginal, errors but also correct pixels
-    assert m["informedness"] == pytest.approx(15 / 20)
-    # everything predicted positive on an all-negative target: nothing right
+    assert m["mcc"] == 0.0  # empty marginal
+    # everything predicted positive on an all-negative target
     m = segmentation_metrics(confusion_counts(torch.ones(20), target))
-    assert m["mcc"] == -1.0
+    assert m["mcc"] == 0.0 and m["accuracy"] == 0.0
     # no pixel at all
     m = segmentation_metrics(ConfusionCounts())
-    assert all(math.isfinite(v) for v in m.values())
+    assert set(m.values()) == {0.0, -1.0}  # ratios 0; informedness, markedness 0 + 0 - 1
+
+
+def test_a_model_that_predicts_all_background_gets_precision_0_not_1():
+    target = torch.zeros(100)
+    target[:30] = 1
+    m = segmentation_metrics(confusion_counts(torch.zeros(100), target))
+    assert m["precision"] == 0.0 and m["f1"] == 0.0 and m["mcc"] == 0.0
+    assert m["markedness"] == pytest.approx(0.0 + 70 / 100 - 1)
+
+
+def _sklearn_reference(y_true, y_pred) -> dict[str, float]:
+    """The same metrics from scikit-learn (``zero_division=0``), as an independent oracle."""
+    from sklearn.metrics import accuracy_score, matthews_corrcoef, precision_recall_fscore_support
+
+    def prf(t, p):
+        return precision_recall_fscore_support(t, p, average="binary", pos_label=1,
+                                               zero_division=0)
+
+    precision, sensitivity, f1, _ = prf(y_true, y_pred)
+    npv, specificity, _, _ = prf(1 - y_true, 1 - y_pred)  # the negative class
+    miss = 1 - y_pred  # FNR is the recall of "missed" among true positives
+    _, fnr, _, _ = prf(y_true, miss * y_true)
+    return {"accuracy": accuracy_score(y_true, y_pred), "sensitivity": sensitivity,
+            "specificity": specificity, "precision": precision, "npv": npv, "f1": f1,
+            "mcc": matthews_corrcoef(y_true, y_pred), "fnr": fnr}
+
+
+@pytest.mark.parametrize("case", ["random", "all-negative-target", "all-positive-target",
+                                  "nothing-predicted", "everything-predicted", "perfect",
+                                  "inverted", "one-pixel"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.filterwarnings("ignore:A single label was found")
+def test_segmentation_metrics_agree_with_sklearn(case: str, seed: int):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    n = 1 if case == "one-pixel" else int(rng.integers(5, 400))
+    y_true = rng.integers(0, 2, n)
+    y_pred = rng.integers(0, 2, n)
+    if case == "all-negative-target":
+        y_true[:] = 0
+    elif case == "all-positive-target":
+        y_true[:] = 1
+    elif case == "nothing-predicted":
+        y_pred[:] = 0
+    elif case == "everything-predicted":
+        y_pred[:] = 1
+    elif case == "perfect":
+        y_pred = y_true.copy()
+    elif case == "inverted":
+        y_pred = 1 - y_true
+    ours = segmentation_metrics(confusion_counts(torch.tensor(y_pred, dtype=torch.float32),
+                                                 torch.tensor(y_true, dtype=torch.float32)))
+    ref = _sklearn_reference(y_true, y_pred)
+    for k, v in ref.items():
+        assert ours[k] == pytest.approx(float(v), abs=1e-12), (k, ours[k], v)
+    assert ours["informedness"] == pytest.approx(ref["sensitivity"] + ref["specificity"] - 1)
 
 
 def test_segmentation_mask_excludes_pixels():
