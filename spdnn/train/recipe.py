@@ -73,7 +73,8 @@ class DataSpec(_Strict):
 
 
 class OptimSpec(_Strict):
-    """Optimizer: SGD with (Nesterov) momentum as the thesis, or Adam with betas (seed 001)."""
+    """Optimizer: SGD with (Nesterov) momentum as the thesis trains its networks, or Adam with
+    betas (SPADE-SR, "Low-Resolution Thermal Sensor-Guided Image Synthesis", sec. 4)."""
 
     name: Literal["sgd", "adam"] = "sgd"
     lr: float = Field(default=0.01, gt=0)
