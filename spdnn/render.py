@@ -69,27 +69,27 @@ FORMATS: dict[str, str | None] = {".svg": "svg", ".png": "png", ".pdf": "pdf",
 FONT = "Helvetica"
 _MAX_NAME = 48
 
-# fills by op kind; compute ops are told apart by op class
+# fills by colour class (:meth:`spdnn.ops.base.Op.colour_class`: an op's ``draw_class`` or kind)
 _FILL = {
-    "Conv2d": "#cfe2f3",
-    "ConvTranspose2d": "#d9d2e9",
-    "Linear": "#fce5cd",
+    "conv": "#cfe2f3",
+    "deconv": "#d9d2e9",
+    "linear": "#fce5cd",
     "compute": "#dde7ee",
     "resample": "#d9ead3",
     "junction": "#fff2cc",
     "reshape": "#eeeeee",
-    "pointwise": "#ffffff",
+    "rider": "#ffffff",
     "io": "#f4f4f4",
 }
 _BORDER = {
-    "Conv2d": "#3d85c6",
-    "ConvTranspose2d": "#8e7cc3",
-    "Linear": "#e69138",
+    "conv": "#3d85c6",
+    "deconv": "#8e7cc3",
+    "linear": "#e69138",
     "compute": "#607d8b",
     "resample": "#6aa84f",
     "junction": "#bf9000",
     "reshape": "#999999",
-    "pointwise": "#b7b7b7",
+    "rider": "#b7b7b7",
     "io": "#666666",
 }
 # colours of merged groups (one per letter), light enough for black text
@@ -137,20 +137,6 @@ def _bold(text: str, size: int | None = None) -> str:
     return f"<b>{text}</b>"
 
 
-def _dims(v: Any) -> str:
-    if isinstance(v, (tuple, list)):
-        if len(v) == 2 and v[0] == v[1]:
-            return f"{v[0]}x{v[1]}"
-        return "x".join(str(x) for x in v)
-    return f"{v}x{v}"
-
-
-def _one(v: Any) -> str:
-    if isinstance(v, (tuple, list)):
-        return str(v[0]) if len(set(v)) == 1 else "x".join(str(x) for x in v)
-    return str(v)
-
-
 def _shape(shape: Any) -> str:
     return "x".join(str(d) for d in shape) if shape else "?"
 
@@ -175,58 +161,15 @@ def op_summary(op: Op) -> str:
 
 
 def _op_parts(op: Op) -> tuple[str, list[str]]:
-    """(the op with its size, [secondary settings]) of a layer."""
-    name = op.op_name
-    d = op.model_dump(exclude_defaults=True, exclude={"name", "op", "inputs", "merged_from"})
-    if name in ("Conv2d", "ConvTranspose2d"):
-        main = (f"{'ConvT' if name == 'ConvTranspose2d' else 'Conv2d'} "
-                f"{_dims(op.kernel_size)}, {op.out_channels} ch")
-        extra = []
-        if "stride" in d and _one(op.stride) != "1":
-            extra.append(f"stride {_one(op.stride)}")
-        if "dilation" in d and _one(op.dilation) != "1":
-            extra.append(f"dilation {_one(op.dilation)}")
-        if op.groups != 1:
-            extra.append(f"groups {op.groups}")
-        if "padding" in d:
-            extra.append(f"pad {op.padding if isinstance(op.padding, str) else _one(op.padding)}")
-        return main, extra + _fused(op)
-    if name == "Linear":
-        return f"Linear {op.out_features}", _fused(op)
-    if name in ("MaxPool2d", "AvgPool2d"):
-        extra = []
-        if op.stride is not None and _one(op.stride) != _one(op.kernel_size):
-            extra.append(f"stride {_one(op.stride)}")
-        return f"{name} {_one(op.kernel_size)}", extra
-    if name == "Unpool":
-        return f"Unpool x{op.scale_factor}", []
-    if name == "Upsample":
-        return f"Upsample x{op.scale_factor}", (["bilinear"] if op.mode == "bilinear" else [])
-    if name == "Reshape":
-        return f"Reshape {'x'.join(str(v) for v in op.shape)}", []
-    if name == "Dropout":
-        return f"Dropout {op.p:g}", []
-    if getattr(op, "block_name", None):  # a block instance, collapsed: its structure code
-        return op.structure(), []
-    if name == "LeakyReLU":
-        return f"LeakyReLU {op.negative_slope:g}", []
-    return name, [f"{k}={v}" for k, v in d.items()]
-
-
-def _fused(op: Op) -> list[str]:
-    extras = []
-    if getattr(op, "batch_norm", False):
-        extras.append("BN")
-    act = getattr(op, "activation", None)
-    if act not in (None, "none"):
-        extras.append(act)
-    return extras
+    """(the op with its size, [secondary settings]) of a layer: the op's own
+    :meth:`~spdnn.ops.base.Op.label_parts`."""
+    return op.label_parts()
 
 
 def _kind_key(op: Op) -> str:
-    if op.kind == "compute":
-        return op.op_name if op.op_name in _FILL else "compute"
-    return op.kind if op.kind in _FILL else "pointwise"
+    """The fill/border key of a layer: the op's colour class (``rider`` if unknown here)."""
+    key = op.colour_class()
+    return key if key in _FILL else "rider"
 
 
 # --------------------------------------------------------------------------------------------
@@ -274,7 +217,7 @@ def _edge_ops_label(paths: list) -> str | None:
     """The non-compute ops an SPDNN edge carries, one line per distinct path (deduplicated)."""
     seen: list[str] = []
     for p in paths:
-        ops = [o for o in p.ops if o.op_name not in ("Concat",)]
+        ops = [o for o in p.ops if o.shown_on_edges]
         if not ops:
             continue
         text = ", ".join(op_summary(o) for o in ops)

@@ -8,12 +8,16 @@ statistics are buffers and not counted).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import networkx as nx
 
 from spdnn.errors import ShapeError, SpecError
+from spdnn.ops import OPS
 from spdnn.ops.base import Op, Shape
-from spdnn.spec import Netspec
+
+if TYPE_CHECKING:
+    from spdnn.spec.models import Netspec
 
 
 @dataclass(frozen=True)
@@ -81,9 +85,10 @@ def infer(spec: Netspec, file: str | None = None) -> NetInfo:
         srcs = spec.input_names(idx)
         ins = [shapes[s] for s in srcs]
         for s in srcs:
-            if s in int_inputs and lay.op_name != "Embedding":
+            if s in int_inputs and not lay.reads_class_indices:
+                readers = " or ".join(sorted(n for n, c in OPS.items() if c.reads_class_indices))
                 raise ShapeError(f"int64 input '{s}' holds class indices and can only feed an "
-                                 f"Embedding layer, not {lay.op_name}", file=file,
+                                 f"{readers} layer, not {lay.op_name}", file=file,
                                  field=f"layers[{idx}]({lay.name})",
                                  hint="embed the label first: {op: Embedding, num_embeddings: "
                                       "..., embedding_dim: ...}")

@@ -1,10 +1,12 @@
-"""Helper modules that generated code may need beyond ``torch.nn``.
+"""Helper modules of the built-in ops that generated code may need beyond ``torch.nn``.
 
 The source of each helper a network uses is copied verbatim into its emitted file, so emitted
 files import only ``torch``: every class here is self-contained and uses nothing but the names
-``torch`` and ``nn`` (``from torch import nn``) -- no ``math``, no module-level helpers, no
-imports. Ops that need a custom module add their class here and to ``__all__``; the in-process
-builder and the code generator both instantiate the class from here, so they cannot drift.
+``torch`` and ``nn`` (``from torch import nn``) and the module-level functions its op lists in
+``Helper.needs`` (``psf_kernel``) -- no ``math``, no imports. An op points at its class with
+:attr:`spdnn.ops.base.Op.helpers` (``Helper("spdnn.codegen.runtime:SPADE")``), so this module
+keeps no registry; the in-process builder and the code generator both use the class named
+there, so they cannot drift.
 """
 
 import torch
@@ -12,9 +14,6 @@ from torch import nn
 
 __all__: list[str] = ["Anscombe", "FixedConv2d", "InverseAnscombe", "InverseFilter", "SPADE",
                       "GaussianNoise", "MinibatchDiscrimination"]
-
-# module-level functions a helper class uses; their source is emitted before the class
-DEPENDS: dict[str, list[str]] = {"FixedConv2d": ["psf_kernel"], "InverseFilter": ["psf_kernel"]}
 
 
 def psf_kernel(kernel, sigma, size) -> torch.Tensor:

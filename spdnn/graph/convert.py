@@ -91,7 +91,7 @@ def to_graph(spec: Netspec, tag: int = 0, info: NetInfo | None = None) -> nx.DiG
         op = lay.op
         roles = op.input_roles()
         ins = [s for src in lay.inputs for s in sources[src]]
-        if op.kind != "compute" and roles is None:
+        if not op.is_spdnn_node():
             out_f = _factor_after(op, ins, lay.out_shape, ref_h)
             sources[lay.name] = [(o, ops + (op,), f0, out_f) for o, ops, f0, _ in ins]
             continue
@@ -105,7 +105,7 @@ def to_graph(spec: Netspec, tag: int = 0, info: NetInfo | None = None) -> nx.DiG
         else:
             in_f = _joined_factor([f for *_, f in ins])
         key = (tag, lay.name)
-        if op.op_name == "Linear":
+        if op.clears_factor:
             out_f = None
             structure = op.structure()
         else:

@@ -6,10 +6,10 @@ distance 1). With several inputs (outputs) the nearest one counts. Nodes with eq
 
 The distance rule is a choice (``"longest"`` or ``"shortest"`` path): ch. 3.1 literally says
 "smallest distance from output node", but on the iris App. D parents that rule gives two nodes
-of one parent the same label and merging them would close a cycle (architectures.md sec. 10);
-the longest-path rule reproduces the authors' published network and keeps every contraction
-acyclic, because each edge strictly increases the forward (decreases the backward) distance.
-It is the default.
+of one parent the same label and merging them would close a cycle; the longest-path rule
+reproduces the authors' published network (thesis App. A) and keeps every contraction acyclic,
+because each edge strictly increases the forward (decreases the backward) distance. It is the
+default. This module is the one place that defines the rules (:data:`DISTANCE_RULES`).
 """
 
 from __future__ import annotations
@@ -19,13 +19,31 @@ from typing import Literal
 import networkx as nx
 
 DistanceRule = Literal["longest", "shortest"]
+"""A labelling distance rule (see :data:`DISTANCE_RULES`)."""
+
+DISTANCE_RULES: dict[str, str] = {
+    "longest": "longest path from the input (to the output); reproduces the authors' published "
+               "iris network and keeps every contraction acyclic (the default)",
+    "shortest": "shortest path, as thesis ch. 3.1 literally says; a contraction may be skipped "
+                "where it would close a cycle",
+}
+"""Distance rule -> one-line description (the choices of ``spdnn merge --distance``)."""
+
+DEFAULT_RULE: DistanceRule = "longest"
+"""The default distance rule."""
+
+
+def needs_cycle_check(rule: DistanceRule) -> bool:
+    """Whether contraction must test for cycles under ``rule``: not for ``longest``, whose
+    labels make every contraction acyclic (each edge changes the distance strictly)."""
+    return rule != "longest"
 
 
 def _distances(g: nx.DiGraph, order: list, preds, rule: DistanceRule, start_kind: str) -> dict:
     """Distances from the nearest start node (input or output): the path rule (``longest``
     or ``shortest``) applies to the paths from one start node, and the nearest start node
     wins, so a generator with inputs ``z`` and ``h`` labels a layer by how far it sits from
-    whichever input is closer (issue #3; one input: the plain path rule)."""
+    whichever input is closer (one input: the plain path rule)."""
     agg = max if rule == "longest" else min
     starts = [n for n in order if g.nodes[n]["kind"] == start_kind]
     best: dict = {}
@@ -44,7 +62,7 @@ def _distances(g: nx.DiGraph, order: list, preds, rule: DistanceRule, start_kind
     return best
 
 
-def forward_distances(g: nx.DiGraph, rule: DistanceRule = "longest") -> dict:
+def forward_distances(g: nx.DiGraph, rule: DistanceRule = DEFAULT_RULE) -> dict:
     """Distance of every node from the input(s), in compute nodes (inputs: 0).
 
     Raises:
@@ -54,13 +72,13 @@ def forward_distances(g: nx.DiGraph, rule: DistanceRule = "longest") -> dict:
     return _distances(g, order, g.predecessors, rule, "input")
 
 
-def backward_distances(g: nx.DiGraph, rule: DistanceRule = "longest") -> dict:
+def backward_distances(g: nx.DiGraph, rule: DistanceRule = DEFAULT_RULE) -> dict:
     """Distance of every node to the output(s), in compute nodes (outputs: 0)."""
     order = list(reversed(list(nx.topological_sort(g))))
     return _distances(g, order, g.successors, rule, "output")
 
 
-def label_forward(g: nx.DiGraph, rule: DistanceRule = "longest") -> nx.DiGraph:
+def label_forward(g: nx.DiGraph, rule: DistanceRule = DEFAULT_RULE) -> nx.DiGraph:
     """Set ``g.nodes[n]["label"] = (structure, distance from input)`` on compute nodes; returns g."""
     dist = forward_distances(g, rule)
     for n, data in g.nodes(data=True):
@@ -70,7 +88,7 @@ def label_forward(g: nx.DiGraph, rule: DistanceRule = "longest") -> nx.DiGraph:
     return g
 
 
-def label_backward(g: nx.DiGraph, rule: DistanceRule = "longest") -> nx.DiGraph:
+def label_backward(g: nx.DiGraph, rule: DistanceRule = DEFAULT_RULE) -> nx.DiGraph:
     """Set ``label = (structure, distance to output)`` on compute nodes; returns g."""
     dist = backward_distances(g, rule)
     for n, data in g.nodes(data=True):

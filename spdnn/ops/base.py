@@ -1,18 +1,27 @@
 """The op base class, the registry, and the tiny "module call" IR shared by build and codegen.
 
-An op is one small pydantic class: its fields are the layer parameters of the netspec, and five
-methods say everything the compiler needs to know about it:
+An op is one small pydantic class: its fields are the layer parameters of the netspec, and its
+methods and class variables say everything the compiler needs to know about it, so no stage
+tests op names (see :mod:`spdnn.ops` for the full list):
 
 * :meth:`Op.infer_shape` -- output shape from input shapes (batch axis excluded);
 * :meth:`Op.num_params` and :meth:`Op.macs` -- cost model;
 * :meth:`Op.module` -- the torch module, as a :class:`Call` that both the in-process builder and
-  the code generator turn into a module (one source of truth, so they cannot drift);
+  the code generator turn into a module (one source of truth, so they cannot drift), and
+  :attr:`Op.helpers`, the helper classes that call names beyond ``torch.nn``;
 * :meth:`Op.apply` and :meth:`Op.forward_expr` -- how the layer is called in ``forward``;
-* :meth:`Op.structure` -- the SPDNN structure code of compute layers (thesis ch. 3.1: ``3C``,
-  ``30F``, ``4D``), ``None`` for everything else.
+* SPDNN (thesis ch. 3.1): :attr:`Op.kind`, :meth:`Op.structure` (``3C``, ``30F``, ``4D``),
+  :meth:`Op.is_spdnn_node`, :meth:`Op.resample_factor`, :attr:`Op.clears_factor`,
+  :meth:`Op.resampling_layer` (how the rebuild re-creates a pool or unpool) and
+  :attr:`Op.mergeable`;
+* drawing: :meth:`Op.label_parts` (label text) and :attr:`Op.draw_class` (colour class);
+* inputs: :attr:`Op.reads_class_indices` (may read ``int64`` class-index inputs).
 
 Register a new op with :func:`register_op`; :func:`spdnn.spec.rebuild_layer_union` makes the
 netspec model aware of it.
+
+This module imports no torch: torch is imported only by the methods that build or run modules
+(:meth:`Call.build`, :meth:`Op.apply` of ops that call torch functions).
 """
 
 from __future__ import annotations
@@ -20,17 +29,65 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from spdnn.errors import ShapeError
 
+if TYPE_CHECKING:
+    import torch
+
 Shape = tuple[int, ...]
 """A tensor shape without the batch axis: ``(C, H, W)`` for feature maps, ``(F,)`` for vectors."""
 
-OpKind = Literal["compute", "resample", "junction", "reshape", "pointwise"]
+OpKind = Literal["compute", "resample", "junction", "reshape", "rider"]
+"""How an op takes part in SPDNN labelling (thesis ch. 3.1 step 1 and (d)):
+
+* ``compute`` -- a graph node with a structure code (convolutions, Linear, block instances);
+* ``resample`` -- not a node; changes the sticky pooling factor (pools, unpools, upsampling);
+* ``junction`` -- joins branches (Concat, Add, Mul);
+* ``reshape`` -- changes the data's layout; the factor is read off the new resolution;
+* ``rider`` -- everything else: not a node, rides along the edge it sits on and leaves the
+  factor alone (activations, dropout, stand-alone norms, fixed filters such as FixedConv2d,
+  Embedding, ...). A rider whose inputs play different parts (SPADE) is still a node, see
+  :meth:`Op.is_spdnn_node`.
+"""
+
+
+@dataclass(frozen=True)
+class Helper:
+    """A torch helper (class or function) that a module :class:`Call` names beyond ``torch.nn``.
+
+    ``path`` is ``"package.module:Name"``; ``Name`` is what a call's ``target`` says. The helper
+    is imported only when a module is built; emitted files get its source (read from the file,
+    without importing it), so it must use nothing but ``torch`` and ``nn`` (``from torch import
+    nn``) and the module-level functions listed in ``needs`` (names in the same module, emitted
+    before it).
+    """
+
+    path: str
+    needs: tuple[str, ...] = ()
+
+    @property
+    def module(self) -> str:
+        """The module that defines the helper."""
+        return self.path.partition(":")[0]
+
+    @property
+    def name(self) -> str:
+        """The helper's name: the ``target`` of the calls that use it."""
+        return self.path.partition(":")[2]
+
+    def load(self) -> Any:
+        """Import and return the helper object.
+
+        Raises:
+            ImportError, AttributeError: the path names nothing.
+        """
+        import importlib
+
+        return getattr(importlib.import_module(self.module), self.name)
 
 
 # --------------------------------------------------------------------------------------------
@@ -40,9 +97,9 @@ OpKind = Literal["compute", "resample", "junction", "reshape", "pointwise"]
 class Call:
     """A constructor call such as ``nn.Conv2d(1, 8, kernel_size=(3, 3))``.
 
-    ``target`` is ``"nn.<Name>"`` for ``torch.nn`` classes or the name of a helper class in
-    :mod:`spdnn.codegen.runtime`. Arguments are plain Python values (numbers, bools, strings,
-    tuples) or nested :class:`Call` objects.
+    ``target`` is ``"nn.<Name>"`` for ``torch.nn`` classes or the name of a helper class that
+    the op declares in :attr:`Op.helpers`. Arguments are plain Python values (numbers, bools,
+    strings, tuples) or nested :class:`Call` objects.
     """
 
     target: str
@@ -51,10 +108,12 @@ class Call:
 
     @staticmethod
     def of(target: str, *args: Any, **kwargs: Any) -> Call:
+        """``Call.of("nn.Conv2d", 1, 8, kernel_size=3)``: positional and keyword arguments."""
         return Call(target, tuple(args), tuple(kwargs.items()))
 
     def build(self, namespace: dict[str, Any]) -> torch.nn.Module:
-        """Instantiate the module; ``namespace`` maps ``"nn"`` and helper class names."""
+        """Instantiate the module; ``namespace`` maps ``"nn"`` and helper class names (see
+        :func:`spdnn.codegen.build.namespace`)."""
         head, _, rest = self.target.partition(".")
         obj = namespace[head]
         if rest:
@@ -67,7 +126,7 @@ class Call:
     def source(self, names: dict | None = None) -> str:
         """Python source of the call; every value is written with ``repr`` (strings escaped).
 
-        ``names`` maps block keys to emitted class names (see :mod:`spdnn.spec.blocks`)."""
+        ``names`` maps block keys to emitted class names (see :mod:`spdnn.codegen.blocks`)."""
         parts = ([_src(a, names) for a in self.args]
                  + [f"{k}={_src(v, names)}" for k, v in self.kwargs])
         return f"{self.target}({', '.join(parts)})"
@@ -140,11 +199,30 @@ class Op(BaseModel):
     inputs: list[str] | None = None
     merged_from: list[str] | None = None
 
-    kind: ClassVar[OpKind] = "pointwise"
-    """``compute`` layers become SPDNN graph nodes; ``resample`` ops become sticky pooling
-    factors; ``junction`` ops (Concat, Add) join branches; the rest ride along on edges."""
+    kind: ClassVar[OpKind] = "rider"
+    """The op's part in SPDNN labelling (see :data:`OpKind`): ``compute`` layers become graph
+    nodes; ``resample`` ops become sticky pooling factors; ``junction`` ops (Concat, Add) join
+    branches; ``reshape`` ops change the layout; ``rider`` ops ride along on edges."""
     min_inputs: ClassVar[int] = 1
     max_inputs: ClassVar[int | None] = 1
+    helpers: ClassVar[tuple[Helper, ...]] = ()
+    """The torch helpers :meth:`module` names beyond ``torch.nn`` (see :class:`Helper`)."""
+    clears_factor: ClassVar[bool] = False
+    """True for layers that end the sticky pooling factor (thesis ch. 3.1 (d): "the pooling
+    property stays with the data except when an unpooling or a fully connected layer is
+    reached"): their output carries no factor and their structure code no factor suffix."""
+    reads_class_indices: ClassVar[bool] = False
+    """True for layers that may read an ``int64`` class-index input (Embedding); an int64 input
+    can feed no other layer."""
+    mergeable: ClassVar[bool] = True
+    """False for ops that SPDNN merging cannot rebuild at the top level of a parent (Add: a merge
+    joins branches by concatenation only, thesis ch. 3.1 "turn back the graph")."""
+    shown_on_edges: ClassVar[bool] = True
+    """Whether diagrams write the op on the SPDNN edge that carries it (a Concat is the join
+    itself, drawn as the edges meeting, so it is not written)."""
+    draw_class: ClassVar[str | None] = None
+    """The colour class of the op in diagrams (``conv``, ``deconv``, ``linear``, or a kind);
+    ``None``: its :attr:`kind`. :mod:`spdnn.render` maps classes to colours."""
 
     @field_validator("inputs")
     @classmethod
@@ -176,7 +254,8 @@ class Op(BaseModel):
         return None
 
     def apply(self, mod: torch.nn.Module | None, xs: list[torch.Tensor]) -> torch.Tensor:
-        """Run the layer in the in-process interpreter."""
+        """Run the layer in the in-process interpreter (ops that call torch functions import
+        torch here, never at module level)."""
         assert mod is not None
         return mod(xs[0])
 
@@ -203,10 +282,33 @@ class Op(BaseModel):
         """
         return None
 
+    def is_spdnn_node(self) -> bool:
+        """Whether the layer is a node of the SPDNN graph (thesis ch. 3.1 step 1): compute
+        layers, and layers whose inputs play different parts (:meth:`input_roles`), which
+        cannot ride on one edge. Every other layer rides along the edge it sits on."""
+        return self.kind == "compute" or self.input_roles() is not None
+
     def resample_factor(self) -> Fraction:
         """How this op changes the sticky pooling factor (thesis ch. 3.1 (d)): a 2x2 pool
         multiplies it by 2, a 2x unpool divides it by 2; other ops return 1."""
         return Fraction(1)
+
+    @classmethod
+    def resampling_layer(cls, factor: Fraction) -> dict[str, Any] | None:
+        """Netspec data (``op`` and parameters; no name or inputs) of a layer of this class that
+        multiplies the sticky pooling factor by ``factor``, or ``None`` when this class cannot.
+
+        The merge's rebuild asks this where an edge must be resampled (depth paper App. A.2.1:
+        the pooling quality is recalled from the original networks): a pool class answers for
+        integer factors above 1, an unpool class for factors ``1/k``.
+        """
+        return None
+
+    @classmethod
+    def layer_data(cls, name: str, **fields: Any) -> dict[str, Any]:
+        """Plain netspec data of a layer of this op: ``{"name": name, "op": <class name>,
+        **fields}`` (validated only when the netspec is)."""
+        return {"name": name, "op": cls.__name__, **fields}
 
     def out_channels_of(self) -> int | None:
         """The width the SPDNN channel budget may scale (conv-like ops), else ``None``."""
@@ -216,9 +318,22 @@ class Op(BaseModel):
         """A copy with its scalable width set to ``width`` (see :meth:`out_channels_of`)."""
         raise TypeError(f"{type(self).__name__} has no scalable width")
 
+    # -- drawing -------------------------------------------------------------------------------
+    def label_parts(self) -> tuple[str, list[str]]:
+        """How the layer is labelled in diagrams and summaries: ``(main, extra)``, the op with
+        its size (``Conv2d 3x3, 12 ch``, ``MaxPool2d 2``) and secondary settings (``pad same``,
+        ``BN``, ``relu``). Default: the op name and its non-default fields. Not escaped."""
+        d = self.model_dump(exclude_defaults=True, exclude={"name", "op", "inputs", "merged_from"})
+        return self.op_name, [f"{k}={v}" for k, v in d.items()]
+
+    def colour_class(self) -> str:
+        """The colour class diagrams fill the layer with: :attr:`draw_class` or :attr:`kind`."""
+        return self.draw_class or self.kind
+
     # -- helpers -------------------------------------------------------------------------------
     @property
     def op_name(self) -> str:
+        """The op's registry name (its class name)."""
         return type(self).__name__
 
     def fail(self, message: str, hint: str | None = None) -> ShapeError:
@@ -259,3 +374,33 @@ def pair(v: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     if isinstance(v, int):
         return (v, v)
     return (int(v[0]), int(v[1]))
+
+
+# --------------------------------------------------------------------------------------------
+# label text helpers (used by the ops' label_parts)
+# --------------------------------------------------------------------------------------------
+def dims_text(v: Any) -> str:
+    """A kernel size as text: ``3 -> "3x3"``, ``(3, 5) -> "3x5"``."""
+    if isinstance(v, (tuple, list)):
+        if len(v) == 2 and v[0] == v[1]:
+            return f"{v[0]}x{v[1]}"
+        return "x".join(str(x) for x in v)
+    return f"{v}x{v}"
+
+
+def one_text(v: Any) -> str:
+    """A per-axis value as text: ``2`` or ``(2, 2)`` -> ``"2"``, ``(1, 2)`` -> ``"1x2"``."""
+    if isinstance(v, (tuple, list)):
+        return str(v[0]) if len(set(v)) == 1 else "x".join(str(x) for x in v)
+    return str(v)
+
+
+def fused_text(op: Op) -> list[str]:
+    """The fused batch norm and activation of a layer as label parts (``["BN", "relu"]``)."""
+    extras = []
+    if getattr(op, "batch_norm", False):
+        extras.append("BN")
+    act = getattr(op, "activation", None)
+    if act not in (None, "none"):
+        extras.append(act)
+    return extras

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import model_validator
 
@@ -19,6 +19,9 @@ from spdnn.ops.base import (
     Op,
     Shape,
     activation_call,
+    dims_text,
+    fused_text,
+    one_text,
     pair,
     register_op,
     sequential,
@@ -47,6 +50,8 @@ class _ConvBase(Op):
     spectral_norm: bool = False
 
     kind = "compute"
+    short_name: ClassVar[str] = "Conv2d"
+    """The op's name in diagram labels (``ConvT`` for transposed convolutions)."""
 
     @property
     def use_bias(self) -> bool:
@@ -66,6 +71,23 @@ class _ConvBase(Op):
         if d != (1, 1):
             out += f"(d{_kernel_code(d)})"
         return out
+
+    def label_parts(self) -> tuple[str, list[str]]:
+        """``Conv2d 3x3, 12 ch`` (``ConvT`` for transposed ones), then stride, dilation, groups,
+        padding, fused BN and activation where given."""
+        d = self.model_dump(exclude_defaults=True, exclude={"name", "op", "inputs", "merged_from"})
+        main = f"{self.short_name} {dims_text(self.kernel_size)}, {self.out_channels} ch"
+        extra = []
+        if "stride" in d and one_text(self.stride) != "1":
+            extra.append(f"stride {one_text(self.stride)}")
+        if "dilation" in d and one_text(self.dilation) != "1":
+            extra.append(f"dilation {one_text(self.dilation)}")
+        if self.groups != 1:
+            extra.append(f"groups {self.groups}")
+        if "padding" in d:
+            pad = self.padding  # type: ignore[attr-defined]
+            extra.append(f"pad {pad if isinstance(pad, str) else one_text(pad)}")
+        return main, extra + fused_text(self)
 
     def _check_groups(self, cin: int) -> None:
         if cin % self.groups or self.out_channels % self.groups:
@@ -121,6 +143,8 @@ class Conv2d(_ConvBase):
 
     op: Literal["Conv2d"]
     padding: Pad2 | Literal["same", "valid"] = 0
+
+    draw_class = "conv"
 
     @model_validator(mode="after")
     def _same_needs_odd(self) -> Conv2d:
@@ -187,6 +211,9 @@ class ConvTranspose2d(_ConvBase):
     op: Literal["ConvTranspose2d"]
     padding: Pad2 | Literal["same"] = 0
     output_padding: Pad2 = 0
+
+    draw_class = "deconv"
+    short_name = "ConvT"
 
     def pads(self) -> tuple[tuple[int, int], tuple[int, int]]:
         if self.padding != "same":

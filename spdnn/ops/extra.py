@@ -69,7 +69,8 @@ class Embedding(Op):
     num_embeddings: PosInt
     embedding_dim: PosInt
 
-    kind = "pointwise"
+    kind = "rider"
+    reads_class_indices = True
     onnx_exportable: ClassVar[bool] = True
 
     def infer_shape(self, ins: list[Shape]) -> Shape:
@@ -147,7 +148,7 @@ class Softplus(Op):
     beta: float = Field(default=1.0, gt=0.0)
     threshold: float = Field(default=20.0, gt=0.0)
 
-    kind = "pointwise"
+    kind = "rider"
     onnx_exportable: ClassVar[bool] = True
 
     def module(self, ins: list[Shape], out: Shape) -> Call:

@@ -14,7 +14,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from spdnn.ops.base import Call, Op, Shape, register_op
+from spdnn.ops.base import Call, Helper, Op, Shape, register_op
 from spdnn.ops.types import PosInt
 
 
@@ -35,7 +35,9 @@ class GaussianNoise(Op):
     op: Literal["GaussianNoise"]
     sigma: float = Field(default=0.05, ge=0.0)
 
-    kind = "pointwise"
+    helpers = (Helper("spdnn.codegen.runtime:GaussianNoise"),)
+
+    kind = "rider"
     onnx_exportable: ClassVar[bool] = True
 
     def module(self, ins: list[Shape], out: Shape) -> Call:
@@ -77,6 +79,8 @@ class MinibatchDiscrimination(Op):
     bias: bool = False
     weight_norm: bool = False
     exclude_self: bool = False
+
+    helpers = (Helper("spdnn.codegen.runtime:MinibatchDiscrimination"),)
 
     kind = "compute"
     onnx_exportable: ClassVar[bool] = True

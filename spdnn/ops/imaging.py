@@ -4,9 +4,9 @@
 
 They serve seed 003 (Dirty Pixels, Diamond et al.: Poisson-Gaussian image formation with a
 PSF, generalized Anscombe transform, unrolled HQS) and seed 000 (Generative Sensing, Karam et
-al.: Gaussian blur levels). All are ``pointwise`` ops: in SPDNN labelling they ride along the
-edge they sit on; their torch modules are the runtime helpers of
-:mod:`spdnn.codegen.runtime`.
+al.: Gaussian blur levels). All are ``rider`` ops: in SPDNN labelling they ride along the
+edge they sit on (FixedConv2d is a spatial convolution, but a fixed one: no SPDNN node); their
+torch modules are the runtime helpers of :mod:`spdnn.codegen.runtime` (:attr:`Op.helpers`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from spdnn.ops.base import Call, Op, Shape, register_op
+from spdnn.ops.base import Call, Helper, Op, Shape, register_op
 from spdnn.ops.types import PosInt
 
 
@@ -57,7 +57,7 @@ class _PsfOp(Op):
     kernel: list[list[float]] | None = None
     gaussian: Gaussian | None = None
 
-    kind = "pointwise"
+    kind = "rider"
 
     @field_validator("kernel")
     @classmethod
@@ -111,6 +111,8 @@ class FixedConv2d(_PsfOp):
     op: Literal["FixedConv2d"]
     padding: Literal["reflect", "zeros", "replicate", "circular"] = "reflect"
 
+    helpers = (Helper("spdnn.codegen.runtime:FixedConv2d", needs=("psf_kernel",)),)
+
     onnx_exportable: ClassVar[bool] = True
 
     def infer_shape(self, ins: list[Shape]) -> Shape:
@@ -142,7 +144,7 @@ class _AnscombeBase(Op):
     sigma: float = Field(default=0.0, ge=0.0)
     mu: float = 0.0
 
-    kind = "pointwise"
+    kind = "rider"
     onnx_exportable: ClassVar[bool] = True
 
     def macs(self, ins: list[Shape], out: Shape) -> int:
@@ -179,6 +181,8 @@ class Anscombe(_AnscombeBase):
 
     op: Literal["Anscombe"]
 
+    helpers = (Helper("spdnn.codegen.runtime:Anscombe"),)
+
     def module(self, ins: list[Shape], out: Shape) -> Call:
         return Call.of("Anscombe", **self._kw())
 
@@ -206,6 +210,8 @@ class InverseAnscombe(_AnscombeBase):
 
     op: Literal["InverseAnscombe"]
     method: Literal["exact_unbiased", "algebraic"] = "exact_unbiased"
+
+    helpers = (Helper("spdnn.codegen.runtime:InverseAnscombe"),)
 
     def module(self, ins: list[Shape], out: Shape) -> Call:
         kw = self._kw()
@@ -250,6 +256,8 @@ class InverseFilter(_PsfOp):
     op: Literal["InverseFilter"]
     rho: float = Field(gt=0.0)
     learn_rho: bool = False
+
+    helpers = (Helper("spdnn.codegen.runtime:InverseFilter", needs=("psf_kernel",)),)
 
     min_inputs = 1
     max_inputs = 2

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from fractions import Fraction
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
-import torch
 from pydantic import Field, model_validator
 
 from spdnn.ops.base import (
@@ -15,6 +15,8 @@ from spdnn.ops.base import (
     Op,
     Shape,
     activation_call,
+    fused_text,
+    one_text,
     pair,
     register_op,
     sequential,
@@ -45,10 +47,15 @@ class Linear(Op):
     spectral_norm: bool = False
 
     kind = "compute"
+    clears_factor = True
+    draw_class = "linear"
 
     @property
     def use_bias(self) -> bool:
         return (not self.batch_norm) if self.bias is None else self.bias
+
+    def label_parts(self) -> tuple[str, list[str]]:
+        return f"Linear {self.out_features}", fused_text(self)
 
     def infer_shape(self, ins: list[Shape]) -> Shape:
         return (self.out_features,)
@@ -128,6 +135,19 @@ class _Pool(Op):
     def resample_factor(self) -> Fraction:
         return Fraction(self._stride()[0])
 
+    @classmethod
+    def resampling_layer(cls, factor: Fraction) -> dict[str, Any] | None:
+        """A ``factor x factor`` pool of this class (integer factors above 1)."""
+        if factor <= 1 or factor.denominator != 1:
+            return None
+        return {"op": cls.__name__, "kernel_size": int(factor)}
+
+    def label_parts(self) -> tuple[str, list[str]]:
+        extra = []
+        if self.stride is not None and one_text(self.stride) != one_text(self.kernel_size):
+            extra.append(f"stride {one_text(self.stride)}")
+        return f"{self.op_name} {one_text(self.kernel_size)}", extra
+
 
 @register_op
 class MaxPool2d(_Pool):
@@ -180,6 +200,16 @@ class Unpool(Op):
     def resample_factor(self) -> Fraction:
         return Fraction(1, self.scale_factor)
 
+    @classmethod
+    def resampling_layer(cls, factor: Fraction) -> dict[str, Any] | None:
+        """A value-repeating unpool by ``k`` for ``factor = 1/k``."""
+        if factor >= 1 or factor.numerator != 1:
+            return None
+        return {"op": cls.__name__, "scale_factor": int(1 / factor)}
+
+    def label_parts(self) -> tuple[str, list[str]]:
+        return f"Unpool x{self.scale_factor}", []
+
 
 @register_op
 class Upsample(Op):
@@ -210,6 +240,32 @@ class Upsample(Op):
     def resample_factor(self) -> Fraction:
         return Fraction(1, self.scale_factor)
 
+    def label_parts(self) -> tuple[str, list[str]]:
+        return f"Upsample x{self.scale_factor}", (["bilinear"] if self.mode == "bilinear" else [])
+
+
+def resampling_layer(factor: Fraction, like: Iterable[Op] = ()) -> dict[str, Any]:
+    """Netspec data (no name or inputs) of the layer that multiplies the sticky pooling factor
+    by ``factor`` where a merged edge must be resampled (thesis ch. 3.1 (d); depth paper
+    App. A.2.1: "the pooling quality will be recalled from the original network").
+
+    The first op of ``like`` (the layers on the edge, then the parents' layers) whose class
+    answers :meth:`~spdnn.ops.base.Op.resampling_layer` gives it; otherwise a
+    :class:`MaxPool2d` for ``factor > 1`` and a value-repeating :class:`Unpool` for ``1/k``.
+
+    Raises:
+        ValueError: ``factor`` is neither an integer above 1 nor ``1/k``.
+    """
+    for op in like:
+        data = type(op).resampling_layer(factor)
+        if data is not None:
+            return data
+    for cls in (MaxPool2d, Unpool):
+        data = cls.resampling_layer(factor)
+        if data is not None:
+            return data
+    raise ValueError(f"cannot resample by {factor}")
+
 
 # --------------------------------------------------------------------------------------------
 # Shape changes, regularisation, junctions
@@ -226,6 +282,8 @@ class Flatten(Op):
         return (math.prod(ins[0]),)
 
     def apply(self, mod, xs):
+        import torch
+
         return torch.flatten(xs[0], 1)
 
     def forward_expr(self, attr, args):
@@ -275,6 +333,9 @@ class Reshape(Op):
             raise ValueError("shape entries must be positive, with at most one -1")
         return self
 
+    def label_parts(self) -> tuple[str, list[str]]:
+        return f"Reshape {'x'.join(str(v) for v in self.shape)}", []
+
     def infer_shape(self, ins: list[Shape]) -> Shape:
         n = math.prod(ins[0])
         known = math.prod(d for d in self.shape if d != -1)
@@ -302,6 +363,9 @@ class Dropout(Op):
     op: Literal["Dropout"]
     p: Probability = 0.5
 
+    def label_parts(self) -> tuple[str, list[str]]:
+        return f"Dropout {self.p:g}", []
+
     def module(self, ins: list[Shape], out: Shape) -> Call:
         return Call.of("nn.Dropout", p=float(self.p))
 
@@ -319,6 +383,7 @@ class Concat(Op):
     kind = "junction"
     min_inputs = 2
     max_inputs = None
+    shown_on_edges = False
 
     def infer_shape(self, ins: list[Shape]) -> Shape:
         ranks = {len(s) for s in ins}
@@ -331,6 +396,8 @@ class Concat(Op):
                         hint="resample the inputs to one resolution first")
 
     def apply(self, mod, xs):
+        import torch
+
         return torch.cat(xs, dim=1)
 
     def forward_expr(self, attr, args):
@@ -339,13 +406,17 @@ class Concat(Op):
 
 @register_op
 class Add(Op):
-    """Element-wise sum of inputs of identical shape (residual connections)."""
+    """Element-wise sum of inputs of identical shape (residual connections).
+
+    SPDNN merging refuses networks with an Add at top level (a merge joins branches by
+    concatenation only); inside a block instance it is fine."""
 
     op: Literal["Add"]
 
     kind = "junction"
     min_inputs = 2
     max_inputs = None
+    mergeable = False
 
     def infer_shape(self, ins: list[Shape]) -> Shape:
         if len(set(ins)) != 1:
@@ -370,7 +441,7 @@ class Add(Op):
 # Stand-alone activations
 # --------------------------------------------------------------------------------------------
 class _Activation(Op):
-    kind = "pointwise"
+    kind = "rider"
     act_fn: ClassVar[str] = "none"
 
     def module(self, ins: list[Shape], out: Shape) -> Call:
@@ -394,6 +465,9 @@ class LeakyReLU(_Activation):
     op: Literal["LeakyReLU"]
     negative_slope: float = 0.01
     act_fn = "leaky_relu"
+
+    def label_parts(self) -> tuple[str, list[str]]:
+        return f"LeakyReLU {self.negative_slope:g}", []
 
 
 @register_op

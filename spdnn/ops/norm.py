@@ -3,7 +3,7 @@
 Batch norm that belongs to a convolution is the conv's ``batch_norm: true`` option (thesis
 ch. 3.1: it is not a separate SPDNN node); these stand-alone layers are for networks that
 normalize elsewhere, e.g. the parameter-free norms inside SPADE blocks (seed 001, SPADE-SR).
-They are ``pointwise`` ops: in SPDNN labelling they ride along the edge they sit on.
+They are ``rider`` ops: in SPDNN labelling they ride along the edge they sit on.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from spdnn.ops.base import Call, Op, Shape, register_op
+from spdnn.ops.base import Call, Helper, Op, Shape, register_op
 from spdnn.ops.types import PosInt
 
 
@@ -21,7 +21,7 @@ class _Norm2d(Op):
     eps: float = Field(default=1e-5, gt=0.0)
     momentum: float = Field(default=0.1, ge=0.0, le=1.0)
 
-    kind = "pointwise"
+    kind = "rider"
     onnx_exportable: ClassVar[bool] = True
     default_affine: ClassVar[bool] = True
     torch_class: ClassVar[str] = ""
@@ -114,8 +114,8 @@ class SPADE(Op):
     Parameters: ``k^2 L hidden + hidden + 2 (k^2 hidden C + C)``. Emitted as the runtime
     helper :class:`spdnn.codegen.runtime.SPADE`.
 
-    SPDNN: a ``pointwise`` op; merging networks that use it (multi-input non-junction ops) is
-    not supported yet.
+    SPDNN: a ``rider`` op whose inputs play different parts (:meth:`input_roles`), so it is a
+    graph node with structure code ``SPADE<k>``; a merge keeps its two inputs apart.
     """
 
     op: Literal["SPADE"]
@@ -123,7 +123,9 @@ class SPADE(Op):
     kernel_size: PosInt = 3
     hidden: PosInt = 128
 
-    kind = "pointwise"
+    helpers = (Helper("spdnn.codegen.runtime:SPADE"),)
+
+    kind = "rider"
     min_inputs = 2
     max_inputs = 2
     onnx_exportable: ClassVar[bool] = True

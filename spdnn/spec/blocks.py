@@ -1,4 +1,4 @@
-"""Blocks: parameterized sub-graphs declared once and instantiated as layers (issue #3).
+"""Blocks: parameterized sub-graphs declared once and instantiated as layers.
 
 A netspec (or a library file it imports) declares blocks by name::
 
@@ -23,7 +23,10 @@ merging works on networks built from blocks. Shapes, parameters and MACs come fr
 instance's inputs). Blocks may use other blocks (nesting), never themselves (directly or not).
 
 Code generation emits one ``nn.Module`` class per block type; its ``__init__`` takes the
-instance's submodules as keyword arguments, so one class serves every argument value.
+instance's submodules as keyword arguments, so one class serves every argument value. That is
+the code generator's business (:mod:`spdnn.codegen.blocks`): this module imports neither torch
+nor the code generator; :meth:`BlockOp.module` returns a :class:`BlockInstance`, which names the
+instance and its input shapes only.
 """
 
 from __future__ import annotations
@@ -31,22 +34,25 @@ from __future__ import annotations
 import json
 import re
 import string
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
 import networkx as nx
-import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
-from torch import nn
 
 from spdnn.errors import ShapeError, SpecError
 from spdnn.ops.base import Call, Op, Shape
 from spdnn.spec.models import BlockDef, Netspec
 
+if TYPE_CHECKING:
+    import torch
+
 _PARAM = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _BLOCK = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-_RESERVED_PARAMS = {"name", "op", "inputs", "merged_from", "kind", "min_inputs", "max_inputs"}
+# a parameter may not shadow a layer field or one of the op's class variables
+_RESERVED_PARAMS = {"name", "op", "inputs", "merged_from"} | set(Op.__class_vars__)
 
 
 def _canon(value: Any) -> str:
@@ -337,28 +343,10 @@ class BlockOp(Op):
         return self._info(ins)[1].macs
 
     # -- torch ---------------------------------------------------------------------------
-    def module(self, ins: list[Shape], out: Shape) -> Call:
-        from spdnn.codegen import _names
-
-        spec, info = self._info(ins)
-        in_names, idents = _names(spec)
-        var = dict(in_names)
-        subs, plan, fwd = [], [], []
-        for lay in info.layers:
-            call = lay.op.module(list(lay.in_shapes), lay.out_shape)
-            attr = None
-            if call is not None:
-                attr = idents[lay.name]
-                subs.append((attr, call))
-            args = [var[s] for s in lay.inputs]
-            var[lay.name] = idents[lay.name]
-            plan.append((lay.op, attr, tuple(args), idents[lay.name]))
-            fwd.append(f"{idents[lay.name]} = {lay.op.forward_expr(attr, args)}")
-        out_var = var[spec.outputs[0].from_]
-        return BlockCall(self.block_name, (), tuple(subs), block=self.block_name,
-                         in_args=tuple(in_names[i.name] for i in spec.inputs),
-                         forward=tuple(fwd), out_var=out_var, plan=tuple(plan),
-                         params=tuple(self.block.params))
+    def module(self, ins: list[Shape], out: Shape) -> BlockInstance:
+        """The instance's module call, resolved into submodules and ``forward`` code by the code
+        generator (:func:`spdnn.codegen.blocks.resolve`)."""
+        return BlockInstance(self.block_name, op=self, ins=tuple(map(tuple, ins)))
 
     def apply(self, mod: torch.nn.Module | None, xs: list[torch.Tensor]) -> torch.Tensor:
         assert mod is not None
@@ -401,6 +389,10 @@ class BlockOp(Op):
         """The block's input names when it has several (each keeps its part in a merge)."""
         return tuple(self.block.inputs) if len(self.block.inputs) > 1 else None
 
+    def label_parts(self) -> tuple[str, list[str]]:
+        """A collapsed block instance is labelled with its structure code."""
+        return self.structure(), []
+
     def structure(self) -> str:
         args = self.args()
         if self.block.structure is not None:
@@ -412,14 +404,15 @@ class BlockOp(Op):
     def resample_factor(self) -> Fraction:
         """The pooling factor the body applies from its first input to its output (1 when the
         output is a vector)."""
-        spec, _ = self.body(None)
         from spdnn.shapes import execution_order
+
+        spec, _ = self.body(None)
 
         factor: dict[str, Fraction | None] = {i.name: Fraction(1) for i in spec.inputs}
         for idx in execution_order(spec):
             lay = spec.layers[idx]
             fs = [factor[s] for s in spec.input_names(idx)]
-            if lay.kind == "reshape" or lay.op_name == "Linear" or any(f is None for f in fs):
+            if lay.kind == "reshape" or lay.clears_factor or any(f is None for f in fs):
                 factor[lay.name] = None
             else:
                 factor[lay.name] = max(fs) * lay.resample_factor()
@@ -467,90 +460,49 @@ def _probe_width(op: BlockOp) -> int | None:
 
 
 # --------------------------------------------------------------------------------------------
-# modules
+# the module call
 # --------------------------------------------------------------------------------------------
-class BlockModule(nn.Module):
-    """In-process module of one block instance: the submodules as attributes (the same names
-    as the emitted block class), ``forward`` interprets the body."""
+@dataclass(frozen=True)
+class BlockInstance(Call):
+    """The module call of one block instance before code generation: the instance ``op`` and
+    its input shapes ``ins``. :func:`spdnn.codegen.blocks.resolve` turns it into the block's
+    submodules and ``forward`` code; it cannot be built or emitted itself."""
 
-    def __init__(self, plan: tuple, in_args: tuple[str, ...], out_var: str,
-                 **submodules: nn.Module) -> None:
-        super().__init__()
-        for attr, mod in submodules.items():
-            setattr(self, attr, mod)
-        self._plan = plan
-        self._in_args = in_args
-        self._out_var = out_var
+    op: Any = None
+    ins: tuple = ()
 
-    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
-        env = dict(zip(self._in_args, xs))
-        for op, attr, args, var in self._plan:
-            mod = getattr(self, attr) if attr is not None else None
-            env[var] = op.apply(mod, [env[a] for a in args])
-        return env[self._out_var]
+    def _unresolved(self) -> TypeError:
+        return TypeError(f"block call {self.target} is resolved by spdnn.codegen.blocks.resolve "
+                         "before it is built or emitted")
 
+    def build(self, namespace: dict[str, Any]) -> Any:
+        """Not buildable as such (see the class docstring).
 
-class BlockCall(Call):
-    """The constructor call of a block instance: ``Fire(squeeze=..., e1=..., e3=...)``."""
-
-    def __init__(self, target: str, args: tuple, kwargs: tuple, *, block: str,
-                 in_args: tuple[str, ...], forward: tuple[str, ...], out_var: str,
-                 plan: tuple, params: tuple[str, ...] = ()) -> None:
-        super().__init__(target, args, kwargs)
-        object.__setattr__(self, "params", params)
-        object.__setattr__(self, "block", block)
-        object.__setattr__(self, "in_args", in_args)
-        object.__setattr__(self, "forward", forward)
-        object.__setattr__(self, "out_var", out_var)
-        object.__setattr__(self, "plan", plan)
-
-    @property
-    def key(self) -> tuple:
-        """Instances with equal keys share one emitted class."""
-        return (self.block, self.in_args, self.forward, self.out_var,
-                tuple(k for k, _ in self.kwargs))
-
-    def build(self, namespace: dict[str, Any]) -> nn.Module:
-        subs = {k: v.build(namespace) for k, v in self.kwargs}
-        return BlockModule(self.plan, self.in_args, self.out_var, **subs)
+        Raises:
+            TypeError: always.
+        """
+        raise self._unresolved()
 
     def source(self, names: dict | None = None) -> str:
-        cls = (names or {}).get(self.key, self.block)
-        return Call(cls, (), self.kwargs).source(names)
+        """Not emittable as such (see the class docstring).
+
+        Raises:
+            TypeError: always.
+        """
+        raise self._unresolved()
+
+    def children(self) -> list[Call]:
+        """The module calls of the body's stateful layers."""
+        spec, info = self.op._info(list(self.ins))
+        calls = [lay.op.module(list(lay.in_shapes), lay.out_shape) for lay in info.layers]
+        return [c for c in calls if c is not None]
 
     def helpers(self) -> set[str]:
+        """Names of the helper classes the body's layers need."""
         out: set[str] = set()
         for c in self.children():
             out |= c.helpers()
         return out
-
-    def class_source(self, cls: str) -> str:
-        """Python source of the block class (``cls``: its name in the emitted file)."""
-        params = ", ".join(self.params) or "none"
-        sig = "".join(f", {k}: nn.Module" for k, _ in self.kwargs)
-        lines = [f"class {cls}(nn.Module):",
-                 f'    """Block {self.block} (params: {params}); the parent passes the '
-                 'submodules."""',
-                 "",
-                 f"    def __init__(self{sig}) -> None:",
-                 "        super().__init__()"]
-        lines += [f"        self.{k} = {k}" for k, _ in self.kwargs]
-        ins = ", ".join(f"{a}: torch.Tensor" for a in self.in_args)
-        lines += ["", f"    def forward(self, {ins}) -> torch.Tensor:"]
-        lines += [f"        {line}" for line in self.forward]
-        lines += [f"        return {self.out_var}"]
-        return "\n".join(lines) + "\n"
-
-
-
-def block_calls(call: Call) -> list[BlockCall]:
-    """The block calls inside ``call`` (nested ones first), ``call`` included."""
-    out: list[BlockCall] = []
-    for c in call.children():
-        out += block_calls(c)
-    if isinstance(call, BlockCall):
-        out.append(call)
-    return out
 
 
 def is_block_library(path: str | Path) -> bool:

@@ -1,0 +1,186 @@
+"""The SPDNN channel budget: scale the merged network's widths to a parameter target.
+
+Thesis App. A ("Pushing the AI envelope"): "the number of channels ... such that the network had
+almost the same number of parameters as each of its parent networks". :func:`target_params`
+turns a budget mode into a parameter count; :func:`fit_budget` searches the widths of the
+rebuilt network (:class:`~spdnn.graph.rebuild.Rebuild`) that come closest to it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from spdnn.errors import MergeError, ShapeError
+from spdnn.shapes import NetInfo, infer
+from spdnn.spec.models import Netspec
+
+ParamsTarget = Literal["like-each", "largest", "sum", "keep"] | int
+"""A channel budget: a mode (``like-each``, ``largest``, ``sum``, ``keep``) or a parameter count."""
+
+BUDGET_MODES: dict[str, str] = {
+    "like-each": "the mean of the parents' parameter counts (the thesis's choice, App. A)",
+    "largest": "the largest parent's parameter count",
+    "sum": "the parents' parameter counts together",
+    "keep": "no scaling: every merged layer keeps its widest parent width",
+}
+"""Budget mode -> one-line description (a positive integer is a target count too)."""
+
+_BIG = 256.0  # widths are searched between 1/256 and 256 times the parents'
+
+
+def target_params(params: ParamsTarget, parent_params: list[int]) -> int | None:
+    """The parameter target of a budget, given the parents' parameter counts (``None`` for
+    ``keep``).
+
+    Raises:
+        MergeError: an unknown mode or a non-positive number.
+    """
+    if params == "keep":
+        return None
+    if params == "like-each":
+        return round(sum(parent_params) / len(parent_params))
+    if params == "largest":
+        return max(parent_params)
+    if params == "sum":
+        return sum(parent_params)
+    if isinstance(params, int) and params > 0:
+        return params
+    raise MergeError(f"unknown parameter target {params!r}",
+                     hint="use like-each, largest, sum, keep or a positive number")
+
+
+def parse_params(text: str) -> ParamsTarget:
+    """``"like-each"``, ``"largest"``, ``"sum"``, ``"keep"``, ``"250000"``, ``"250k"``, ``"1.1M"``.
+
+    Raises:
+        MergeError: anything else.
+    """
+    t = text.strip().lower()
+    if t in BUDGET_MODES:
+        return t  # type: ignore[return-value]
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([km]?)", t)
+    if not m:
+        raise MergeError(f"bad --params value {text!r}",
+                         hint="use like-each, largest, sum, keep, or a number such as 250k or 1.1M")
+    n = float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6}[m.group(2)]
+    if n < 1:
+        raise MergeError(f"bad --params value {text!r}", hint="the target must be positive")
+    return int(round(n))
+
+
+def scaled(base: dict, s: float) -> dict:
+    """Every width of ``base`` times ``s``, rounded, at least 1."""
+    return {n: max(1, int(round(w * s))) for n, w in base.items()}
+
+
+@dataclass(frozen=True)
+class BudgetFit:
+    """The outcome of :func:`fit_budget`: the width multiplier, the netspec with the chosen
+    widths and its shape info, and whether the target was reachable."""
+
+    scale: float
+    spec: Netspec
+    info: NetInfo
+    reachable: bool
+
+
+class _Networks:
+    """The network of each width assignment, built and inferred once (the search revisits
+    widths: the bisection's ends, the one-channel steps, the final choice)."""
+
+    def __init__(self, build: Callable[[dict], Netspec]) -> None:
+        self.build = build
+        self.seen: dict[tuple, tuple[Netspec, NetInfo | None, ShapeError | None]] = {}
+
+    def get(self, widths: dict) -> tuple[Netspec, NetInfo | None, ShapeError | None]:
+        key = tuple(sorted(widths.items(), key=lambda kv: str(kv[0])))
+        if key not in self.seen:
+            spec = self.build(widths)
+            try:
+                self.seen[key] = (spec, infer(spec), None)
+            except ShapeError as exc:  # too narrow for a fixed-size part (a slice, a block)
+                self.seen[key] = (spec, None, exc)
+        return self.seen[key]
+
+    def count(self, widths: dict) -> float:
+        info = self.get(widths)[1]
+        return math.inf if info is None else info.params
+
+    def fit(self, scale: float, widths: dict, reachable: bool) -> BudgetFit:
+        spec, info, error = self.get(widths)
+        if error is not None:
+            raise error
+        return BudgetFit(scale, spec, info, reachable)  # type: ignore[arg-type]
+
+
+def fit_budget(build: Callable[[dict], Netspec], base: dict, target: int | None) -> BudgetFit:
+    """Choose widths whose network's parameter count is closest to ``target``.
+
+    ``build(widths)`` is the rebuilt netspec for a width per scalable node
+    (:meth:`~spdnn.graph.rebuild.Rebuild.build`); ``base`` holds the parents' widths. A width
+    multiplier is found by bisection (parameters grow with it), then single layers are widened
+    or narrowed by one channel while that brings the count closer (rounding to whole channels
+    leaves gaps of several percent on narrow networks otherwise). ``target=None`` keeps
+    ``base``.
+
+    Returns:
+        A :class:`BudgetFit`; ``reachable`` is False when even the narrowest (or widest)
+        network misses the target.
+
+    Raises:
+        ShapeError: the chosen network does not infer (the parents' widths do not fit).
+    """
+    nets = _Networks(build)
+    if target is None:
+        return nets.fit(1.0, base, True)
+    count = nets.count
+    lo, hi = 1 / _BIG, _BIG
+    narrowest = count(scaled(base, lo))
+    if narrowest == math.inf and count(base) < math.inf:
+        # the narrowest network that still fits together bounds the search from below
+        bad, good, narrowest = lo, 1.0, count(base)
+        while good / bad > 1.0005:
+            mid = math.sqrt(bad * good)
+            n = count(scaled(base, mid))
+            if n < math.inf:
+                good, narrowest = mid, n
+            else:
+                bad = mid
+        lo = good
+    if narrowest >= target:
+        # even 1-channel layers miss the target (fixed-size layers dominate): a degenerate
+        # network helps nobody, so keep the parents' widths and say so in the report
+        return nets.fit(1.0, base, False)
+    if count(scaled(base, hi)) <= target:
+        return nets.fit(hi, scaled(base, hi), False)
+    for _ in range(40):
+        mid = math.sqrt(lo * hi)
+        if count(scaled(base, mid)) < target:
+            lo = mid
+        else:
+            hi = mid
+        if hi / lo < 1.0005:
+            break
+    scale = min((lo, hi), key=lambda sc: abs(count(scaled(base, sc)) - target))
+    widths = scaled(base, scale)
+    best = count(widths)
+    for _ in range(4 * len(widths)):
+        step = -1 if best > target else 1
+        trials = []
+        for n in sorted(widths, key=str):
+            if widths[n] + step < 1:
+                continue
+            w = dict(widths)
+            w[n] += step
+            trials.append((abs(count(w) - target), str(n), w))
+        if not trials:
+            break
+        err, _, w = min(trials, key=lambda t: (t[0], t[1]))
+        if err >= abs(best - target):
+            break
+        widths, best = w, count(w)
+    return nets.fit(scale, widths, True)

@@ -1,0 +1,299 @@
+"""Graph -> netspec: rebuild the contracted SPDNN graph as a network (thesis ch. 3.1 step 5,
+"turn back the graph into a network"; depth paper App. A.2.1).
+
+A node with several predecessors concatenates them on the channel axis; every edge recalls the
+parent's own non-compute layers (pooling quality included, A.2.1) and adds the resampling the
+sticky factors still imply (a pool where the factor grows, a value-repeating unpool where it
+shrinks; the op classes say how, :func:`spdnn.ops.resampling_layer`); when several layers reach
+an output they feed one shared head (concat -> conv for maps, linear for vectors).
+"""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+
+import networkx as nx
+
+from spdnn.errors import MergeError, SpecError
+from spdnn.graph.convert import EdgePath
+from spdnn.ops import Op, resampling_layer
+from spdnn.ops.conv import Conv2d
+from spdnn.ops.layers import Concat, Flatten, Linear
+from spdnn.spec import from_data
+from spdnn.spec.blocks import merge_blocks
+from spdnn.spec.models import Netspec
+
+__all__ = ["Rebuild"]
+
+_HIDDEN_ACTIVATIONS = {"relu", "leaky_relu", "elu"}
+
+
+class Rebuild:
+    """Turns the contracted graph back into a netspec (thesis ch. 3.1 step 5; A.2.1).
+
+    Args:
+        parents: the parent netspecs, in merge (canonical) order; node keys ``(tag, layer)``
+            index them.
+        names: their unique display names (for ``merged_from`` and the description).
+        g: the contracted graph (compute nodes with ``members``, ``op``, ``in_factor``,
+            ``role_factors``; edges with ``paths``).
+        letters: compute node -> letter (the merged layer's name).
+        head_kernel: kernel size of a shared output head's convolution.
+        name: the merged network's name.
+
+    :meth:`widths` gives the parents' width of every scalable node, :meth:`build` the netspec
+    for chosen widths; :attr:`notes` collects remarks for the merge report.
+    """
+
+    def __init__(self, parents: list[Netspec], names: list[str], g: nx.DiGraph, letters: dict,
+                 head_kernel: int, name: str) -> None:
+        self.parents, self.names, self.g, self.letters = parents, names, g, letters
+        self.head_kernel, self.name = head_kernel, name
+        self.notes: list[str] = []
+        self.topo = [n for n in nx.lexicographical_topological_sort(
+            g, key=lambda n: (self.letters.get(n, ""), str(n)))]
+        self.position = {x: i for i, x in enumerate(self.topo)}
+        # nodes feeding each output, and whether a shared head is needed there
+        out_order = [o.name for o in parents[0].outputs]  # the parents' order, not topology's
+        self.outputs = sorted((n for n in self.topo if g.nodes[n]["kind"] == "output"),
+                              key=lambda n: out_order.index(g.nodes[n]["name"]))
+        self.freed: set = set()  # last layers that lose their output role to a shared head
+        for o in self.outputs:
+            preds = list(g.predecessors(o))
+            if len(preds) > 1:
+                self.freed |= {p for p in preds if g.nodes[p]["kind"] == "compute"}
+        self.fixed_width: dict = {}  # single last layers keep the parents' output width
+        for o in self.outputs:
+            preds = list(g.predecessors(o))
+            if len(preds) == 1 and g.nodes[preds[0]]["kind"] == "compute":
+                self.fixed_width[preds[0]] = g.nodes[preds[0]]["op"].out_channels_of()
+        self._notes_done = False
+        self._layers = [{lay.name: lay for lay in p.layers} for p in parents]
+        self._blocks = merge_blocks(parents)  # block instances need their definitions
+
+    def _rep(self, n) -> Op:
+        """The op of node ``n`` (its representative member's)."""
+        return self.g.nodes[n]["op"]
+
+    def widths(self) -> dict:
+        """Base width of every scalable node: the widest of its members' widths."""
+        base = {}
+        for n in self.letters:
+            d = self.g.nodes[n]
+            ws = [self._member_op(m).out_channels_of() for m in d["members"]]
+            if any(w is None for w in ws):
+                continue
+            w = max(ws)
+            if n in self.freed:
+                w = max([w] + self._hidden_widths(d["members"]))
+            base[n] = w
+        return base
+
+    def _member_op(self, m) -> Op:
+        tag, layer = m
+        return self._layers[tag][layer]
+
+    def _hidden_widths(self, members) -> list[int]:
+        out = []
+        for tag, layer in members:
+            spec = self.parents[tag]
+            for lay in spec.layers:
+                w = lay.out_channels_of()
+                if lay.name != layer and w is not None and lay.kind == "compute":
+                    out.append(w)
+        return out[-1:] if out else []
+
+    def build(self, widths: dict) -> Netspec:
+        """The netspec with the given width for every scalable node."""
+        g, letters = self.g, self.letters
+        layers: list[dict] = []
+        ends: dict = {}  # node -> layer name producing its output
+        for n in self.topo:
+            d = g.nodes[n]
+            if d["kind"] == "input":
+                ends[n] = d["name"]
+                continue
+            if d["kind"] == "output":
+                continue
+            srcs = [e for u in self._preds(n) for e in self._edge(u, n, ends, layers)]
+            letter = letters[n]
+            op = self._rep(n)
+            roles = op.input_roles()
+            if roles is None:
+                ins = [self._join(letter, [(nm, f) for nm, f, _ in srcs], layers)]
+            else:  # one argument per role, each joined on its own (SPADE: x and segmap)
+                ins = []
+                for k, role in enumerate(roles):
+                    group = [(nm, f) for nm, f, r in srcs if r == k]
+                    if not group:  # pragma: no cover - every member had every role
+                        raise MergeError(f"{letter}: no input for its '{role}' argument")
+                    ins.append(self._join(f"{letter}_{role}", group, layers))
+            upd: dict = {"name": letter, "inputs": ins,
+                         "merged_from": sorted(self.g.graph["member_name"][m] for m in d["members"])}
+            if n in widths and n not in self.fixed_width:
+                op = op.with_width(widths[n])
+            elif n in self.fixed_width and self.fixed_width[n] is not None:
+                op = op.with_width(self.fixed_width[n])
+            data = op.model_dump(mode="json", exclude_defaults=True)
+            data.update(upd)
+            if n in self.freed:  # only the style fields the op has (not a block's or SPADE's)
+                data.update({k: v for k, v in self._hidden_style(d["members"]).items()
+                             if k in type(op).model_fields})
+            layers.append(data)
+            ends[n] = letter
+        outputs = []
+        for o in self.outputs:
+            oname = g.nodes[o]["name"]
+            srcs = [e for u in self._preds(o) for e in self._edge(u, o, ends, layers)]
+            if len(srcs) == 1:
+                outputs.append({"name": oname, "from": srcs[0][0]})
+                continue
+            head = self._head(o, [name for name, *_ in srcs], layers)
+            outputs.append({"name": oname, "from": head})
+        data = {"name": self.name,
+                "description": "SPDNN merge of " + ", ".join(self.names) + " (spdnn merge).",
+                "inputs": [p.model_dump() for p in self.parents[0].inputs],
+                "layers": layers, "outputs": outputs}
+        if self._blocks:
+            data["blocks"] = {k: b.to_data() for k, b in self._blocks.items()}
+        try:
+            return from_data(data, file=f"<merge of {', '.join(self.names)}>")
+        except SpecError as exc:  # pragma: no cover - a compiler bug if it happens
+            raise MergeError(f"the merged network does not validate: {exc.one_line()}") from None
+
+    def _preds(self, n) -> list:
+        return sorted(self.g.predecessors(n), key=self.position.__getitem__)
+
+    def _edge(self, u, v, ends: dict, layers: list[dict]
+              ) -> list[tuple[str, Fraction | None, int | None]]:
+        """Recall the parent's non-compute layers on edge u -> v; fix the pooling factor.
+
+        Parallel edges from different parents collapse into one (contraction step "remove the
+        parallel edges"); several paths of one parent between the same two layers (e.g. a direct
+        and a pooled skip into one Concat) are all kept, so that ``merge(a) == a``.
+
+        Returns, per kept path, the name of the layer that ends it, the pooling factor there
+        (``None`` for vectors) and the role it feeds (:attr:`EdgePath.role`).
+        """
+        g = self.g
+        paths: list[EdgePath] = g.edges[u, v]["paths"]
+        counts: dict[int, int] = {}
+        for p in paths:
+            counts[p.parent] = counts.get(p.parent, 0) + 1
+        parent = max(counts, key=lambda t: (counts[t], t == paths[0].parent))
+        kept = [p for p in paths if p.parent == parent]
+        base = self._tag(u, v)
+        return [self._path(u, v, p, base if j == 0 else f"{base}_{j}", ends, layers, paths)
+                for j, p in enumerate(kept)]
+
+    def _path(self, u, v, path: EdgePath, tag: str, ends: dict, layers: list[dict],
+              paths: list[EdgePath]) -> tuple[str, Fraction | None, int | None]:
+        g = self.g
+        src = ends[u]
+        for i, op in enumerate(path.ops):
+            if op.kind == "junction":
+                continue
+            nm = f"{tag}_{op.op_name.lower()}{i}"
+            data = op.model_dump(mode="json", exclude_defaults=True)
+            data.update({"name": nm, "inputs": [src]})
+            data.pop("merged_from", None)
+            layers.append(data)
+            src = nm
+        # sticky factor: where does v expect its data, and where does this path leave it?
+        want = path.out_factor
+        if g.nodes[v]["kind"] == "compute":
+            rf = g.nodes[v].get("role_factors")
+            want = rf[path.role] if rf is not None and path.role is not None else g.nodes[v]["in_factor"]
+        have = path.out_factor
+        if want is not None and have is not None and want != have:
+            ratio = want / have
+            if ratio.denominator != 1 and (1 / ratio).denominator != 1:
+                raise MergeError(f"cannot resample by {ratio} between {self._show(u)} and {self._show(v)}")
+            data = resampling_layer(ratio, self._recalled_ops(v, paths))
+            nm = f"{tag}_{data['op'].lower()}"
+            layers.append({"name": nm, **data, "inputs": [src]})
+            src = nm
+            have = want
+        return src, have, path.role
+
+    def _tag(self, u, v) -> str:
+        a = self.letters.get(u, "in" if self.g.nodes[u]["kind"] == "input" else "x")
+        b = self.letters.get(v, "out")
+        if self.g.nodes[u]["kind"] == "input":
+            a = "in_" + re.sub(r"\W+", "_", self.g.nodes[u]["name"])
+        if self.g.nodes[v]["kind"] == "output":
+            b = "out_" + re.sub(r"\W+", "_", self.g.nodes[v]["name"])
+        return f"{a}_{b}"
+
+    def _show(self, n) -> str:
+        return self.letters.get(n, str(n))
+
+    def _recalled_ops(self, v, paths: list[EdgePath]):
+        """The ops whose kind of resampling an edge into ``v`` recalls (A.2.1: "the pooling
+        quality will be recalled from the original network"): the ops on the edge's paths, then
+        the layers of ``v``'s parents, then those of every parent."""
+        for p in paths:
+            yield from p.ops
+        members = self.g.nodes[v].get("members", [])
+        for tag in sorted({m[0] for m in members}) + list(range(len(self.parents))):
+            yield from self.parents[tag].layers
+
+    def _join(self, letter: str, srcs: list[tuple[str, Fraction | None]],
+              layers: list[dict]) -> str:
+        """Several inputs are concatenated on the channel axis; where maps meet vectors (a
+        Linear node), the maps are flattened first."""
+        if len(srcs) == 1:
+            return srcs[0][0]
+        names = [name for name, _ in srcs]
+        if len({f is None for _, f in srcs}) > 1:
+            names = []
+            for name, f in srcs:
+                if f is not None:
+                    layers.append(Flatten.layer_data(f"{name}_flat", inputs=[name]))
+                    name = f"{name}_flat"
+                names.append(name)
+        nm = f"{letter}_cat"
+        layers.append(Concat.layer_data(nm, inputs=names))
+        return nm
+
+    def _hidden_style(self, members) -> dict:
+        """A last layer that now feeds the shared head takes its parent's hidden-layer style
+        (activation and batch norm of the nearest earlier compute layer; ReLU if none)."""
+        for tag, layer in members:
+            for lay in reversed(self.parents[tag].layers):
+                act = getattr(lay, "activation", None)
+                if lay.name != layer and lay.kind == "compute" and act in _HIDDEN_ACTIVATIONS:
+                    return {"activation": act, "batch_norm": bool(getattr(lay, "batch_norm", False))}
+        return {"activation": "relu"}
+
+    def _head(self, o, srcs: list[str], layers: list[dict]) -> str:
+        """Shared output head: concat -> 1x1 conv (maps) or linear (vectors)."""
+        oname = re.sub(r"\W+", "_", self.g.nodes[o]["name"])
+        shape = self.g.nodes[o]["shape"]
+        last = self._parent_output_layer(o)
+        act = getattr(last, "activation", None)
+        cat = f"head_{oname}_cat"
+        layers.append(Concat.layer_data(cat, inputs=srcs))
+        nm = f"head_{oname}"
+        if len(shape) == 3:
+            head = Conv2d.layer_data(nm, kernel_size=self.head_kernel, out_channels=shape[0],
+                                     padding="same", inputs=[cat])
+        else:
+            head = Linear.layer_data(nm, out_features=shape[0], inputs=[cat])
+        if act:
+            head["activation"] = act
+        if not self._notes_done:
+            self.notes.append(f"{len(srcs)} layers reach output '{self.g.nodes[o]['name']}': they "
+                              f"are concatenated and feed a shared head ({head['op']}"
+                              f"{' ' + str(self.head_kernel) + 'x' + str(self.head_kernel) if len(shape) == 3 else ''}"
+                              f" -> {shape[0]}{', ' + act if act else ''}).")
+            self._notes_done = True
+        layers.append(head)
+        return nm
+
+    def _parent_output_layer(self, o) -> Op:
+        name = self.g.nodes[o]["name"]
+        spec = self.parents[0]
+        out = next(x for x in spec.outputs if x.name == name)
+        return spec.layer(out.from_)
