@@ -49,6 +49,7 @@ target's numbers by the reference's, measured in the same run.
 from __future__ import annotations
 
 import gc
+import io
 import json
 import math
 import os
@@ -65,6 +66,7 @@ import torch
 from torch import nn
 
 from spdnn.errors import SpdnnError
+from spdnn.io import write_atomic
 from spdnn.spec import Netspec, example_inputs
 
 __all__ = ["RUNTIMES", "BenchError", "BenchRow", "ParallelParents", "SequentialParents",
@@ -645,8 +647,7 @@ def to_json(rows: Sequence[BenchRow], path: str | Path | None = None,
     ``path`` when given."""
     data = {"machine": machine_info(), "rows": [_clean(asdict(r)) for r in rows], **extra}
     if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(data, indent=1) + "\n")
+        write_atomic(path, json.dumps(data, indent=1) + "\n", what="bench results")
     return data
 
 
@@ -695,7 +696,7 @@ def plot(rows: Sequence[BenchRow], path: str | Path, title: str = "spdnn bench")
     axes[0][-1].legend(fontsize=7, loc="best")
     fig.suptitle(title)
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=Path(path).suffix.lstrip(".") or "png", dpi=110)
     plt.close(fig)
-    return Path(path)
+    return write_atomic(path, buf.getvalue(), what="bench plot")

@@ -140,3 +140,23 @@ def test_cli_bench_spdnn_and_vs(tmp_path: Path, capsys):
     assert main(["bench", files[0], *common, "--runtime", "jax"]) == 2
     assert main(["bench", files[0], *common, "--batch", "x"]) == 2
     assert main(["bench", "--spdnn", files[0], *common]) == 2
+
+
+def test_cli_bench_never_overwrites_an_input(tmp_path: Path, capsys):
+    out = tmp_path / "res"
+    out.mkdir()
+    victim = out / "bench.json"  # a netspec that happens to be named like an output
+    victim.write_text(TINY.format(name="p1", k=3))
+    other = tmp_path / "p2.yaml"
+    other.write_text(TINY.format(name="p2", k=5))
+    common = ["--batch", "1", "--min-time", "0", "--warmup", "0", "--no-ceiling",
+              "--runtime", "torch"]
+    before = victim.read_bytes()
+    for argv in (["bench", str(victim), "-o", str(out), *common],
+                 ["bench", str(other), "--vs", str(victim), "-o", str(out), *common],
+                 ["bench", "--spdnn", str(other), str(other), "--merged", str(victim), "-o",
+                  str(out), *common]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and f"{victim}: the output would overwrite the input" in err
+    assert victim.read_bytes() == before and not (out / "bench.md").exists()

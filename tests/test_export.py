@@ -12,12 +12,15 @@ import pytest
 import torch
 
 import spdnn.export as E
+import spdnn.export.diagnose as D
+import spdnn.export.onnx as EO
 import spdnn.spec as S
 from spdnn import __version__
 from spdnn.cli import main
 from spdnn.codegen import build_module
 from spdnn.errors import SpdnnError
 from spdnn.graph import merge
+from spdnn.io import CheckpointError, save_checkpoint
 from tests.helpers import ROOT, all_netspec_paths, load_glob
 
 TINY = """
@@ -113,9 +116,8 @@ def test_checkpoint_weights_are_exported(tmp_path: Path):
         for p in net.parameters():
             p.mul_(3.0)
     ckpt = tmp_path / "run" / "best.pt"
-    ckpt.parent.mkdir()
-    torch.save({"netspec": S.dump(spec), "models": {"net": net.state_dict()},
-                "spdnn_checkpoint": 1}, ckpt)
+    save_checkpoint({"netspecs": {"net": S.dump(spec)}, "models": {"net": net.state_dict()}},
+                    ckpt)
     rep = E.export_onnx(ckpt.parent, tmp_path / "c.onnx")  # a run folder works too
     assert rep.ok
     x = torch.rand(1, 1, 16, 20)
@@ -155,7 +157,7 @@ def test_exporter_crash_is_one_line(tmp_path: Path, monkeypatch):
         except RuntimeError as inner:
             raise RuntimeError("export failed\nsee above") from inner
 
-    monkeypatch.setattr(E, "_torch_export", fake)
+    monkeypatch.setattr(EO, "_torch_export", fake)
     with pytest.raises(SpdnnError) as info:
         E.export_onnx(S.loads(TINY), tmp_path / "x.onnx")
     text = _one_line(info.value)
@@ -163,16 +165,16 @@ def test_exporter_crash_is_one_line(tmp_path: Path, monkeypatch):
 
 
 def _patched_export(monkeypatch, layer: str, mutate):
-    real = E._torch_export
+    real = EO._torch_export
 
     def patched(*args, **kwargs):
         model = real(*args, **kwargs)
         node = next(n for n in model.graph.node
-                    if n.op_type == "Relu" and E._node_layer(n, {layer: layer}) == layer)
+                    if n.op_type == "Relu" and D.node_layer(n, {layer: layer}) == layer)
         mutate(model, node)
         return model
 
-    monkeypatch.setattr(E, "_torch_export", patched)
+    monkeypatch.setattr(EO, "_torch_export", patched)
 
 
 def test_parity_failure_names_first_differing_layer(tmp_path: Path, monkeypatch):
@@ -205,12 +207,18 @@ def test_bad_sources_are_one_line_errors(tmp_path: Path):
         E.export_onnx(tmp_path / "missing.yaml", tmp_path / "x.onnx")
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(E.ExportError) as info:
+    with pytest.raises(CheckpointError) as info:  # read by spdnn.io.load_checkpoint
         E.export_onnx(junk, tmp_path / "x.onnx")
-    assert "not a netspec or a checkpoint" in _one_line(info.value)
-    torch.save({"models": {}}, tmp_path / "nospec.pt")
+    assert _one_line(info.value).startswith(f"{junk}: ")
+    torch.save({"models": {}}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="not a checkpoint written by 'spdnn train'"):
+        E.export_onnx(tmp_path / "foreign.pt", tmp_path / "x.onnx")
+    save_checkpoint({"models": {}}, tmp_path / "nospec.pt")
     with pytest.raises(E.ExportError, match="holds no netspec"):
         E.export_onnx(tmp_path / "nospec.pt", tmp_path / "x.onnx")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="no checkpoint in this folder"):
+        E.export_onnx(tmp_path / "empty", tmp_path / "x.onnx")
 
 
 # --------------------------------------------------------------------------------------------
@@ -228,3 +236,97 @@ def test_cli_export(tmp_path: Path, capsys):
     assert main(["export", str(src)]) == 0 and (tmp_path / "tiny.onnx").exists()
     assert main(["export", str(tmp_path / "nope.yaml")]) == 2
     assert "error: " in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# multi-network checkpoints, outputs that would overwrite inputs
+# --------------------------------------------------------------------------------------------
+def _tiny_dcgan_run(tmp_path: Path) -> Path:
+    from spdnn.train import Trainer, load_recipe
+
+    recipe = load_recipe(ROOT / "recipes" / "dcgan_digits.yaml", [
+        "steps=2", "batch_size=4", "data.train_size=8", "data.val_size=4", "eval_every=2",
+        "checkpoint_every=2", "log_every=1", "samples=4"])
+    run = tmp_path / "gan"
+    Trainer.from_recipe(recipe, outdir=run, progress=False).run()
+    return run
+
+
+def test_export_generator_of_a_two_network_run(tmp_path: Path, capsys):
+    run = _tiny_dcgan_run(tmp_path)
+    onnx_path, rep_path = tmp_path / "g.onnx", tmp_path / "g.json"
+    # two networks and no --model: one line listing them
+    assert main(["export", str(run), "-o", str(onnx_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"{run / 'best.pt'}: this checkpoint holds 2 networks" in err
+    assert "discriminator" in err and "generator" in err and not onnx_path.exists()
+    assert main(["export", str(run), "--model", "critic", "-o", str(onnx_path)]) == 2
+    assert "no network 'critic'" in capsys.readouterr().err and not onnx_path.exists()
+    assert main(["export", str(run), "--model", "generator", "-o", str(onnx_path),
+                 "--report", str(rep_path)]) == 0
+    data = json.loads(rep_path.read_text())
+    assert data["ok"] and data["netspec"] == "dcgan_digits_generator"
+    # the file holds the generator's EMA weights (as evaluation and sampling use them)
+    ckpt = torch.load(run / "best.pt", weights_only=True)
+    spec = S.loads(ckpt["netspecs"]["generator"])
+    ema = build_module(spec).eval()
+    ema.load_state_dict({k.removeprefix("module."): v for k, v in
+                         ckpt["ema"]["generator"].items() if k != "n_averaged"})
+    raw = build_module(spec).eval()
+    raw.load_state_dict(ckpt["models"]["generator"])
+    z = torch.randn(1, 32, generator=torch.Generator().manual_seed(0))
+    got = E.ort_session(onnx_path).run(None, {"z": z.numpy()})[0]
+    with torch.no_grad():
+        want, trained = ema(z).numpy(), raw(z).numpy()
+    assert got.shape == (1, 1, 8, 8) and np.abs(got - want).max() < 1e-5
+    assert np.abs(got - trained).max() > 1e-5
+    # the default output name carries the model's name
+    assert main(["export", str(run), "--model", "discriminator"]) == 0
+    assert (tmp_path / "gan_discriminator.onnx").exists()
+
+
+def test_load_source_picks_a_model(tmp_path: Path):
+    spec = S.loads(TINY)
+    net = build_module(spec)
+    ckpt = tmp_path / "one.pt"
+    save_checkpoint({"netspecs": {"net": S.dump(spec)}, "models": {"net": net.state_dict()}},
+                    ckpt)
+    got, states, file = E.load_source(ckpt)  # one network: no model needed
+    assert got.name == spec.name and len(states) == 1 and file == str(ckpt)
+    assert E.load_source(ckpt, model="net")[0].name == spec.name
+    with pytest.raises(E.ExportError, match="no network 'generator'"):
+        E.load_source(ckpt, model="generator")
+    with pytest.raises(E.ExportError, match="--model"):  # a netspec has one network
+        E.load_source(spec, model="net")
+    assert E.default_path(tmp_path / "run", model="generator") == tmp_path / "run_generator.onnx"
+    assert E.default_path(tmp_path / "m.yaml") == tmp_path / "m.onnx"
+
+
+def test_outputs_never_overwrite_inputs(tmp_path: Path, capsys):
+    src = tmp_path / "tiny.yaml"
+    src.write_text(TINY)
+    spec = S.loads(TINY)
+    run = tmp_path / "run"
+    save_checkpoint({"netspecs": {"net": TINY}, "models": {"net": build_module(spec).state_dict()}},
+                    run / "best.pt")
+    save_checkpoint({"netspecs": {"net": TINY}, "models": {"net": build_module(spec).state_dict()}},
+                    run / "last.pt")
+    before = {p: p.read_bytes() for p in (src, run / "best.pt", run / "last.pt")}
+    cases = [
+        ["export", str(src), "-o", str(src)],
+        ["export", str(src), "-o", str(tmp_path / "x.onnx"), "--report", str(src)],
+        ["export", str(src), "-o", str(tmp_path / "x.onnx"), "--report",
+         str(tmp_path / "x.onnx")],
+        ["export", str(run), "-o", str(run / "best.pt")],
+        ["export", str(run), "-o", str(tmp_path / "x.onnx"), "--report", str(run / "last.pt")],
+        ["export", str(run / "best.pt"), "-o", str(run / "sub" / ".." / "best.pt")],
+    ]
+    for argv in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and ("would overwrite the input" in err
+                                    or "two outputs name the same file" in err), err
+    with pytest.raises(SpdnnError, match="would overwrite the input"):
+        E.export_onnx(src, src)
+    assert all(p.read_bytes() == data for p, data in before.items())
+    assert not (tmp_path / "x.onnx").exists()

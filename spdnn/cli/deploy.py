@@ -17,9 +17,9 @@ from rich.table import Table
 
 from spdnn.cli.console import out
 from spdnn.errors import SpdnnError
+from spdnn.io import BEST, LAST, check_outputs, write_atomic
 
 __all__ = ["register"]
-
 
 
 def _parse_ints(text: str, what: str) -> list[int]:
@@ -77,6 +77,11 @@ def export(
     report: Annotated[Path | None, typer.Option(
         "--report", help="Also write the export report (errors, shapes, metadata) as JSON.")]
     = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", help="Which network of a multi-network checkpoint to export: a recipe "
+        "with several models (e.g. a GAN's 'generator' and 'discriminator') stores all of "
+        "them in one checkpoint. Not needed when the checkpoint holds one network; the "
+        "error lists the names when it is missing.", show_default=False)] = None,
 ) -> None:
     """Export a network to ONNX and check it against PyTorch.
 
@@ -91,6 +96,9 @@ def export(
     export, a model onnxruntime cannot run, or outputs that differ (traced to
     the first layer that differs).
 
+    Checkpoints are read safely (tensors and plain data only); a file that
+    would run code when loaded is refused. No output may overwrite an input.
+
     Examples:
 
       spdnn export netspecs/iris/appendix_d/published.yaml -o iris.onnx
@@ -98,15 +106,18 @@ def export(
       spdnn export runs/iris/best.pt -o iris.onnx --dynamic-batch
 
       spdnn export merged.yaml -o merged_fp16.onnx --fp16
+
+      spdnn export runs/dcgan_digits --model generator -o generator.onnx
     """
     from spdnn.export import default_path, export_onnx
 
     if exporter not in ("dynamo", "torchscript"):
         raise SpdnnError(f"unknown exporter '{exporter}'", hint="choose dynamo or torchscript")
-    path = output or default_path(source)
+    path = output or default_path(source, model=model)
+    check_outputs(_inputs_of(source), [path, report])
     t0 = time.perf_counter()
     rep = export_onnx(source, path, opset=opset, dynamic_batch=dynamic_batch, fp16=fp16,
-                      atol=atol, exporter=exporter)  # type: ignore[arg-type]
+                      atol=atol, exporter=exporter, model=model)  # type: ignore[arg-type]
     dt = time.perf_counter() - t0
     t = Table(title=f"onnxruntime vs torch ({rep.netspec})", title_justify="left")
     for col, just in (("input", "left"), ("batch", "right"), ("max abs err", "right"),
@@ -131,9 +142,16 @@ def export(
                f"{rep.exporter} exporter, {dt:.1f} s); max abs error {rep.max_abs_err:.2e}, "
                f"max rel error {rep.max_rel_err:.2e} (tolerance {rep.atol:g}).")
     if report:
-        report.parent.mkdir(parents=True, exist_ok=True)
-        report.write_text(json.dumps(rep.to_dict(), indent=1, default=str) + "\n")
+        write_atomic(report, json.dumps(rep.to_dict(), indent=1, default=str) + "\n",
+                     what="export report")
         out.print(f"Wrote {report}")
+
+
+def _inputs_of(source: Path) -> list[Path]:
+    """The files a command reads from ``source``: the file, or a run folder's checkpoints."""
+    if source.is_dir():
+        return [source, *(p for p in (source / BEST, source / LAST) if p.is_file())]
+    return [source]
 
 
 # --------------------------------------------------------------------------------------------
@@ -173,9 +191,9 @@ def bench(
         "--min-time", min=0.0, help="Seconds of timed runs per measurement (after warm-up).")]
     = 1.0,
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed runs first.")] = 3,
-    out: Annotated[str, typer.Option(
+    out_dir: Annotated[str, typer.Option(
         "-o", "--out", help="Folder for bench.md, bench.json and bench.png ('' writes no "
-        "files).")] = "bench_results",
+        "files; none of them may be one of the input files).")] = "bench_results",
     ceiling: Annotated[bool, typer.Option(
         "--ceiling/--no-ceiling", help="Also measure the machine's dense matmul GFLOP/s, the "
         "ceiling for the achieved GMAC/s.")] = True,
@@ -205,6 +223,10 @@ def bench(
     if not files:
         raise SpdnnError("no networks to time", hint="give netspec files, e.g. spdnn bench "
                          "merged.yaml --vs parent_1.yaml, or --spdnn PARENTS...")
+    names = ("bench.md", "bench.json", "bench.png")
+    written = [Path(out_dir) / n for n in names] if out_dir else []
+    sources = [*files, *([merged] if merged else [])]
+    check_outputs([p for f in sources for p in _inputs_of(f)], written)
     batches = _parse_ints(batch, "--batch")
     runtimes = _parse_words(runtime, B.RUNTIMES, "runtime")
     devices = _parse_words(device, ("cpu", "cuda"), "device")
@@ -250,18 +272,17 @@ def bench(
     if ceil:
         out.print(f"Ceiling: dense fp32 matmul {ceil['n']}x{ceil['n']}, {ceil['threads']} "
                    f"thread(s): {ceil['gflops']:.1f} GFLOP/s = {ceil['gmacs']:.1f} GMAC/s.")
-    if out:
-        out_dir = Path(out)
-        out_dir.mkdir(parents=True, exist_ok=True)
+    if written:
+        md_path, json_path, png_path = written
         md = "# spdnn bench\n\n" + B.to_markdown(rows, ceil)
         if rat:
             md += f"\n## Ratios against {reference} (same run)\n\n" + B.ratios_markdown(rat)
-        (out_dir / "bench.md").write_text(md)
-        B.to_json(rows, out_dir / "bench.json", ceiling=ceil, ratios=rat,
+        write_atomic(md_path, md, what="bench report")
+        B.to_json(rows, json_path, ceiling=ceil, ratios=rat,
                   runtime_ratios=B.runtime_ratios(rows))
-        png = B.plot(rows, out_dir / "bench.png")
-        out.print(f"Wrote {out_dir / 'bench.md'}, {out_dir / 'bench.json'}"
-                   + (f", {png}" if png else " (no plot: matplotlib is not installed)"))
+        png = B.plot(rows, png_path)
+        out.print(f"Wrote {md_path}, {json_path}"
+                  + (f", {png}" if png else " (no plot: matplotlib is not installed)"))
 
 
 def _rows_table(rows) -> Table:
