@@ -177,12 +177,14 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", prefer: str = B
         state = torch.load(file, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         text = str(exc)
-        if "Weights only load failed" in text or "Unsupported global" in text:
+        low = text.lower()  # torch: "Unsupported global: GLOBAL os.system was not an allowed
+        # global" or "Trying to load unsupported GLOBAL posix.system whose module is blocked"
+        if "unsupported global" in low or "unsupported class" in low:
             raise CheckpointError(
                 "refusing to load: the file holds objects other than tensors and plain "
                 "containers, and unpickling them could run code", file=str(file),
                 hint="only checkpoints written by this version of spdnn can be loaded") from None
-        raise CheckpointError(f"not a readable checkpoint (corrupt: {_short(text)})",
+        raise CheckpointError("not a readable checkpoint (corrupt pickle data)",
                               file=str(file), hint="use another checkpoint") from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError,
             AttributeError, TypeError, MemoryError) as exc:

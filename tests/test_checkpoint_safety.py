@@ -98,9 +98,9 @@ def _bad_file(kind: str, real: Path, dest: Path, marker: Path) -> None:
 
 KINDS = ["crafted", "truncated", "random", "empty", "foreign", "old_format"]
 SAYS = {"crafted": "refusing to load", "truncated": "not a readable checkpoint",
-        "random": "", "empty": "empty", "foreign": "not a checkpoint written by 'spdnn train'",
+        "random": "not a readable checkpoint", "empty": "empty", "foreign": "not a checkpoint written by 'spdnn train'",
         "old_format": "format 1 is not supported"}
-"""What each message says (random bytes: whatever spdnn.io makes of them)."""
+"""What each message says."""
 COMMANDS = ["train", "evaluate", "predict", "export", "bench"]
 
 

@@ -284,7 +284,9 @@ def test_thesis_table_choices():
         "dcgan/cifar10_discriminator.yaml": "sigmoid", "dcgan/cifar10_classifier.yaml": "softmax",
         "vac/celeba_classifier_128.yaml": "sigmoid", "vac/celeba_classifier_48.yaml": "sigmoid",
         "var/regressor.yaml": "tanh", "var/regressor_code.yaml": "tanh",
-        "aspect/landmark_generator.yaml": "sigmoid"}
+        "aspect/landmark_generator.yaml": "sigmoid",
+        # the trainer's 8x8 example: a sigmoid image, and a logit for BCE-with-logits
+        "dcgan/digits_generator.yaml": "sigmoid", "dcgan/digits_discriminator.yaml": "none"}
 
 
 def test_cifar_discriminator_noise_and_minibatch_layer():
