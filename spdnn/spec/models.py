@@ -19,11 +19,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from spdnn.ops import OPS, Op
-
-PosInt = Annotated[int, Strict(), Field(gt=0)]
+from spdnn.ops.types import PosInt
 
 
 class InputSpec(BaseModel):
