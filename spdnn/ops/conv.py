@@ -2,7 +2,7 @@
 
 Batch norm and activation belong to their convolution (thesis ch. 3.1 step 1: they are not
 separate SPDNN nodes), applied in the order conv -> BN -> activation as in the authors' code
-(architectures.md sec. 1: the conv bias is dropped when BN follows).
+(their public code drops the conv bias when BN follows).
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ class _ConvBase(Op):
 
     def _wrap(self, conv: Call) -> Call:
         """Spectral normalization of the weight (Miyato et al., ICLR 2018, sec. 2.1; as in
-        SPADE's ``spectral*`` norm options, architectures.md sec. 6.2-6.4) when asked."""
+        the ``spectral*`` norm options of NVlabs/SPADE) when asked."""
         if self.spectral_norm:
             return Call("nn.utils.parametrizations.spectral_norm", (conv,))
         return conv
@@ -135,7 +135,7 @@ class Conv2d(_ConvBase):
     only), which keeps ``H' = ceil(H / stride)``. SPDNN structure code: ``kC`` (thesis ch. 3.1).
     ``spectral_norm: true`` divides the weight by its largest singular value
     (``torch.nn.utils.parametrizations.spectral_norm``; Miyato et al., ICLR 2018, sec. 2.1), as
-    in SPADE's generator and discriminator (architectures.md sec. 6.2-6.4): same parameter
+    in SPADE's generator and discriminator (NVlabs/SPADE): same parameter
     count, plus the power-iteration buffers ``u``, ``v`` (eval mode reuses the stored ones).
     ONNX: exports with the default (dynamo) exporter; the TorchScript one (opset < 18) has no
     ``aten::vdot``.

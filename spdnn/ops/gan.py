@@ -2,7 +2,7 @@
 ``MinibatchDiscrimination`` (Salimans et al. 2016).
 
 Both serve the CIFAR-10 discriminator of VAC+GAN (thesis App. H, Table 5: "Gaussian Noise
-sigma = 0.05" after the input and "MBDisc [14]" before the output; architectures.md sec. 3.3:
+sigma = 0.05" after the input and "MBDisc [14]" before the output; the authors' public code:
 Lasagne ``GaussianNoiseLayer(sigma=0.05)`` and a ``MinibatchLayer(50, 30)``). Their torch
 modules are the runtime helpers of :mod:`spdnn.codegen.runtime`.
 """
@@ -26,7 +26,7 @@ class GaussianNoise(Op):
     eval (``module.eval()``, inference, ONNX export): ``y = x``. This is Lasagne's
     ``GaussianNoiseLayer`` (deterministic pass = identity), used as the first layer of the
     VAC+GAN CIFAR-10 discriminator with ``sigma = 0.05`` (thesis App. H, Table 5;
-    architectures.md sec. 3.3), a common GAN regulariser (instance noise).
+    the authors' public code), a common GAN regulariser (instance noise).
 
     Params: ``sigma`` (>= 0, default 0.05; 0 is the identity). Shapes unchanged; no parameters,
     no MACs counted (one multiply-add per element while training).
@@ -59,8 +59,8 @@ class MinibatchDiscrimination(Op):
       paper; it adds exactly 1);
     * output ``concat(x_i, o(x_i))``.
 
-    Options matching the authors' Lasagne layer (VAC+GAN CIFAR-10 code, architectures.md
-    sec. 3.3, itself OpenAI's improved-GAN ``MinibatchLayer``): ``exclude_self`` sums over
+    Options matching the authors' Lasagne layer (VAC+GAN CIFAR-10 code, itself OpenAI's
+    improved-GAN ``MinibatchLayer``): ``exclude_self`` sums over
     ``j != i`` only (that code adds 1e6 to the diagonal distance; here the exact 1 is
     subtracted); ``bias`` adds a learned per-kernel bias ``b`` (B values) to ``o``;
     ``weight_norm`` reparameterises ``T = V * exp(s) / ||V||`` with the norm taken per column

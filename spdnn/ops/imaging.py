@@ -2,8 +2,8 @@
 ``Anscombe`` / ``InverseAnscombe`` (variance stabilization of Poisson-Gaussian noise) and
 ``InverseFilter`` (the FFT least-squares step of half-quadratic splitting).
 
-They serve seed 003 (Dirty Pixels, Diamond et al.: Poisson-Gaussian image formation with a
-PSF, generalized Anscombe transform, unrolled HQS) and seed 000 (Generative Sensing, Karam et
+They serve Dirty Pixels (Diamond et al.: Poisson-Gaussian image formation with a
+PSF, generalized Anscombe transform, unrolled HQS) and Generative Sensing (Karam et
 al.: Gaussian blur levels). All are ``rider`` ops: in SPDNN labelling they ride along the
 edge they sit on (FixedConv2d is a spatial convolution, but a fixed one: no SPDNN node); their
 torch modules are the runtime helpers of :mod:`spdnn.codegen.runtime` (:attr:`Op.helpers`).
@@ -22,7 +22,7 @@ from spdnn.ops.types import PosInt
 
 def gaussian_size(sigma: float) -> int:
     """Kernel size for a Gaussian of standard deviation ``sigma``, after Generative Sensing
-    (seed 000, sec. 4: "the size of the blur kernel is set to 4 times the blur standard
+    (Karam et al., sec. 4: "the size of the blur kernel is set to 4 times the blur standard
     deviation sigma_b"). A centred kernel needs an odd size, so spdnn takes the radius
     ``2 sigma`` rounded to the nearest integer: ``size = 2 * round(2 sigma) + 1``, i.e.
     ``4 sigma + 1`` for the paper's integer levels sigma_b in {0, .., 6} (1, 5, 9, .., 25;
@@ -95,8 +95,8 @@ class FixedConv2d(_PsfOp):
     """A fixed, non-trainable depthwise convolution: one 2-D kernel (a lens PSF or a Gaussian
     blur) applied to every channel, output the same size.
 
-    Sources: the PSF of Dirty Pixels (seed 003, sec. 3.1: ``y = k * x`` before noise); the
-    Gaussian blur levels of Generative Sensing (seed 000, sec. 4: sigma_b in {0..6}, kernel
+    Sources: the PSF of Dirty Pixels (Diamond et al., sec. 3.1: ``y = k * x`` before noise); the
+    Gaussian blur levels of Generative Sensing (Karam et al., sec. 4: sigma_b in {0..6}, kernel
     size 4 sigma_b; see :func:`gaussian_size` for the odd-size rule).
 
     Params: ``kernel`` (a square 2-D list, used as given) or ``gaussian: {sigma, size}``
@@ -168,7 +168,7 @@ class Anscombe(_AnscombeBase):
 
     For data ``z = gain * p + n``, ``p ~ Poisson(x / gain)``, ``n ~ N(mu, sigma^2)``
     (Makitalo & Foi, "Optimal inversion of the generalized Anscombe transformation for
-    Poisson-Gaussian noise", IEEE TIP 22(1), 2013), as used by Dirty Pixels (seed 003,
+    Poisson-Gaussian noise", IEEE TIP 22(1), 2013), as used by Dirty Pixels (Diamond et al.,
     sec. 5.4: "we apply the generalized Anscombe transform to the measured image to convert
     the Poisson-Gaussian noise into IID Gaussian noise"; the paper cites the same reference):
 
@@ -192,7 +192,7 @@ class InverseAnscombe(_AnscombeBase):
     """Inverse generalized Anscombe transform, exact unbiased (closed form) or algebraic.
 
     Source: Makitalo & Foi, IEEE TIP 22(1) 2013; the last step of Dirty Pixels' denoising unit
-    (seed 003, sec. 5.4).
+    (Diamond et al., sec. 5.4).
 
     ``method: exact_unbiased`` (default): the closed-form approximation of the exact unbiased
     inverse (Makitalo & Foi 2013; the Poisson terms are from Makitalo & Foi, "A closed-form
@@ -225,7 +225,7 @@ class InverseFilter(_PsfOp):
     """The least-squares step of half-quadratic splitting (HQS) with a known PSF, solved by
     inverse filtering in the Fourier domain.
 
-    Source: Dirty Pixels, seed 003, sec. 5.2 and Algorithm 1 ("Minimizing over x is a
+    Source: Dirty Pixels (Diamond et al.), sec. 5.2 and Algorithm 1 ("Minimizing over x is a
     least-squares problem ... When A is a convolution, [it] can be computed efficiently
     through inverse filtering"; Geman & Yang 1995). The x-update:
 

@@ -2,7 +2,7 @@
 
 Batch norm that belongs to a convolution is the conv's ``batch_norm: true`` option (thesis
 ch. 3.1: it is not a separate SPDNN node); these stand-alone layers are for networks that
-normalize elsewhere, e.g. the parameter-free norms inside SPADE blocks (seed 001, SPADE-SR).
+normalize elsewhere, e.g. the parameter-free norms inside SPADE blocks (SPADE-SR, sec. 3.2).
 They are ``rider`` ops: in SPDNN labelling they ride along the edge they sit on.
 """
 
@@ -56,9 +56,9 @@ class BatchNorm2d(_Norm2d):
     Source: Ioffe & Szegedy, ICML 2015, Algorithm 1.
 
     Shapes: ``(C, H, W) -> (C, H, W)``. Params: ``affine`` (default true: learned scale and
-    shift, ``2*C`` parameters; ``affine: false`` is the parameter-free norm of SPADE, seed 001
-    / architectures.md sec. 6.1), ``eps`` (> 0, default 1e-5), ``momentum`` ([0, 1], default
-    0.1) of the running statistics (buffers, used in eval mode).
+    shift, ``2*C`` parameters; ``affine: false`` is the parameter-free norm of SPADE, as in
+    SPADE-SR and NVlabs/SPADE ``normalization.py``), ``eps`` (> 0, default 1e-5),
+    ``momentum`` ([0, 1], default 0.1) of the running statistics (buffers, used in eval mode).
     """
 
     op: Literal["BatchNorm2d"]
@@ -98,9 +98,9 @@ class SPADE(Op):
     """Spatially-adaptive denormalization of x by a label or heat map s:
     ``norm(x) * (1 + gamma(s)) + beta(s)``.
 
-    Sources: Park et al., CVPR 2019, sec. 3.1, eq. 1; NVlabs/SPADE ``normalization.py``
-    (architectures.md sec. 6.1); the building block of seed 001's SPADE-SR ResBlocks (sec. 3.2,
-    Fig. 3).
+    Sources: Park et al., CVPR 2019, sec. 3.1, eq. 1; NVlabs/SPADE ``normalization.py``; the
+    building block of SPADE-SR's ResBlocks (Low-Resolution Thermal Sensor-Guided Image
+    Synthesis, sec. 3.2, Fig. 3).
 
     Inputs ``[x, segmap]`` (exactly two): ``x`` ``(C, H, W)`` is normalized without parameters
     (``norm: batch`` or ``instance``); ``segmap`` ``(L, h, w)`` (a label map, or SPADE-SR's

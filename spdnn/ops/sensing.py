@@ -1,9 +1,9 @@
 """Layers for selective feature regeneration: ``ChannelSlice`` (a contiguous channel range).
 
-Serves seed 000 (Generative Sensing, Karam et al., sec. 3: generative units are "applied only
+Serves Generative Sensing (Karam et al., sec. 3: generative units are "applied only
 to features ... corresponding to significant" differences, "while leaving all other features
-... unchanged"), built like DeepCorrect (Borkar & Karam, arXiv 1705.02406; architectures.md
-sec. 9.1): the corrected channels are split off a feature map, corrected, and concatenated back
+... unchanged"), built like DeepCorrect (Borkar & Karam, arXiv 1705.02406, and its public
+code): the corrected channels are split off a feature map, corrected, and concatenated back
 with the rest.
 """
 
@@ -21,7 +21,7 @@ from spdnn.ops.types import NonNegInt, PosInt
 class ChannelSlice(Op):
     """A contiguous range of channels, ``x[:, start:stop]`` (a view; no parameters, no MACs).
 
-    Source: Generative Sensing (seed 000, sec. 3) and DeepCorrect (architectures.md sec. 9.1):
+    Source: Generative Sensing (Karam et al., sec. 3) and DeepCorrect (its public code):
     a generative (correction) unit reads only the top-ranked channels of a layer's output and
     the rest pass unchanged; DeepCorrect's code splits the ranked feature map with
     ``x[:, :n]`` / ``x[:, n:]`` Lambda layers. Ranking is data dependent, so a netspec fixes
