@@ -81,7 +81,7 @@ class BlockCall(Call):
 
 def _block_call(op: BlockOp, ins: list) -> BlockCall:
     """The :class:`BlockCall` of block instance ``op`` on input shapes ``ins``."""
-    spec, info = op._info(ins)
+    spec, info = op.shaped_body(ins)
     in_names, idents = layer_identifiers(spec)
     var = dict(in_names)
     subs, plan, fwd = [], [], []

@@ -324,7 +324,12 @@ class BlockOp(Op):
             _BODIES[key] = (spec, info)
         return _BODIES[key]
 
-    def _info(self, ins: list[Shape]):
+    def shaped_body(self, ins: list[Shape]) -> tuple[Netspec, Any]:
+        """``(body netspec, its NetInfo)`` for input shapes ``ins`` (see :meth:`body`).
+
+        Raises:
+            ShapeError: the body does not fit ``ins``, located at this instance.
+        """
         try:
             return self.body(ins)
         except ShapeError as exc:
@@ -333,14 +338,14 @@ class BlockOp(Op):
 
     # -- shape and cost ------------------------------------------------------------------
     def infer_shape(self, ins: list[Shape]) -> Shape:
-        spec, info = self._info(ins)
+        spec, info = self.shaped_body(ins)
         return info.shapes[spec.outputs[0].from_]
 
     def num_params(self, ins: list[Shape], out: Shape) -> int:
-        return self._info(ins)[1].params
+        return self.shaped_body(ins)[1].params
 
     def macs(self, ins: list[Shape], out: Shape) -> int:
-        return self._info(ins)[1].macs
+        return self.shaped_body(ins)[1].macs
 
     # -- torch ---------------------------------------------------------------------------
     def module(self, ins: list[Shape], out: Shape) -> BlockInstance:
@@ -493,7 +498,7 @@ class BlockInstance(Call):
 
     def children(self) -> list[Call]:
         """The module calls of the body's stateful layers."""
-        spec, info = self.op._info(list(self.ins))
+        spec, info = self.op.shaped_body(list(self.ins))
         calls = [lay.op.module(list(lay.in_shapes), lay.out_shape) for lay in info.layers]
         return [c for c in calls if c is not None]
 
