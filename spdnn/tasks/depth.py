@@ -40,16 +40,16 @@ class DepthTask(ImageToMapTask):
     def datasets(self):
         d = self.recipe.data
         if d.source == "motorcycle":
-            return (MotorcycleDepthDataset("train", n=d.train_size, seed=d.seed),
-                    MotorcycleDepthDataset("val", n=d.val_size, seed=d.seed))
+            return (MotorcycleDepthDataset("train", n=d.train_size, seed=d.seed, cache=d.cache),
+                    MotorcycleDepthDataset("val", n=d.val_size, seed=d.seed, cache=d.cache))
         if d.source == "synthetic":
-            return (SyntheticDepthDataset(d.train_size, seed=d.seed),
-                    SyntheticDepthDataset(d.val_size, seed=d.seed + 10_000))
+            return (SyntheticDepthDataset(d.train_size, seed=d.seed, cache=d.cache),
+                    SyntheticDepthDataset(d.val_size, seed=d.seed + 10_000, cache=d.cache))
         if d.source == "kitti":
             if not d.root:
                 raise SpdnnError("data.source 'kitti' needs data.root", field="data.root",
                                  hint="point it at the KITTI 2015 stereo folder (training/image_2, ...)")
-            return split_dataset(KittiDepthDataset(d.root),
+            return split_dataset(KittiDepthDataset(d.root, cache=d.cache),
                                  float(d.options.get("val_fraction", 0.2)), d.seed)
         raise SpdnnError(f"unknown depth data source '{d.source}'", field="data.source",
                          hint="use motorcycle, synthetic or kitti")

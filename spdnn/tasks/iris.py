@@ -40,13 +40,16 @@ class IrisTask(ImageToMapTask):
         opts = dict(d.options)
         if d.source == "synthetic":
             degrade = bool(opts.pop("degrade", True))
-            return (SyntheticIrisDataset(d.train_size, seed=d.seed, degrade=degrade),
-                    SyntheticIrisDataset(d.val_size, seed=d.seed + 10_000, degrade=degrade))
+            return (SyntheticIrisDataset(d.train_size, seed=d.seed, degrade=degrade,
+                                         cache=d.cache),
+                    SyntheticIrisDataset(d.val_size, seed=d.seed + 10_000, degrade=degrade,
+                                         cache=d.cache))
         if d.source == "folder":
             if not d.root:
                 raise SpdnnError("data.source 'folder' needs data.root", field="data.root",
                                  hint="point it at a folder with images/ and masks/")
-            ds = IrisFolderDataset(d.root, degrade=bool(opts.get("degrade", False)), seed=d.seed)
+            ds = IrisFolderDataset(d.root, degrade=bool(opts.get("degrade", False)), seed=d.seed,
+                                   cache=d.cache)
             return split_dataset(ds, float(opts.get("val_fraction", 0.2)), d.seed)
         raise SpdnnError(f"unknown iris data source '{d.source}'", field="data.source",
                          hint="use synthetic or folder")

@@ -69,6 +69,9 @@ class DataSpec(_Strict):
     num_workers: int = Field(default=0, ge=0, le=64)
     """DataLoader worker processes that prepare batches beside the training loop (0: in the
     loop). Each worker is seeded from the recipe seed, so exact resume holds either way."""
+    cache: bool | None = None
+    """Keep every prepared item in shared memory after its first use (items are bit-identical
+    to uncached ones; :mod:`spdnn.data.cache`). ``None``: on while the cache fits in 1 GiB."""
     options: dict[str, Any] = Field(default_factory=dict)
 
 
