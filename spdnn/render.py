@@ -1,7 +1,7 @@
 """Graphviz diagrams of netspecs and of every SPDNN merge stage (thesis ch. 3.1, Figs. 3.2-3.5;
 depth paper App. A, Figs. 13-22).
 
-Views (see :data:`VIEWS`):
+Views (see :data:`VIEWS`, named in :mod:`spdnn.choices`):
 
 * :func:`netspec_diagram` -- every layer of a network (pooling, concat, ... included), as the
   network drawings on the left of thesis Fig. 3.2;
@@ -24,10 +24,8 @@ break the DOT source.
 from __future__ import annotations
 
 import html
-import os
 import shutil
 import subprocess
-import tempfile
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -35,9 +33,11 @@ from typing import Any
 import graphviz
 import networkx as nx
 
+from spdnn.choices import DEFAULT_RULE, FORMATS, VIEWS, DistanceRule
 from spdnn.errors import ShapeError, SpdnnError
-from spdnn.graph import format_label, parent_graph
-from spdnn.graph.merge import MergeResult
+from spdnn.graph.label import format_label
+from spdnn.graph.merge import MergeResult, parent_graph
+from spdnn.io import write_atomic
 from spdnn.ops.base import Op
 from spdnn.shapes import NetInfo, infer
 from spdnn.spec import Netspec
@@ -46,25 +46,6 @@ from spdnn.spec.blocks import BlockOp
 __all__ = ["FORMATS", "VIEWS", "build_view", "contracted_diagram", "forward_diagram",
            "labelled_diagram", "netspec_diagram", "op_summary", "parallel_diagram", "save",
            "side_by_side"]
-
-VIEWS: dict[str, str] = {
-    "netspec": "every layer of the network (pooling, concat, ... included) with op, kernel, "
-               "channels, output shape and parameters",
-    "labels": "the SPDNN graph of the network: compute nodes with their (structure, distance "
-              "from input) label, pooling/unpooling on the edges (thesis Fig. 3.2)",
-    "parallel": "the parents in parallel sharing one input and one output node, forward "
-                "labels; nodes that merge share a colour (thesis Fig. 3.3 left, depth Fig. 21)",
-    "forward": "the graph after the first contraction (equal forward labels merged; "
-               "thesis Fig. 3.3 right)",
-    "contracted": "the final contracted graph: one node per merged layer with its letter, "
-                  "(structure, distance to output) and number of parent layers (depth Fig. 22)",
-    "side-by-side": "the parents (compact) next to the merged graph",
-}
-"""View name -> one-line description (the CLI's ``--view`` choices)."""
-
-FORMATS: dict[str, str | None] = {".svg": "svg", ".png": "png", ".pdf": "pdf",
-                                  ".dot": None, ".gv": None}
-"""File suffix -> graphviz output format (``None``: the DOT source itself)."""
 
 FONT = "Helvetica"
 _MAX_NAME = 48
@@ -557,12 +538,14 @@ def side_by_side(result: MergeResult, rankdir: str = "LR") -> graphviz.Digraph:
 
 
 def build_view(view: str, obj: Netspec | MergeResult, rankdir: str = "LR",
-               expand_blocks: bool = False) -> graphviz.Digraph:
+               expand_blocks: bool = False, distance: DistanceRule = DEFAULT_RULE
+               ) -> graphviz.Digraph:
     """The diagram named ``view`` (a key of :data:`VIEWS`) of a netspec or a merge result.
 
     ``netspec`` and ``labels`` take a :class:`Netspec` (a :class:`MergeResult` gives its merged
     netspec); the other views need a :class:`MergeResult`. ``expand_blocks`` draws block
-    instances open in the ``netspec`` view.
+    instances open in the ``netspec`` view; ``distance`` is the labelling rule of ``labels``
+    (a merge result was labelled with its own).
 
     Raises:
         SpdnnError: unknown view, or a merge view asked of a single netspec.
@@ -573,7 +556,8 @@ def build_view(view: str, obj: Netspec | MergeResult, rankdir: str = "LR",
         spec = obj.spec if isinstance(obj, MergeResult) else obj
         if view == "netspec":
             return netspec_diagram(spec, rankdir=rankdir, expand_blocks=expand_blocks)
-        return labelled_diagram(parent_graph(spec), rankdir=rankdir)
+        return labelled_diagram(parent_graph(spec, rule=distance), title=spec.name,
+                                rankdir=rankdir)
     if not isinstance(obj, MergeResult):
         raise SpdnnError(f"the {view!r} view shows a merge",
                          hint="give several netspecs to merge, or use --view netspec or labels")
@@ -585,12 +569,6 @@ def build_view(view: str, obj: Netspec | MergeResult, rankdir: str = "LR",
 # --------------------------------------------------------------------------------------------
 # output
 # --------------------------------------------------------------------------------------------
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def save(dot: graphviz.Digraph, path: str | Path) -> Path:
     """Write a diagram; the format follows the suffix (``.svg``, ``.png``, ``.pdf``, ``.dot``,
     ``.gv``). DOT source needs no Graphviz install; the others run the ``dot`` program.
@@ -627,19 +605,5 @@ def save(dot: graphviz.Digraph, path: str | Path) -> Path:
             err = exc.stderr.decode("utf-8", "replace") if isinstance(exc.stderr, bytes) else exc.stderr
             raise SpdnnError(f"Graphviz could not render the diagram: {(err or '').strip()}",
                              file=str(path), hint="write .dot to inspect the source") from None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.chmod(tmp, 0o666 & ~_umask())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-    except OSError as exc:
-        raise SpdnnError(f"cannot write the diagram: {exc.strerror or exc}", file=str(path),
-                         hint="check that the folder exists and is writable") from None
+    write_atomic(path, data, what="diagram")
     return path

@@ -286,7 +286,7 @@ def test_thesis_table_choices():
         "var/regressor.yaml": "tanh", "var/regressor_code.yaml": "tanh",
         "aspect/landmark_generator.yaml": "sigmoid",
         # the trainer's 8x8 example: a sigmoid image, and a logit for BCE-with-logits
-        "dcgan/digits_generator.yaml": "sigmoid", "dcgan/digits_discriminator.yaml": "none"}
+        "dcgan/digits_generator.yaml": "sigmoid", "dcgan/digits_discriminator.yaml": None}
 
 
 def test_cifar_discriminator_noise_and_minibatch_layer():

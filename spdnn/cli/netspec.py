@@ -16,14 +16,19 @@ from typing import Annotated
 import typer
 
 from spdnn import __version__
+from spdnn.choices import BUDGET_MODES, DEFAULT_RULE, DISTANCE_RULES, VIEWS
 from spdnn.cli.console import out
 from spdnn.errors import SpdnnError
 from spdnn.io import check_outputs, write_atomic
 
 
-class Distance(str, Enum):
-    longest = "longest"
-    shortest = "shortest"
+def _choices(name: str, names) -> type[Enum]:
+    """A ``str`` enum of option values (``side-by-side`` -> member ``side_by_side``)."""
+    return Enum(name, {n.replace("-", "_"): n for n in names}, type=str)
+
+
+Distance = _choices("Distance", DISTANCE_RULES)
+View = _choices("View", VIEWS)
 
 
 def _load(path: Path):
@@ -34,23 +39,21 @@ def _load(path: Path):
 
 def _merge(parents: list[Path], params: str, distance: Distance, head_kernel: int | None,
            name: str | None):
-    from spdnn.graph import merge, parse_params
+    from spdnn.graph import merge_files
 
-    specs = [_load(p) for p in parents]
-    return merge(specs, params=parse_params(params), distance=distance.value,
-                 head_kernel=head_kernel, name=name)
+    return merge_files(parents, params=params, distance=distance.value, head_kernel=head_kernel,
+                       name=name)
 
 
 ParamsOpt = Annotated[str, typer.Option(
     "--params", "-p",
-    help="Channel budget for the merged network: 'like-each' (mean of the parents' parameter "
-         "counts, the paper's choice), 'largest', 'sum', 'keep' (widest parent width of every "
-         "merged layer, no scaling) or a number such as 250k or 1.1M.")]
+    help="Channel budget for the merged network: "
+         + "; ".join(f"'{k}': {v}" for k, v in BUDGET_MODES.items())
+         + "; or a parameter count such as 250k or 1.1M.")]
 DistanceOpt = Annotated[Distance, typer.Option(
     "--distance",
-    help="Labelling distance rule. 'longest' (default) reproduces the authors' published iris "
-         "network and can never close a cycle; 'shortest' is ch. 3.1's literal wording and "
-         "skips (and reports) merges that would.")]
+    help="Labelling distance rule: " + "; ".join(f"'{k}': {v}" for k, v in DISTANCE_RULES.items())
+         + ".")]
 HeadOpt = Annotated[int | None, typer.Option(
     "--head-kernel", min=1,
     help="Kernel size of the shared output head used when several layers reach the output "
@@ -62,7 +65,7 @@ def merge(
     output: Annotated[Path | None, typer.Option("-o", "--output",
                                                    help="Write the merged netspec here.")] = None,
     params: ParamsOpt = "like-each",
-    distance: DistanceOpt = Distance.longest,
+    distance: DistanceOpt = Distance(DEFAULT_RULE),
     head_kernel: HeadOpt = None,
     name: Annotated[str | None, typer.Option(help="Name of the merged network.")] = None,
     report: Annotated[Path | None, typer.Option(help="Also write the report as markdown.")] = None,
@@ -144,15 +147,6 @@ def compile_(
         sys.stdout.write(src)
 
 
-class View(str, Enum):
-    netspec = "netspec"
-    labels = "labels"
-    parallel = "parallel"
-    forward = "forward"
-    contracted = "contracted"
-    side_by_side = "side-by-side"
-
-
 class RankDir(str, Enum):
     LR = "LR"
     TB = "TB"
@@ -163,13 +157,10 @@ def render(
     output: Annotated[Path, typer.Option("-o", "--output",
                                          help="Diagram file: .svg, .png, .pdf or .dot.")],
     view: Annotated[View | None, typer.Option(
-        help="netspec: every layer; labels: the SPDNN graph with (structure, distance) labels; "
-             "parallel: parents side by side sharing input and output; forward: after the "
-             "forward contraction; contracted: the final graph with letters A, B, C...; "
-             "side-by-side: parents and the merged network. Default: netspec for one file, "
-             "contracted for several.")] = None,
+        help="; ".join(f"{k}: {v}" for k, v in VIEWS.items())
+             + ". Default: netspec for one file, contracted for several.")] = None,
     params: ParamsOpt = "like-each",
-    distance: DistanceOpt = Distance.longest,
+    distance: DistanceOpt = Distance(DEFAULT_RULE),
     head_kernel: HeadOpt = None,
     expand_blocks: Annotated[bool, typer.Option(
         "--expand-blocks/--collapse-blocks",
@@ -186,24 +177,17 @@ def render(
     """
     check_outputs(files, [output])
     from spdnn import render as R
-    from spdnn.graph import parent_graph
 
     view = view or (View.netspec if len(files) == 1 else View.contracted)
     if view in (View.netspec, View.labels):
         if len(files) != 1:
             raise SpdnnError(f"--view {view.value} draws one netspec, got {len(files)} files",
                              hint="use --view parallel/contracted/side-by-side for several")
-        s = _load(files[0])
-        if view == View.netspec:
-            dot = R.netspec_diagram(s, expand_blocks=expand_blocks, rankdir=rankdir.value)
-        else:
-            dot = R.labelled_diagram(parent_graph(s, rule=distance.value), title=s.name,
-                                     rankdir=rankdir.value)
+        obj = _load(files[0])
     else:
-        result = _merge(files, params, distance, head_kernel, None)
-        dot = {View.parallel: R.parallel_diagram, View.forward: R.forward_diagram,
-               View.contracted: R.contracted_diagram,
-               View.side_by_side: R.side_by_side}[view](result, rankdir=rankdir.value)
+        obj = _merge(files, params, distance, head_kernel, None)
+    dot = R.build_view(view.value, obj, rankdir=rankdir.value, expand_blocks=expand_blocks,
+                       distance=distance.value)
     path = R.save(dot, output)
     out.print(f"Wrote {path}")
 

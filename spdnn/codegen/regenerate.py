@@ -48,7 +48,7 @@ MERGED: dict[str, tuple[str, dict[str, Any]]] = {
     "depth": ("netspecs/depth/parent_*.yaml", {"params": "keep"}),
 }
 """The merged networks of the papers: ``generators/merged/<name>.py`` is the module of
-``merge([load(p) for p in sorted(root.glob(glob))], **kwargs).spec``."""
+``merge_files(sorted(root.glob(glob)), **kwargs).spec``."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -85,7 +85,7 @@ def merged_spec(name: str, root: Path = ROOT,
         KeyError: ``name`` is not in :data:`MERGED`.
         FileNotFoundError: its glob matches no netspec.
     """
-    from spdnn.graph.merge import merge  # the graph stage is only needed for merged networks
+    from spdnn.graph.merge import merge_files  # the graph stage: only for merged networks
 
     pattern, kwargs = (MERGED if merged is None else merged)[name]
     paths = sorted(root.glob(pattern))
@@ -94,7 +94,7 @@ def merged_spec(name: str, root: Path = ROOT,
     with warnings.catch_warnings():
         # networkx >= 3.5 warns on every WL hash of a directed graph (merge's canonical order)
         warnings.filterwarnings("ignore", message="The hashes produced for directed graphs")
-        return merge([load(p) for p in paths], **kwargs).spec
+        return merge_files(paths, **kwargs).spec
 
 
 # --------------------------------------------------------------------------------------------

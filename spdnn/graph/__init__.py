@@ -28,6 +28,7 @@ from spdnn.graph.merge import (
     Parent,
     check_embedding,
     merge,
+    merge_files,
     parallel_graph,
     parent_graph,
 )
@@ -36,5 +37,5 @@ from spdnn.graph.rebuild import Rebuild
 __all__ = ["BUDGET_MODES", "DEFAULT_RULE", "DISTANCE_RULES", "DistanceRule", "EdgePath",
            "MergeReport", "MergeResult", "ParamsTarget", "Parent", "Rebuild", "SkippedMerge",
            "backward_distances", "check_embedding", "contract", "factor_suffix", "format_label",
-           "forward_distances", "label_backward", "label_forward", "merge", "parallel_graph",
+           "forward_distances", "label_backward", "label_forward", "merge", "merge_files", "parallel_graph",
            "parent_graph", "parse_params", "to_graph"]

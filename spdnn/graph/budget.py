@@ -12,22 +12,11 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
+from spdnn.choices import BUDGET_MODES, ParamsTarget  # noqa: F401
 from spdnn.errors import MergeError, ShapeError
 from spdnn.shapes import NetInfo, infer
 from spdnn.spec.models import Netspec
-
-ParamsTarget = Literal["like-each", "largest", "sum", "keep"] | int
-"""A channel budget: a mode (``like-each``, ``largest``, ``sum``, ``keep``) or a parameter count."""
-
-BUDGET_MODES: dict[str, str] = {
-    "like-each": "the mean of the parents' parameter counts (the thesis's choice, App. A)",
-    "largest": "the largest parent's parameter count",
-    "sum": "the parents' parameter counts together",
-    "keep": "no scaling: every merged layer keeps its widest parent width",
-}
-"""Budget mode -> one-line description (a positive integer is a target count too)."""
 
 _BIG = 256.0  # widths are searched between 1/256 and 256 times the parents'
 

@@ -9,28 +9,14 @@ The distance rule is a choice (``"longest"`` or ``"shortest"`` path): ch. 3.1 li
 of one parent the same label and merging them would close a cycle; the longest-path rule
 reproduces the authors' published network (thesis App. A) and keeps every contraction acyclic,
 because each edge strictly increases the forward (decreases the backward) distance. It is the
-default. This module is the one place that defines the rules (:data:`DISTANCE_RULES`).
+default. The rules are named in :mod:`spdnn.choices` (:data:`DISTANCE_RULES`).
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
 import networkx as nx
 
-DistanceRule = Literal["longest", "shortest"]
-"""A labelling distance rule (see :data:`DISTANCE_RULES`)."""
-
-DISTANCE_RULES: dict[str, str] = {
-    "longest": "longest path from the input (to the output); reproduces the authors' published "
-               "iris network and keeps every contraction acyclic (the default)",
-    "shortest": "shortest path, as thesis ch. 3.1 literally says; a contraction may be skipped "
-                "where it would close a cycle",
-}
-"""Distance rule -> one-line description (the choices of ``spdnn merge --distance``)."""
-
-DEFAULT_RULE: DistanceRule = "longest"
-"""The default distance rule."""
+from spdnn.choices import DEFAULT_RULE, DISTANCE_RULES, DistanceRule  # noqa: F401
 
 
 def needs_cycle_check(rule: DistanceRule) -> bool:

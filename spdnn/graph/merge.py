@@ -178,9 +178,29 @@ def _letters(n: int) -> str:
 # --------------------------------------------------------------------------------------------
 # the merge
 # --------------------------------------------------------------------------------------------
+def merge_files(paths: list, params: ParamsTarget | str = "like-each",
+                distance: DistanceRule = DEFAULT_RULE, head_kernel: int | None = None,
+                name: str | None = None) -> MergeResult:
+    """Load netspec files and merge them: the one "load these files and merge them" of the
+    command line, the recipes, the demo, the benchmarks and the committed generators. Each file
+    is loaded and shape-inferred once (errors name the file and line); ``params`` may also be
+    the text of ``--params`` (``"250k"``, see :func:`~spdnn.graph.budget.parse_params`).
+
+    Raises:
+        SpecError, MergeError: as :func:`spdnn.spec.load_checked` and :func:`merge`.
+    """
+    from spdnn.spec import load_inferred
+
+    loaded = [load_inferred(p) for p in paths]
+    if isinstance(params, str):
+        params = parse_params(params)
+    return merge([s for s, _ in loaded], params=params, distance=distance,
+                 head_kernel=head_kernel, name=name, infos=[i for _, i in loaded])
+
+
 def merge(specs: list[Netspec], params: ParamsTarget = "like-each",
           distance: DistanceRule = DEFAULT_RULE, head_kernel: int | None = None,
-          name: str | None = None) -> MergeResult:
+          name: str | None = None, infos: list[NetInfo] | None = None) -> MergeResult:
     """Merge networks into one SPDNN network.
 
     Args:
@@ -195,6 +215,7 @@ def merge(specs: list[Netspec], params: ParamsTarget = "like-each",
             several layers reach an output). Default: the smallest kernel among the parents'
             output convolutions (3 for the depth parents, as the authors' final model).
         name: the merged network's name (default ``spdnn_merge_of_<parents>``).
+        infos: the parents' shape inference when already known (one per spec).
 
     Returns:
         A :class:`MergeResult`.
@@ -207,7 +228,7 @@ def merge(specs: list[Netspec], params: ParamsTarget = "like-each",
     """
     if not specs:
         raise MergeError("no networks to merge", hint="give at least one netspec")
-    pool = _check_compatible(specs)
+    pool = _check_compatible(specs, infos)
     order = _canonical_order(pool, distance)
     chosen = [pool[i] for i in order]
     parents = [p.spec for p in chosen]
@@ -279,14 +300,14 @@ def _unique_names(names: list[str]) -> list[str]:
     return out
 
 
-def _check_compatible(specs: list[Netspec]) -> list[Parent]:
+def _check_compatible(specs: list[Netspec], known: list[NetInfo] | None = None) -> list[Parent]:
     """Check that the parents can merge and infer each once (in the order the checks need it).
 
     Raises:
         MergeError: a top-level op that is not mergeable, or different inputs or outputs.
         ShapeError: a parent does not infer.
     """
-    infos: dict[int, NetInfo] = {}
+    infos: dict[int, NetInfo] = dict(enumerate(known)) if known else {}
 
     def info(i: int) -> NetInfo:
         if i not in infos:

@@ -22,7 +22,7 @@ from spdnn.spec.models import InputSpec, Netspec, OutputSpec, rebuild_layer_unio
 from spdnn.spec.yaml_io import dump_flow, dump_yaml, line_of, load_yaml, read_yaml
 
 __all__ = ["InputSpec", "Netspec", "OutputSpec", "check_graph", "dump", "example_inputs",
-           "from_data", "load", "load_checked", "loads", "rebuild_layer_union", "spec_hash", "validation_error"]
+           "from_data", "load", "load_checked", "load_inferred", "loads", "rebuild_layer_union", "spec_hash", "validation_error"]
 
 
 def load(path: str | Path) -> Netspec:
@@ -70,17 +70,27 @@ def load_checked(path: str | Path) -> Netspec:
     Raises:
         SpecError: any problem, located in the file.
     """
+    return load_inferred(path)[0]
+
+
+def load_inferred(path: str | Path):
+    """``(netspec, NetInfo)``: :func:`load_checked` that also returns the shape inference, so
+    callers (a merge) need not infer again.
+
+    Raises:
+        SpecError: any problem, located in the file.
+    """
     from spdnn.shapes import infer
 
     data, lines = read_yaml(path)
     spec = from_data(data, file=str(path), lines=lines)
     try:
-        infer(spec, file=str(path))
+        info = infer(spec, file=str(path))
     except SpecError as exc:
         m = re.match(r"layers\[(\d+)\]", exc.field or "")
         raise exc.located(file=str(path),
                           line=line_of(lines, ("layers", int(m.group(1)))) if m else None) from None
-    return spec
+    return spec, info
 
 
 def dump(spec: Netspec, header: str | None = None) -> str:

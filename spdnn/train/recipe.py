@@ -48,6 +48,7 @@ from pydantic import (
     model_validator,
 )
 
+from spdnn.choices import DEFAULT_RULE, DistanceRule
 from spdnn.errors import SpecError
 from spdnn.spec import validation_error
 from spdnn.spec.yaml_io import load_yaml, read_yaml
@@ -104,7 +105,7 @@ class ModelSpec(_Strict):
     netspec: str | None = None
     merge: list[str] | None = None
     params: str = "like-each"
-    distance: Literal["longest", "shortest"] = "longest"
+    distance: DistanceRule = DEFAULT_RULE
     head_kernel: int | None = None
     optim: OptimSpec | None = None
     schedule: ScheduleSpec | None = None
@@ -265,12 +266,12 @@ def netspecs_of(recipe: Recipe) -> dict[str, Any]:
                                 field=f"models.{name}.netspec", hint="name one netspec file")
             out[name] = S.load(paths[0])
             continue
-        from spdnn.graph import merge, parse_params
+        from spdnn.graph import merge_files
 
         paths = [p for pat in m.merge or [] for p in recipe.resolve(pat)]
         label = recipe.name if len(recipe.models) == 1 else f"{recipe.name}_{name}"
-        out[name] = merge([S.load(p) for p in paths], params=parse_params(m.params),
-                          distance=m.distance, head_kernel=m.head_kernel, name=label).spec
+        out[name] = merge_files(paths, params=m.params, distance=m.distance,
+                                head_kernel=m.head_kernel, name=label).spec
     return out
 
 
