@@ -62,6 +62,7 @@ sys.path.insert(0, str(ROOT))
 
 import spdnn.data.depth as data_depth  # noqa: E402
 import spdnn.data.iris as data_iris  # noqa: E402
+from spdnn.runs import trainer_for  # noqa: E402
 from spdnn.train import Trainer, load_recipe  # noqa: E402
 
 RECIPE = ROOT / "recipes/iris_a_merged.yaml"
@@ -80,9 +81,8 @@ def uncached():
 
 
 def make_trainer(recipe, outdir: Path) -> Trainer:
-    """A trainer for ``recipe`` (``Trainer.from_recipe`` where the trainer takes a task)."""
-    build = getattr(Trainer, "from_recipe", Trainer)
-    return build(recipe, outdir=outdir, progress=False)
+    """A trainer for ``recipe`` (its task built first, as ``spdnn train`` does)."""
+    return trainer_for(recipe, outdir=outdir, progress=False)
 
 
 def parse_variant(name: str) -> tuple[bool, int, int]:

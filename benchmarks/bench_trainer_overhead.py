@@ -47,14 +47,10 @@ sys.path.insert(0, str(ROOT))
 from spdnn import spec as S  # noqa: E402
 from spdnn.codegen import build_module  # noqa: E402
 from spdnn.data.iris import SyntheticIrisDataset  # noqa: E402
+from spdnn.runs import trainer_for  # noqa: E402
+from spdnn.tasks import register_task  # noqa: E402
 from spdnn.tasks.iris import IrisTask  # noqa: E402
-from spdnn.train import Trainer  # noqa: E402
 from spdnn.train.recipe import Recipe  # noqa: E402
-
-try:  # the task registry lives in spdnn.tasks (older trees: spdnn.train)
-    from spdnn.tasks import register_task
-except ImportError:  # pragma: no cover
-    from spdnn.train import register_task
 
 NETSPEC = ROOT / "netspecs/iris/appendix_a/parent_2_6x3x3.yaml"
 TRAIN_SIZE, VAL_SIZE = 256, 8
@@ -102,8 +98,7 @@ def trainer_loop(warmup: int, steps: int, batch: int, seed: int, outdir: Path) -
                     optim={"name": "sgd", "lr": LR, "momentum": MOMENTUM, "nesterov": True},
                     batch_size=batch, steps=warmup + steps, eval_every=10**6,
                     checkpoint_every=10**6, log_every=log_every, seed=seed, samples=1)
-    build = getattr(Trainer, "from_recipe", Trainer)  # the trainer takes a task, or a recipe
-    tr = build(recipe, outdir=outdir, progress=True)
+    tr = trainer_for(recipe, outdir=outdir, progress=True)
     tr.run()
     rows = [r for r in tr.history if "samples_per_s" in r and r["step"] > warmup]
     assert sum(log_every for _ in rows) == steps, rows

@@ -19,7 +19,8 @@ import pytest
 import torch
 
 from spdnn.cli import main
-from spdnn.train import Trainer, load_recipe
+from spdnn.runs import trainer_for
+from spdnn.train import load_recipe
 
 NET = """
 name: tiny_iris
@@ -65,7 +66,7 @@ def real_run(tmp_path_factory) -> tuple[Path, Path]:
     recipe = root / "recipe.yaml"
     recipe.write_text(RECIPE)
     run = root / "run"
-    Trainer.from_recipe(load_recipe(recipe), outdir=run, progress=False).run()
+    trainer_for(load_recipe(recipe), outdir=run, progress=False).run()
     assert (run / "last.pt").is_file() and (run / "best.pt").is_file()
     return recipe, run
 

@@ -242,13 +242,14 @@ def test_cli_export(tmp_path: Path, capsys):
 # multi-network checkpoints, outputs that would overwrite inputs
 # --------------------------------------------------------------------------------------------
 def _tiny_dcgan_run(tmp_path: Path) -> Path:
-    from spdnn.train import Trainer, load_recipe
+    from spdnn.runs import trainer_for
+    from spdnn.train import load_recipe
 
     recipe = load_recipe(ROOT / "recipes" / "dcgan_digits.yaml", [
         "steps=2", "batch_size=4", "data.train_size=8", "data.val_size=4", "eval_every=2",
         "checkpoint_every=2", "log_every=1", "samples=4"])
     run = tmp_path / "gan"
-    Trainer.from_recipe(recipe, outdir=run, progress=False).run()
+    trainer_for(recipe, outdir=run, progress=False).run()
     return run
 
 

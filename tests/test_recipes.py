@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from spdnn.train import Trainer, load_recipe
+from spdnn.runs import trainer_for
+from spdnn.train import load_recipe
 from tests.helpers import ROOT
 
 RECIPES = sorted(p for p in (ROOT / "recipes").glob("*.yaml"))
@@ -25,7 +26,7 @@ def test_there_are_recipes_for_every_network_of_the_issue():
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
 def test_recipe_trains_in_small_form(path: Path, tmp_path: Path):
     recipe = load_recipe(path, SMALL)
-    trainer = Trainer.from_recipe(recipe, outdir=tmp_path / recipe.name, progress=False)
+    trainer = trainer_for(recipe, outdir=tmp_path / recipe.name, progress=False)
     final = trainer.run()
     assert trainer.step == 2
     losses = {k: v for k, v in final.items() if k.startswith("val_loss")}  # val_loss, val_loss_d...

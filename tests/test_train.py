@@ -12,6 +12,7 @@ import torch
 
 from spdnn.cli import main
 from spdnn.errors import SpecError
+from spdnn.runs import trainer_for
 from spdnn.train import Trainer, load_recipe
 from tests.helpers import ROOT
 
@@ -45,12 +46,12 @@ def weights(trainer: Trainer) -> dict[str, torch.Tensor]:
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path: Path):
     recipe = load_recipe(tiny_recipe(tmp_path))
-    full = Trainer.from_recipe(recipe, outdir=tmp_path / "full", progress=False)
+    full = trainer_for(recipe, outdir=tmp_path / "full", progress=False)
     final_full = full.run()
-    part = Trainer.from_recipe(recipe, outdir=tmp_path / "part", progress=False, stop_after=5)
+    part = trainer_for(recipe, outdir=tmp_path / "part", progress=False, stop_after=5)
     part.run()
     assert part.step == 5 and (tmp_path / "part" / "last.pt").exists()
-    resumed = Trainer.from_recipe(recipe, outdir=tmp_path / "part", progress=False, resume=True)
+    resumed = trainer_for(recipe, outdir=tmp_path / "part", progress=False, resume=True)
     final_resumed = resumed.run()
     assert resumed.step == 8
     a, b = weights(full), weights(resumed)
@@ -66,16 +67,16 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path: Path):
 def test_an_interruption_changes_nothing_only_if_resumed(tmp_path: Path):
     # sanity check that the previous test can fail: a fresh (not resumed) run differs
     recipe = load_recipe(tiny_recipe(tmp_path))
-    a = Trainer.from_recipe(recipe, outdir=tmp_path / "a", progress=False)
+    a = trainer_for(recipe, outdir=tmp_path / "a", progress=False)
     a.run()
-    b = Trainer.from_recipe(recipe, outdir=tmp_path / "b", progress=False, stop_after=5)
+    b = trainer_for(recipe, outdir=tmp_path / "b", progress=False, stop_after=5)
     b.run()
     assert any(not torch.equal(x, y) for x, y in zip(weights(a).values(), weights(b).values()))
 
 
 def test_run_folder_contents(tmp_path: Path):
     recipe = load_recipe(tiny_recipe(tmp_path))
-    Trainer.from_recipe(recipe, outdir=tmp_path / "run", progress=False).run()
+    trainer_for(recipe, outdir=tmp_path / "run", progress=False).run()
     run = tmp_path / "run"
     for name in ("last.pt", "best.pt", "metrics.csv", "metrics.json", "netspec.yaml",
                  "recipe.yaml", "samples.png", "plots/loss.png", "plots/metrics.png"):

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from spdnn.cli import main
-from spdnn.train import Trainer, load_recipe
+from spdnn.runs import trainer_for
+from spdnn.train import load_recipe
 from tests.helpers import ROOT
 from tests.test_train import tiny_recipe
 
@@ -86,6 +87,6 @@ def test_a_signal_saves_a_checkpoint_and_exits_non_zero(tmp_path: Path, sig, cod
     # and the run continues from there
     recipe = load_recipe(path, ["steps=100000", "log_every=1", "eval_every=100000",
                                 "checkpoint_every=100000"])
-    tr = Trainer.from_recipe(recipe, outdir=run, progress=False, resume=True, stop_after=st["step"] + 2)
+    tr = trainer_for(recipe, outdir=run, progress=False, resume=True, stop_after=st["step"] + 2)
     tr.run()
     assert tr.step == st["step"] + 2

@@ -14,6 +14,7 @@ from torch.utils.data import TensorDataset
 from spdnn.cli import main
 from spdnn.errors import SpecError
 from spdnn.metrics import Metric
+from spdnn.runs import trainer_for, trainer_from_checkpoint
 from spdnn.tasks import build_task, register_task, unregister_task
 from spdnn.train import SupervisedTask, Trainer, load_recipe
 from tests.helpers import ROOT
@@ -61,12 +62,12 @@ def full_state(tr: Trainer) -> dict[str, torch.Tensor]:
 
 def test_two_networks_resume_bit_exactly(tmp_path: Path):
     recipe = load_recipe(gan_recipe(tmp_path))
-    full = Trainer.from_recipe(recipe, outdir=tmp_path / "full", progress=False)
+    full = trainer_for(recipe, outdir=tmp_path / "full", progress=False)
     final_full = full.run()
-    part = Trainer.from_recipe(recipe, outdir=tmp_path / "part", progress=False, stop_after=5)
+    part = trainer_for(recipe, outdir=tmp_path / "part", progress=False, stop_after=5)
     part.run()
     assert part.step == 5
-    resumed = Trainer.from_recipe(recipe, outdir=tmp_path / "part", progress=False, resume=True)
+    resumed = trainer_for(recipe, outdir=tmp_path / "part", progress=False, resume=True)
     final_resumed = resumed.run()
     assert resumed.step == 9
     a, b = full_state(full), full_state(resumed)
@@ -86,7 +87,7 @@ def test_per_model_optimizers_rates_and_counts(tmp_path: Path):
     import json
 
     recipe = load_recipe(gan_recipe(tmp_path), ["models.generator.optim.lr=0.001"])
-    tr = Trainer.from_recipe(recipe, outdir=tmp_path / "run", progress=False)
+    tr = trainer_for(recipe, outdir=tmp_path / "run", progress=False)
     assert tr.optimizers["generator"].param_groups[0]["lr"] == 0.001
     assert tr.optimizers["discriminator"].param_groups[0]["lr"] == 0.0004
     assert set(tr.ema) == {"generator"}
@@ -176,7 +177,7 @@ def test_a_task_from_outside_the_package_trains_and_evaluates(tmp_path: Path, do
         "data: {train_size: 64, val_size: 16}\noptim: {name: sgd, lr: 0.1, momentum: 0.9}\n"
         "batch_size: 16\nsteps: 60\neval_every: 30\nlog_every: 10\nsamples: 2\n")
     assert main(["train", str(tmp_path / "r.yaml"), "-o", str(tmp_path / "run")]) == 0
-    tr = Trainer.from_checkpoint(tmp_path / "run")
+    tr = trainer_from_checkpoint(tmp_path / "run")
     ev = tr.evaluate()
     assert ev["val_mae"] < 0.1 and ev["val_loss"] < 0.02  # it learned y = 2x
     assert main(["evaluate", str(tmp_path / "run")]) == 0
@@ -199,10 +200,10 @@ def test_cuda_amp_trains_and_resumes(tmp_path: Path, which: str):
         over = ["device=cuda", "amp=true", "steps=6", "batch_size=4", "data.train_size=16",
                 "data.val_size=4", "eval_every=3", "checkpoint_every=2", "log_every=1", "samples=2"]
     recipe = load_recipe(path, over)
-    part = Trainer.from_recipe(recipe, outdir=tmp_path / "run", progress=False, stop_after=3)
+    part = trainer_for(recipe, outdir=tmp_path / "run", progress=False, stop_after=3)
     assert part.amp and part.device.type == "cuda"
     part.run()
-    resumed = Trainer.from_recipe(recipe, outdir=tmp_path / "run", progress=False, resume=True)
+    resumed = trainer_for(recipe, outdir=tmp_path / "run", progress=False, resume=True)
     final = resumed.run()
     assert resumed.step == resumed.total_steps
     assert resumed.scaler.get_scale() > 0

@@ -145,12 +145,13 @@ def _train(root: Path, outdir: Path, console: Console) -> dict:
     """Train the merged iris network briefly on synthetic degraded eyes; print its metrics."""
     from rich.table import Table
 
-    from spdnn.train import Trainer, load_recipe
+    from spdnn.runs import trainer_for
+    from spdnn.train import load_recipe
 
     recipe = load_recipe(root / "recipes/iris_a_merged.yaml", DEMO_TRAIN)
     console.print(f"  recipe recipes/iris_a_merged.yaml with {' '.join('--set ' + o for o in DEMO_TRAIN)}")
     console.print("  (the full comparison: spdnn compare recipes/iris_a_*.yaml)")
-    trainer = Trainer.from_recipe(recipe, outdir=outdir / "train", console=console)
+    trainer = trainer_for(recipe, outdir=outdir / "train", console=console)
     t0 = time.perf_counter()
     metrics = trainer.run()
     table = Table(title=f"validation after {trainer.step} steps ({time.perf_counter() - t0:.0f} s; "

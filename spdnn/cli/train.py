@@ -37,10 +37,11 @@ def register(app: typer.Typer) -> None:
 
         Distributed: torchrun --nproc_per_node 2 -m spdnn train RECIPE
         """
-        from spdnn.train import Trainer, load_recipe
+        from spdnn.runs import trainer_for
+        from spdnn.train import load_recipe
 
         r = load_recipe(recipe, set_ or [])
-        trainer = Trainer.from_recipe(r, outdir=output, console=out,
+        trainer = trainer_for(r, outdir=output, console=out,
                                       resume="auto" if resume_or_start else resume)
         t0 = time.perf_counter()
         final = trainer.run()
@@ -56,9 +57,9 @@ def register(app: typer.Typer) -> None:
         set_: SetOpt = None,
     ) -> None:
         """Evaluate a trained model on its recipe's validation data."""
-        from spdnn.train.trainer import Trainer
+        from spdnn.runs import trainer_from_checkpoint
 
-        tr = Trainer.from_checkpoint(checkpoint, set_ or [])
+        tr = trainer_from_checkpoint(checkpoint, set_ or [])
         metrics = tr.evaluate()
         out.print(_metrics_table(metrics, title=f"{tr.recipe.name} ({checkpoint})"))
 
@@ -80,9 +81,9 @@ def register(app: typer.Typer) -> None:
         """
         import torch
 
-        from spdnn.train.trainer import Trainer
+        from spdnn.runs import trainer_from_checkpoint
 
-        tr = Trainer.from_checkpoint(checkpoint, [])
+        tr = trainer_from_checkpoint(checkpoint, [])
         models = tr.eval_models()
         for m in models.values():
             m.eval()
@@ -103,7 +104,7 @@ def register(app: typer.Typer) -> None:
         Writes compare.md (params, MACs, every metric, training time) and compare.png.
         Example: spdnn compare recipes/iris_a_*.yaml --set steps=200
         """
-        from spdnn.train.compare import compare_recipes
+        from spdnn.runs import compare_recipes
 
         table = compare_recipes(recipes, set_ or [], output, console=out)
         out.print(table)

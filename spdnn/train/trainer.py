@@ -45,7 +45,7 @@ from spdnn.io import (
     write_atomic,
 )
 from spdnn.spec.yaml_io import dump_yaml
-from spdnn.train.recipe import Recipe, ScheduleSpec
+from spdnn.train.recipe import ScheduleSpec
 from spdnn.train.state import rng_state, seed_everything, set_rng_state
 from spdnn.train.task import Task
 
@@ -101,8 +101,8 @@ class Trainer:
     """Train a task (one or several networks) to the end of its recipe.
 
     Args:
-        task: the task, built with its networks (:func:`spdnn.tasks.build_task`); see
-            :meth:`from_recipe` for the one-call form.
+        task: the task, built with its networks (:func:`spdnn.tasks.build_task`; the one-call
+            forms are :func:`spdnn.runs.trainer_for` and :func:`spdnn.runs.trainer_from_checkpoint`).
         outdir: run folder (default ``recipe.output_dir()``).
         resume: continue from ``outdir/last.pt`` (``True``: it must exist; ``"auto"``: if it
             exists, else start). Recipe fields that differ from the checkpoint's recipe
@@ -190,39 +190,6 @@ class Trainer:
         self.best_metric = recipe.best_metric or task.default_best_metric
         self.best_mode = recipe.best_mode if recipe.best_metric else task.default_best_mode
         self._signal: int | None = None
-
-    @classmethod
-    def from_recipe(cls, recipe: Recipe, **kwargs: Any) -> Trainer:
-        """Build the recipe's task (resolving and merging its netspecs) and a trainer for it."""
-        from spdnn.tasks import build_task
-
-        return cls(build_task(recipe), **kwargs)
-
-    @classmethod
-    def from_checkpoint(cls, path: str | Path, overrides: list[str] | None = None,
-                        prefer: str = BEST, **kwargs: Any) -> Trainer:
-        """A trainer restored from a checkpoint file or run folder: the recipe and the networks
-        come from the checkpoint itself (not from files that may have changed since); ``--set``
-        style ``overrides`` apply to the stored recipe.
-
-        Raises:
-            CheckpointError: the checkpoint is missing, unsafe or corrupt.
-            SpecError: the stored recipe or netspecs do not validate.
-        """
-        from spdnn.io import load_checkpoint
-        from spdnn.tasks import build_task
-        from spdnn.train.recipe import apply_overrides, validate_recipe
-
-        st = load_checkpoint(path, prefer=prefer)
-        file = st["path"]
-        data = apply_overrides(st["recipe"], overrides) if overrides else st["recipe"]
-        recipe = validate_recipe(data, file=f"{file}:recipe")
-        netspecs = {k: S.loads(v, file=f"{file}:netspecs.{k}") for k, v in st["netspecs"].items()}
-        kwargs.setdefault("outdir", Path(file).parent)
-        kwargs.setdefault("progress", False)
-        tr = cls(build_task(recipe, netspecs=netspecs), **kwargs)
-        tr.load_state(st)
-        return tr
 
     def _schedule(self, name: str):
         return self.recipe.model_schedule(name) if name in self.recipe.models else self.recipe.schedule

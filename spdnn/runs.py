@@ -1,20 +1,74 @@
-"""Train several recipes with the same budget and seed and compare them (the thesis claim:
-the SPDNN merge matches or beats the best parent with far fewer parameters than the parents
-together; App. A Figs. 8-9, App. B Table 10)."""
+"""Runs: the layer above the train stage and the task registry.
+
+:mod:`spdnn.train` knows recipes, the :class:`~spdnn.train.Task` interface and the
+:class:`~spdnn.train.Trainer` (which receives a built task and never looks one up);
+:mod:`spdnn.tasks` registers the tasks. This module joins them for the command line, the demo
+and scripts:
+
+* :func:`trainer_for` -- the recipe's task (netspecs loaded and merged once, before training)
+  and a trainer for it;
+* :func:`trainer_from_checkpoint` -- a trainer restored from a checkpoint or a run folder
+  (recipe and networks come from the checkpoint, read with ``weights_only=True``);
+* :func:`train` -- one call;
+* :func:`compare_recipes` -- several recipes with the same budget and seed, one table (the
+  thesis claim: the SPDNN merge matches or beats the best parent with far fewer parameters than
+  the parents together; App. A Figs. 8-9, App. B Table 10).
+"""
 
 from __future__ import annotations
 
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from spdnn.io import write_atomic
+from spdnn.io import BEST, load_checkpoint, write_atomic
 from spdnn.shapes import infer
-from spdnn.train.recipe import load_recipe
+from spdnn.tasks import build_task
+from spdnn.train.recipe import Recipe, apply_overrides, load_recipe, validate_recipe
 from spdnn.train.trainer import Trainer
+
+
+def trainer_for(recipe: Recipe, **kwargs: Any) -> Trainer:
+    """Build the recipe's task (resolving and merging its netspecs) and a trainer for it;
+    ``kwargs`` go to :class:`~spdnn.train.Trainer` (``outdir``, ``resume``, ``console``...).
+
+    Raises:
+        SpdnnError: unknown task, missing or invalid netspecs, merge errors.
+    """
+    return Trainer(build_task(recipe), **kwargs)
+
+
+def trainer_from_checkpoint(path: str | Path, overrides: list[str] | None = None,
+                            prefer: str = BEST, **kwargs: Any) -> Trainer:
+    """A trainer restored from a checkpoint file or run folder (``best.pt`` first): the recipe
+    and the networks come from the checkpoint itself, not from files that may have changed
+    since; ``--set``-style ``overrides`` apply to the stored recipe.
+
+    Raises:
+        CheckpointError: the checkpoint is missing, unsafe or corrupt.
+        SpecError: the stored recipe or netspecs do not validate.
+    """
+    from spdnn import spec as S
+
+    st = load_checkpoint(path, prefer=prefer)
+    file = st["path"]
+    data = apply_overrides(st["recipe"], overrides) if overrides else st["recipe"]
+    recipe = validate_recipe(data, file=f"{file}:recipe")
+    netspecs = {k: S.loads(v, file=f"{file}:netspecs.{k}") for k, v in st["netspecs"].items()}
+    kwargs.setdefault("outdir", Path(file).parent)
+    kwargs.setdefault("progress", False)
+    tr = Trainer(build_task(recipe, netspecs=netspecs), **kwargs)
+    tr.load_state(st)
+    return tr
+
+
+def train(recipe: Recipe, **kwargs: Any) -> dict[str, float]:
+    """Train a recipe to the end; returns the final validation metrics."""
+    return trainer_for(recipe, **kwargs).run()
 
 
 def compare_recipes(paths: list[Path], overrides: list[str], outdir: Path,
@@ -25,7 +79,7 @@ def compare_recipes(paths: list[Path], overrides: list[str], outdir: Path,
     rows = []
     for p in paths:
         r = load_recipe(p, overrides)
-        trainer = Trainer.from_recipe(r, outdir=outdir / r.name, console=console)
+        trainer = trainer_for(r, outdir=outdir / r.name, console=console)
         infos = [infer(s) for s in trainer.netspecs.values()]
         t0 = time.perf_counter()
         final = trainer.run()
