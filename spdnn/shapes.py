@@ -3,21 +3,165 @@
 Shapes exclude the batch axis: ``(C, H, W)`` for feature maps, ``(F,)`` for vectors. MACs are
 multiply-accumulates for one sample; parameters are trainable scalars (batch-norm running
 statistics are buffers and not counted).
+
+Size limits: :func:`infer` refuses a network whose parameters, activations (the values of its
+inputs and of every layer's output, for one sample) or MACs (per sample) pass a limit, naming
+the layer that crosses it, so that a netspec too big to build is refused when it is checked,
+not when a module is built. The defaults (:data:`DEFAULT_LIMITS`: 10^10 parameters, 10^10
+activations, 10^13 MACs) are far above every shipped netspec (AlexNet: 6.1e7 parameters; the
+largest activations, ThermalNet: 1.8e7; the most MACs, IRIS appendix D: 1.4e10). They are set,
+in this order of precedence, by :func:`set_limits` (the ``spdnn --limits`` option), the
+``SPDNN_LIMITS`` environment variable (``params=1e11,activations=2e10,macs=1e14``; keys left out
+keep their defaults) or an explicit ``infer(..., limits=Limits(...))``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import contextlib
+import math
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields, replace
+from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING
 
 import networkx as nx
 
-from spdnn.errors import ShapeError, SpecError
+from spdnn.errors import ShapeError, SpdnnError, SpecError
 from spdnn.ops import OPS
 from spdnn.ops.base import Op, Shape
 
 if TYPE_CHECKING:
     from spdnn.spec.models import Netspec
+
+
+# --------------------------------------------------------------------------------------------
+# size limits
+# --------------------------------------------------------------------------------------------
+LIMITS_ENV = "SPDNN_LIMITS"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The most a network may have; see the module docstring.
+
+    Attributes:
+        params: trainable parameters of the whole network.
+        activations: values of the inputs and of every layer's output, for one sample.
+        macs: multiply-accumulates of the whole network, for one sample.
+    """
+
+    params: int = 10**10
+    activations: int = 10**10
+    macs: int = 10**13
+
+    def text(self) -> str:
+        """``params=1e+10,activations=1e+10,macs=1e+13`` (what :func:`parse_limits` reads)."""
+        return ",".join(f"{f.name}={getattr(self, f.name):.3g}" for f in fields(self))
+
+
+DEFAULT_LIMITS = Limits()
+_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+
+
+class LimitError(ShapeError):
+    """A network passes a size limit (:class:`Limits`)."""
+
+
+def parse_limits(text: str, base: Limits = DEFAULT_LIMITS, what: str = "--limits") -> Limits:
+    """``"params=1e11,activations=2e10,macs=1e14"`` (also ``250k``, ``3M``, ``2G``, ``1T``,
+    ``1_000_000``) on top of ``base``; keys left out keep ``base``'s value.
+
+    Raises:
+        SpdnnError: an unknown key or a value that is not a positive number.
+    """
+    names = [f.name for f in fields(Limits)]
+    out = base
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        key, eq, value = (x.strip() for x in part.partition("="))
+        if not eq or key.lower() not in names:
+            raise SpdnnError(f"bad {what} entry {part[:60]!r}",
+                             hint=f"use KEY=NUMBER with KEY one of {', '.join(names)}, "
+                                  "e.g. params=1e11,macs=1e14")
+        m = re.fullmatch(r"([0-9_.eE+]+)\s*([kKmMgGtT]?)", value)
+        try:
+            n = Decimal(m.group(1).replace("_", "")) * _UNITS[m.group(2).lower()] if m else None
+        except InvalidOperation:
+            n = None
+        if n is None or not n.is_finite() or n < 1 or n.adjusted() > 100:
+            raise SpdnnError(f"bad {what} value {value[:60]!r} for '{key}'",
+                             hint="give a positive number such as 1e11, 250k or 3G")
+        out = replace(out, **{key.lower(): int(n)})
+    return out
+
+
+_override: Limits | None = None
+
+
+def set_limits(limits: Limits | str | None) -> None:
+    """Set the limits of every later :func:`infer` in this process (a :class:`Limits`, or text
+    for :func:`parse_limits` on top of the environment's); ``None`` goes back to
+    ``SPDNN_LIMITS`` / the defaults.
+
+    Raises:
+        SpdnnError: bad text.
+    """
+    global _override
+    if isinstance(limits, str):
+        limits = parse_limits(limits, base=_from_env())
+    _override = limits
+
+
+def _from_env() -> Limits:
+    text = os.environ.get(LIMITS_ENV, "")
+    return parse_limits(text, what=LIMITS_ENV) if text.strip() else DEFAULT_LIMITS
+
+
+def get_limits() -> Limits:
+    """The limits :func:`infer` applies when given none.
+
+    Raises:
+        SpdnnError: ``SPDNN_LIMITS`` is malformed.
+    """
+    return _override if _override is not None else _from_env()
+
+
+@contextlib.contextmanager
+def limits_set(limits: Limits | str) -> Iterator[Limits]:
+    """``with limits_set("params=1e12"): ...``: :func:`set_limits` for a block of code."""
+    global _override
+    before = _override
+    set_limits(limits)
+    try:
+        yield get_limits()
+    finally:
+        _override = before
+
+
+def _raise_to(n: int) -> str:
+    """A round figure above ``n`` to suggest as the new limit (``2e12``)."""
+    e = max(0, len(str(n)) - 1)
+    m = -(-n // 10**e)
+    return f"{m}e{e}" if m < 10 else f"1e{e + 1}"
+
+
+def _check(what: str, total: int, own: int, limit: int, who: str, field_: str | None,
+           file: str | None) -> None:
+    if total <= limit:
+        return
+    unit = {"params": "parameters", "activations": "activation values per sample",
+            "macs": "MACs per sample"}[what]
+    if own > limit:
+        msg = f"{who} alone has {own:,} {unit}, over the limit of {limit:,}"
+    else:
+        msg = (f"{who} ({own:,} {unit}) brings the network to {total:,}, over the limit of "
+               f"{limit:,}")
+    raise LimitError(msg, file=file, field=field_,
+                     hint=f"make it smaller, or raise the limit with spdnn --limits "
+                          f"{what}={_raise_to(total)} or {LIMITS_ENV}={what}={_raise_to(total)}")
 
 
 @dataclass(frozen=True)
@@ -70,14 +214,24 @@ def execution_order(spec: Netspec) -> list[int]:
     return list(nx.lexicographical_topological_sort(g))
 
 
-def infer(spec: Netspec, file: str | None = None) -> NetInfo:
-    """Infer shapes, parameters and MACs of every layer.
+def infer(spec: Netspec, file: str | None = None, limits: Limits | None = None) -> NetInfo:
+    """Infer shapes, parameters and MACs of every layer, within ``limits`` (default:
+    :func:`get_limits`).
 
     Raises:
         ShapeError: a layer cannot take its inputs; the message names the layer, its op, the
             producing layer(s) and their shapes.
+        LimitError: the network passes a size limit; the message names the layer that crosses
+            it and the figures.
     """
+    lim = limits or get_limits()
     shapes: dict[str, Shape] = {i.name: i.shape for i in spec.inputs}
+    total = {"params": 0, "activations": 0, "macs": 0}
+    for k, i in enumerate(spec.inputs):
+        own = math.prod(i.shape)
+        total["activations"] += own
+        _check("activations", total["activations"], own, lim.activations,
+               f"input '{i.name}' of shape {i.shape}", f"inputs[{k}]", file)
     int_inputs = {i.name for i in spec.inputs if i.dtype == "int64"}
     infos: list[LayerInfo] = []
     for idx in execution_order(spec):
@@ -101,6 +255,14 @@ def infer(spec: Netspec, file: str | None = None) -> NetInfo:
         except SpecError:
             raise
         shapes[lay.name] = out
+        figures = {"params": lay.num_params(ins, out), "activations": math.prod(out),
+                   "macs": lay.macs(ins, out)}
+        for what, own in figures.items():
+            total[what] += own
+            who = f"{lay.op_name} layer '{lay.name}'"
+            _check(what, total[what], own, getattr(lim, what),
+                   f"{who} with output {out}" if what == "activations" else who,
+                   f"layers[{idx}]({lay.name})", file)
         infos.append(LayerInfo(lay.name, lay, tuple(srcs), tuple(ins), out,
-                               lay.num_params(ins, out), lay.macs(ins, out)))
+                               figures["params"], figures["macs"]))
     return NetInfo(spec, infos, shapes)

@@ -23,7 +23,7 @@ import pytest
 import torch
 
 import spdnn.spec as S
-from spdnn.errors import ShapeError, SpecError
+from spdnn.errors import ShapeError, SpdnnError, SpecError
 from spdnn.shapes import infer
 from spdnn.spec.yaml_io import read_yaml
 
@@ -66,8 +66,21 @@ CASES: dict[str, Case] = {
     "top_level_list.yaml": Case("load", 1, ("must be a YAML mapping", "got list")),
     "top_level_scalar.yaml": Case("load", 1, ("must be a YAML mapping", "got str")),
     "deeply_nested_lists.yaml": Case("load", None, ()),
-    "alias_bomb.yaml": Case("load", 3, ("unknown field 'l0'",)),
+    "alias_bomb.yaml": Case("load", 7, ("aliases expand to more than 100,000", "'*a3'")),
     "duplicate_key.yaml": Case("load", 9, ("kernel_size",)),
+    "alias_bomb_in_block_params.yaml": Case("load", 11, ("aliases expand to more than",
+                                                         "'*a3'")),
+    "recursive_alias.yaml": Case("load", 6, ("'*loop'", "refers to the node that holds it")),
+    "alias_expands_too_deep.yaml": Case("load", 6, ("more than 64 levels", "'*d' expanded")),
+    "deeply_nested_block_params.yaml": Case("load", 6, ("more than 64 levels",)),
+    "deeply_nested_mappings.yaml": Case("load", 66, ("more than 64 levels",)),
+    "integer_with_5000_digits.yaml": Case("load", 5, ("5001 digits", "too large")),
+    # ---- imports ----------------------------------------------------------------------------
+    "blocks_not_a_mapping_with_imports.yaml": Case("load", 4, ("blocks", "valid dictionary")),
+    "import_path_too_long.yaml": Case("load", 3, ("imports[0]", "cannot be opened",
+                                                  "too long")),
+    "import_path_with_nul.yaml": Case("load", 3, ("imports[0]", "cannot be opened",
+                                                  "null byte")),
     # ---- unsafe tags ------------------------------------------------------------------------
     "python_object_apply_tag.yaml": Case("load", 6, ("not allowed", "python/object/apply")),
     "python_name_tag.yaml": Case("load", 6, ("not allowed", "python/name")),
@@ -108,6 +121,8 @@ CASES: dict[str, Case] = {
     "output_from_missing_layer.yaml": Case("load", 8, ("'c9'", "not a layer")),
     "output_from_the_input.yaml": Case("load", 6, ("'x'", "not a layer")),
     "unused_second_input.yaml": Case("load", None, ("input 'y' is not read",)),
+    "output_named_like_the_input.yaml": Case("load", 6, ("output.name", "'image'",
+                                                         "name of an input")),
     # ---- shapes -----------------------------------------------------------------------------
     "concat_resolution_mismatch.yaml": Case("shape", None, ("'cat'", "(4, 16, 16)", "(4, 8, 8)"),
                                             extra={"layer_line": 8}),
@@ -119,6 +134,18 @@ CASES: dict[str, Case] = {
                                       extra={"layer_line": 6}),
     "pool_larger_than_input.yaml": Case("shape", None, ("'p2'", "kernel_size 8"),
                                         extra={"layer_line": 6}),
+    # ---- size limits (spdnn.shapes.Limits) --------------------------------------------------
+    "huge_out_channels.yaml": Case("shape", None, ("layers[1](c2)", "73,000,000,000 parameters",
+                                                   "limit of 10,000,000,000", "--limits params="),
+                                   extra={"layer_line": 6}),
+    "huge_input.yaml": Case("shape", None, ("inputs[0]", "1,000,000,000,000 activation",
+                                            "--limits activations="), extra={"layer_line": 3}),
+    "huge_linear.yaml": Case("shape", None, ("'fc'", "1,000,001,000,000 parameters",
+                                             "params=2e12"), extra={"layer_line": 5}),
+    "huge_upsample.yaml": Case("shape", None, ("'up'", "activation values"),
+                               extra={"layer_line": 6}),
+    "huge_macs.yaml": Case("shape", None, ("'c1'", "MACs per sample", "macs=4e13"),
+                           extra={"layer_line": 5}),
 }
 
 FILES = sorted(p.name for p in BAD.iterdir() if p.is_file())
@@ -188,7 +215,8 @@ def test_aliases_are_not_expanded_in_the_line_map():
 SUBPROCESS_SAMPLE = {
     "binary_garbage.yaml", "broken_yaml_syntax.yaml", "python_object_apply_tag.yaml",
     "misspelled_op_cnov2d.yaml", "dangling_input_name.yaml", "concat_resolution_mismatch.yaml",
-    "control_characters.yaml", "deeply_nested_lists.yaml",
+    "control_characters.yaml", "deeply_nested_lists.yaml", "alias_bomb_in_block_params.yaml",
+    "huge_linear.yaml", "import_path_too_long.yaml",
 }
 SUBPROCESS_FILES = FILES if os.environ.get("SPDNN_CLI_ALL") else sorted(SUBPROCESS_SAMPLE)
 
@@ -352,3 +380,222 @@ def test_cycle_message_does_not_depend_on_the_hash_seed():
         msgs = list(pool.map(lambda s: _message_with_seed("cycle_between_layers.yaml", s), (0, 2)))
     assert "cycle" in msgs[0]
     assert msgs[0] == msgs[1]
+
+
+# --------------------------------------------------------------------------------------------
+# hostile YAML is refused fast, before anything is expanded
+# --------------------------------------------------------------------------------------------
+def _nest(kind: str, n: int) -> str:
+    if kind == "flow":
+        return "name: deep\ndescription: " + "[" * n + "]" * n + "\n"
+    if kind == "flow-lines":
+        return "name: deep\ndescription: " + "[\n" * n
+    if kind == "mappings":
+        return "name: deep\nd:\n" + "".join(" " * i + "a:\n" for i in range(1, n))
+    return "name: deep\nd:\n" + "".join(" " * i + "-\n" for i in range(1, n))
+
+
+@pytest.mark.parametrize("kind,n", [("flow", 1000), ("flow", 5000), ("flow", (1 << 19) - 20),
+                                    ("flow-lines", (1 << 19) - 20), ("mappings", 1400),
+                                    ("sequences", 1400)])
+def test_deep_nesting_is_refused_in_well_under_a_fifth_of_a_second(kind, n):
+    import time
+
+    from spdnn.spec.yaml_io import MAX_DEPTH, load_yaml
+
+    text = _nest(kind, n)
+    assert len(text) < 1 << 20
+    t0 = time.perf_counter()
+    with pytest.raises(SpecError, match=f"more than {MAX_DEPTH} levels"):
+        load_yaml(text, file="deep.yaml")
+    assert time.perf_counter() - t0 < 0.2
+
+
+@pytest.mark.parametrize("name", ["alias_bomb.yaml", "alias_bomb_in_block_params.yaml"])
+def test_alias_bombs_are_refused_in_well_under_a_second(name):
+    import time
+
+    t0 = time.perf_counter()
+    with pytest.raises(SpecError, match="aliases expand"):
+        S.load(BAD / name)
+    assert time.perf_counter() - t0 < 0.5
+
+
+def test_reasonable_aliases_still_load():
+    anchored = ("name: n\ninput: {channels: 1, height: 8, width: 8}\nlayers:\n"
+                "  - &c {name: c0, op: Conv2d, kernel_size: 3, out_channels: 2, padding: same}\n"
+                "  - {<<: *c, name: c1}\n  - {<<: *c, name: c2}\n")
+    spec = S.loads(anchored)
+    assert [lay.name for lay in spec.layers] == ["c0", "c1", "c2"]
+    assert spec.layers[2].kernel_size == 3
+
+
+def test_block_data_built_in_python_is_held_to_the_depth_limit():
+    deep: object = 1
+    for _ in range(300):
+        deep = [deep]
+    data = {"name": "n", "input": {"channels": 1, "height": 4, "width": 4},
+            "blocks": {"B": {"params": {"p": deep}, "layers": [{"name": "r", "op": "ReLU"}]}},
+            "layers": [{"name": "b", "op": "B"}]}
+    with pytest.raises(SpecError, match="nests more than 200 levels") as info:
+        S.from_data(data, file="api")
+    assert info.value.field.startswith("blocks.B.params.p[0]")
+
+
+def test_nested_blocks_cannot_nest_their_arguments_past_the_limit():
+    text = "name: n\ninput: {channels: 1, height: 4, width: 4}\nblocks:\n"
+    deep = "[" * 55 + "$p" + "]" * 55
+    for i in range(6):
+        inner = f"{{name: r, op: B{i - 1}, p: {deep}}}" if i else "{name: r, op: ReLU}"
+        text += f"  B{i}:\n    params: {{p: 1}}\n    layers:\n      - {inner}\n"
+    text += "layers:\n  - {name: b, op: B5}\n"
+    with pytest.raises(SpecError, match="nests more than 200 levels"):
+        S.loads(text)
+
+
+def test_a_file_larger_than_the_cap_is_refused(tmp_path):
+    from spdnn.spec.yaml_io import MAX_FILE_BYTES
+
+    big = tmp_path / "big.yaml"
+    big.write_text("name: n\ndescription: '" + "x" * MAX_FILE_BYTES + "'\n")
+    with pytest.raises(SpecError, match="larger than 1 MiB"):
+        read_yaml(big)
+    if Path("/dev/zero").exists():
+        with pytest.raises(SpecError, match="larger than"):
+            read_yaml("/dev/zero")
+
+
+def test_windows_line_ends_still_read(tmp_path):
+    p = tmp_path / "crlf.yaml"
+    src = (ROOT / "netspecs/iris/appendix_a/parent_2_6x3x3.yaml").read_text()
+    p.write_bytes(src.replace("\n", "\r\n").encode())
+    assert S.load(p) == S.load(ROOT / "netspecs/iris/appendix_a/parent_2_6x3x3.yaml")
+
+
+# --------------------------------------------------------------------------------------------
+# size limits
+# --------------------------------------------------------------------------------------------
+def test_every_shipped_netspec_is_far_inside_the_default_limits():
+    import math
+
+    from spdnn.shapes import DEFAULT_LIMITS
+    from spdnn.spec.blocks import netspec_paths
+
+    paths = netspec_paths(ROOT / "netspecs")
+    assert len(paths) >= 40
+    for p in paths:
+        spec, info = S.load_inferred(p)
+        acts = sum(math.prod(i.shape) for i in spec.inputs) + sum(
+            math.prod(lay.out_shape) for lay in info.layers)
+        assert info.params * 100 < DEFAULT_LIMITS.params, p
+        assert info.macs * 100 < DEFAULT_LIMITS.macs, p
+        assert acts * 100 < DEFAULT_LIMITS.activations, p
+
+
+def test_limits_python_api():
+    from spdnn.shapes import LimitError, Limits, get_limits, limits_set, parse_limits
+
+    spec = S.load(BAD / "huge_linear.yaml")
+    with pytest.raises(LimitError, match="'fc' alone has 1,000,001,000,000 parameters"):
+        infer(spec)
+    assert infer(spec, limits=Limits(params=10**13)).params == 1_000_001_000_000
+    with limits_set("params=1e13"):
+        assert get_limits().params == 10**13
+        assert infer(spec).params == 1_000_001_000_000
+    assert get_limits() == Limits()
+    small = S.load(ROOT / "netspecs/iris/appendix_a/parent_2_6x3x3.yaml")
+    first = infer(small).layers[0]
+    with pytest.raises(LimitError, match=f"'{first.name}' alone has {first.params} param"):
+        infer(small, limits=Limits(params=first.params - 1))
+    with pytest.raises(LimitError, match="brings the network to"):
+        infer(small, limits=Limits(params=max(lay.params for lay in infer(small).layers)))
+    assert parse_limits("params=250k, macs=3G,activations=1_000") == Limits(250_000, 1000, 3 * 10**9)
+    assert parse_limits(Limits(params=7).text()) == Limits(params=7)
+    for bad in ("params", "parms=1", "params=0", "params=-1", "params=1e999", "params=abc",
+                "params=nan", "params=inf"):
+        with pytest.raises(SpdnnError):
+            parse_limits(bad)
+
+
+def test_limits_environment_variable(monkeypatch):
+    from spdnn.shapes import LimitError, get_limits
+
+    spec = S.load(BAD / "huge_linear.yaml")
+    monkeypatch.setenv("SPDNN_LIMITS", "params=2e12")
+    assert get_limits().params == 2 * 10**12
+    assert infer(spec).params == 1_000_001_000_000
+    monkeypatch.setenv("SPDNN_LIMITS", "params=1e6")
+    with pytest.raises(LimitError):
+        S.load_checked(ROOT / "netspecs/generative_sensing/alexnet.yaml")
+
+
+def _cli(argv, capsys):
+    from spdnn.cli import main
+
+    rc = main(argv)
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+@needs_cli
+def test_cli_limits_option(capsys, monkeypatch):
+    f = str(BAD / "huge_linear.yaml")
+    rc, out, err = _cli(["--limits", "params=2e12", "validate", f], capsys)
+    assert rc == 0 and "1,000,001,000,000 parameters" in out, err
+    rc, out, err = _cli(["validate", f], capsys)  # the option does not stay set
+    _check_cli(rc, out, err, BAD / "huge_linear.yaml", 5)
+    for bad in ("params=lots", "weights=1"):
+        rc, out, err = _cli(["--limits", bad, "validate", f], capsys)
+        assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+        assert "--limits" in err
+    monkeypatch.setenv("SPDNN_LIMITS", "params=")
+    rc, out, err = _cli(["validate", f], capsys)
+    assert rc == 2 and err.startswith("error: bad SPDNN_LIMITS value") and err.count("\n") == 1
+    monkeypatch.setenv("SPDNN_LIMITS", "params=2e12")
+    rc, out, err = _cli(["validate", f], capsys)
+    assert rc == 0, err
+
+
+@needs_cli
+@pytest.mark.parametrize("params", ["9" * 300, "1" + "0" * 5000, "1e400", "20000000000"])
+def test_cli_merge_params_out_of_range_is_one_line(params, capsys):
+    parents = sorted(str(p) for p in (ROOT / "netspecs/iris/appendix_a").glob("*.yaml"))[:2]
+    rc, out, err = _cli(["merge", *parents, "--params", params], capsys)
+    assert rc == 2, (out, err)
+    assert err.startswith("error: ") and err.count("\n") == 1 and len(err) < 400, err
+    assert "internal error" not in err
+
+
+# --------------------------------------------------------------------------------------------
+# names an exporter may also generate
+# --------------------------------------------------------------------------------------------
+OUTPUT_CONV2D = """\
+name: outconv
+input: {name: image, channels: 1, height: 8, width: 8}
+layers:
+  - {name: c1, op: Conv2d, kernel_size: 3, out_channels: 4, padding: same, activation: relu}
+  - {name: c2, op: Conv2d, kernel_size: 3, out_channels: 2, padding: same}
+  - {name: c3, op: Conv2d, kernel_size: 3, out_channels: 2, padding: same}
+outputs: [{name: conv2d, from: c2}, {name: relu, from: c3}]
+"""
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_outputs_named_like_exporter_values_export_with_parity(exporter, tmp_path):
+    import onnx
+
+    from spdnn.export import export_onnx
+
+    spec = S.loads(OUTPUT_CONV2D, file="outconv.yaml")
+    report = export_onnx(spec, tmp_path / "outconv.onnx", exporter=exporter)
+    assert report.checks and all(c.ok for c in report.checks)
+    model = onnx.load(tmp_path / "outconv.onnx")
+    assert [i.name for i in model.graph.input] == ["image"]
+    assert [o.name for o in model.graph.output] == ["conv2d", "relu"]
+    onnx.checker.check_model(model, full_check=True)
+
+
+def test_default_output_avoids_an_input_named_out():
+    spec = S.loads("name: n\ninput: {name: out, channels: 1, height: 4, width: 4}\n"
+                   "layers:\n  - {name: r, op: ReLU}\n")
+    assert [o.name for o in spec.outputs] == ["out_1"]

@@ -44,8 +44,18 @@ def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
     version: Annotated[bool | None, typer.Option("--version", callback=_version, is_eager=True,
                                                     help="Print the version and exit.")] = None,
+    limits: Annotated[str | None, typer.Option(
+        "--limits", metavar="KEY=N,...",
+        help="Size limits of a network, checked when it is validated: params (trainable "
+             "parameters), activations (values of the inputs and layer outputs, one sample), "
+             "macs (one sample); e.g. --limits params=1e11,macs=1e14. Defaults: "
+             "params=1e10,activations=1e10,macs=1e13; keys left out keep the SPDNN_LIMITS "
+             "environment variable's value, or the default.")] = None,
 ) -> None:
     """Global options (before the command)."""
+    from spdnn.shapes import set_limits
+
+    set_limits(limits)  # None: SPDNN_LIMITS or the defaults (main() may run several times)
 
 
 for _module in (netspec, deploy, train, demo):  # the order of `spdnn --help`

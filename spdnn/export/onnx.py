@@ -113,6 +113,64 @@ def _torch_export(module: nn.Module, args: tuple, input_names: list[str],
         return onnx.load_from_string(buf.getvalue())
 
 
+def _value_names(graph) -> set[str]:
+    """Every value name ``graph`` uses (its subgraphs included)."""
+    import onnx
+
+    names = {v.name for v in (*graph.input, *graph.output, *graph.value_info)}
+    names |= {t.name for t in graph.initializer}
+    for node in graph.node:
+        names |= set(node.input) | set(node.output)
+        for a in node.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                names |= _value_names(a.g)
+            elif a.type == onnx.AttributeProto.GRAPHS:
+                for g in a.graphs:
+                    names |= _value_names(g)
+    names.discard("")
+    return names
+
+
+def _rename_values(graph, mapping: dict[str, str]) -> None:
+    """Rename values of ``graph`` (and of its subgraphs) in place."""
+    import onnx
+
+    for v in (*graph.input, *graph.output, *graph.value_info, *graph.initializer):
+        v.name = mapping.get(v.name, v.name)
+    for node in graph.node:
+        node.input[:] = [mapping.get(n, n) for n in node.input]
+        node.output[:] = [mapping.get(n, n) for n in node.output]
+        for a in node.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                _rename_values(a.g, mapping)
+            elif a.type == onnx.AttributeProto.GRAPHS:
+                for g in a.graphs:
+                    _rename_values(g, mapping)
+
+
+def _io_placeholders(n_in: int, n_out: int) -> tuple[list[str], list[str]]:
+    return ([f"spdnn_io_input_{k}" for k in range(n_in)],
+            [f"spdnn_io_output_{k}" for k in range(n_out)])
+
+
+def _give_io_names(model, placeholders: list[str], names: list[str]) -> None:
+    """Name the graph's inputs and outputs (exported as ``placeholders``) ``names``, after
+    renaming any other value that already has one of ``names`` (an exporter names values after
+    their ops: an output called ``conv2d`` or named like an input would clash otherwise)."""
+    used = _value_names(model.graph)
+    clash = (set(names) & used) - set(placeholders)
+    mapping: dict[str, str] = {}
+    taken = used | set(names)
+    for n in sorted(clash):
+        k = 1
+        while f"{n}__{k}" in taken:
+            k += 1
+        mapping[n] = f"{n}__{k}"
+        taken.add(mapping[n])
+    mapping.update(zip(placeholders, names))
+    _rename_values(model.graph, mapping)
+
+
 def export_module(module: nn.Module, example: tuple[torch.Tensor, ...], path: str | Path | None,
                   input_names: list[str], output_names: list[str], opset: int | None = None,
                   dynamic_batch: bool = False, exporter: Exporter = "dynamo",
@@ -129,9 +187,12 @@ def export_module(module: nn.Module, example: tuple[torch.Tensor, ...], path: st
     if exporter == "dynamo" and opset < DYNAMO_MIN_OPSET:
         exporter = "torchscript"
     module = module.eval()
+    # export under names no exporter generates, then give the graph the caller's names: those
+    # may be anything (an output called 'conv2d' clashes with the exporter's own value names)
+    ph_in, ph_out = _io_placeholders(len(input_names), len(output_names))
     try:
-        model = _torch_export(module, example, input_names, output_names, opset, dynamic_batch,
-                              exporter)
+        model = _torch_export(module, example, ph_in, ph_out, opset, dynamic_batch, exporter)
+        _give_io_names(model, ph_in + ph_out, list(input_names) + list(output_names))
     except ExportError:
         raise
     except Exception as exc:  # noqa: BLE001 - translate any exporter failure into one line

@@ -12,10 +12,11 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Decimal
 
 from spdnn.choices import BUDGET_MODES, ParamsTarget  # noqa: F401
 from spdnn.errors import MergeError, ShapeError
-from spdnn.shapes import NetInfo, infer
+from spdnn.shapes import NetInfo, get_limits, infer
 from spdnn.spec.models import Netspec
 
 _BIG = 256.0  # widths are searched between 1/256 and 256 times the parents'
@@ -46,19 +47,26 @@ def parse_params(text: str) -> ParamsTarget:
     """``"like-each"``, ``"largest"``, ``"sum"``, ``"keep"``, ``"250000"``, ``"250k"``, ``"1.1M"``.
 
     Raises:
-        MergeError: anything else.
+        MergeError: anything else, or a target above the parameter limit
+            (:func:`spdnn.shapes.get_limits`).
     """
     t = text.strip().lower()
     if t in BUDGET_MODES:
         return t  # type: ignore[return-value]
     m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([km]?)", t)
     if not m:
-        raise MergeError(f"bad --params value {text!r}",
+        raise MergeError(f"bad --params value {text[:60]!r}",
                          hint="use like-each, largest, sum, keep, or a number such as 250k or 1.1M")
-    n = float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6}[m.group(2)]
+    n = Decimal(m.group(1)) * {"": 1, "k": 10**3, "m": 10**6}[m.group(2)]  # exact, any size
     if n < 1:
         raise MergeError(f"bad --params value {text!r}", hint="the target must be positive")
-    return int(round(n))
+    limit = get_limits().params
+    if n > limit:
+        shown = t if len(t) <= 40 else f"{t[:12]}...({len(t)} characters)"
+        raise MergeError(f"--params {shown} is above the parameter limit of {limit:,}",
+                         hint="give a smaller target, or raise the limit with spdnn --limits "
+                              "params=N")
+    return int(n.to_integral_value(ROUND_HALF_EVEN))
 
 
 def scaled(base: dict, s: float) -> dict:
@@ -91,8 +99,8 @@ class _Networks:
             spec = self.build(widths)
             try:
                 self.seen[key] = (spec, infer(spec), None)
-            except ShapeError as exc:  # too narrow for a fixed-size part (a slice, a block)
-                self.seen[key] = (spec, None, exc)
+            except ShapeError as exc:  # too narrow for a fixed-size part (a slice, a block),
+                self.seen[key] = (spec, None, exc)  # or too wide for the size limits
         return self.seen[key]
 
     def count(self, widths: dict) -> float:

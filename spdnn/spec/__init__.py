@@ -21,7 +21,7 @@ from spdnn.ops import OPS
 from spdnn.spec.models import InputSpec, Netspec, OutputSpec, rebuild_layer_union
 from spdnn.spec.yaml_io import dump_flow, dump_yaml, line_of, load_yaml, read_yaml
 
-__all__ = ["InputSpec", "Netspec", "OutputSpec", "check_graph", "dump", "example_inputs",
+__all__ = ["MAX_DATA_DEPTH", "InputSpec", "Netspec", "OutputSpec", "check_depth", "check_graph", "dump", "example_inputs",
            "from_data", "load", "load_checked", "load_inferred", "loads", "rebuild_layer_union", "spec_hash", "validation_error"]
 
 
@@ -54,6 +54,7 @@ def from_data(data: Any, file: str | None = None,
                         file=file, line=1, hint="start with 'name:', 'input:' and 'layers:'")
     from spdnn.spec.blocks import netspec_class, parse_blocks, resolve_imports
 
+    check_depth(data, file, lines)
     data = resolve_imports(data, file, lines)
     model = netspec_class(parse_blocks(data, file, lines)) if data.get("blocks") else Netspec
     try:
@@ -62,6 +63,38 @@ def from_data(data: Any, file: str | None = None,
         raise validation_error(exc, data, file, lines) from None
     check_graph(spec, file=file, lines=lines)
     return spec
+
+
+MAX_DATA_DEPTH = 200
+"""Nesting levels netspec data may have (pydantic cannot serialize more than about 255; YAML
+files are held to :data:`spdnn.spec.yaml_io.MAX_DEPTH` already, so this bounds data built in
+Python and block bodies, whose arguments nest inside the body's layers)."""
+
+
+def check_depth(data: Any, file: str | None = None, lines: dict[tuple, int] | None = None,
+                limit: int = MAX_DATA_DEPTH) -> None:
+    """Refuse ``data`` nested more than ``limit`` levels (lists and dicts), without recursion.
+
+    Raises:
+        SpecError: naming the path of the first value that is too deep.
+    """
+    stack: list[tuple[Any, tuple]] = [(data, ())]
+    deepest: dict[int, int] = {}  # id -> the deepest level it was walked at
+    while stack:
+        obj, path = stack.pop()
+        if not isinstance(obj, (dict, list)):
+            continue
+        if len(path) >= limit:
+            field = _field_str(list(path[:6]), data) if isinstance(data, dict) else None
+            field = f"{field}..." if field else None
+            raise SpecError(f"the data nests more than {limit} levels deep", file=file,
+                            line=line_of(lines or {}, path), field=field,
+                            hint="a netspec needs only a few levels of nesting")
+        if deepest.get(id(obj), -1) >= len(path):  # shared (an alias), walked as deep already
+            continue
+        deepest[id(obj)] = len(path)
+        items = obj.items() if isinstance(obj, dict) else enumerate(obj)
+        stack.extend((v, path + (k,)) for k, v in items)
 
 
 def load_checked(path: str | Path) -> Netspec:
@@ -87,9 +120,13 @@ def load_inferred(path: str | Path):
     try:
         info = infer(spec, file=str(path))
     except SpecError as exc:
-        m = re.match(r"layers\[(\d+)\]", exc.field or "")
-        raise exc.located(file=str(path),
-                          line=line_of(lines, ("layers", int(m.group(1)))) if m else None) from None
+        m = re.match(r"(layers|inputs)\[(\d+)\]", exc.field or "")
+        loc = None
+        if m and m.group(1) == "inputs" and ("input",) in lines:
+            loc = ("input",)
+        elif m:
+            loc = (m.group(1), int(m.group(2)))
+        raise exc.located(file=str(path), line=line_of(lines, loc) if loc else None) from None
     return spec, info
 
 
@@ -153,7 +190,7 @@ def example_inputs(spec: Netspec, batch: int = 1, generator: Any = None,
 def check_graph(spec: Netspec, file: str | None = None,
                 lines: dict[tuple, int] | None = None) -> None:
     """Check names and connections: unique names, known inputs, input counts, no cycles, and
-    outputs that name a layer.
+    outputs that name a layer and are not named like an input.
 
     Raises:
         SpecError: naming the layer (and its line when ``lines`` is given).
@@ -221,6 +258,12 @@ def check_graph(spec: Netspec, file: str | None = None,
         if out.name in out_names:
             raise SpecError(f"output name '{out.name}' is used twice", file=file,
                             line=line_of(lines, loc))
+        if out.name in input_names:
+            nloc = loc[:-1] + ("name",)
+            raise SpecError(f"output '{out.name}' has the name of an input", file=file,
+                            line=line_of(lines, nloc), field=".".join(map(str, nloc)),
+                            hint="rename the output: an ONNX graph cannot have an input "
+                                 "and an output of one name")
         out_names.add(out.name)
     used = {s for s, _ in spec.edges()}
     for k, inp in enumerate(input_names):

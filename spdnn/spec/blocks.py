@@ -85,15 +85,22 @@ def resolve_imports(data: dict, file: str | None, lines: dict, _seen: tuple = ()
         raise SpecError("'imports' must be a list of file paths", file=file,
                         line=line_of(lines, ("imports",)), field="imports")
     base = Path(file).parent if file and not file.startswith("<") else Path.cwd()
-    blocks = dict(data.get("blocks") or {})
-    if not isinstance(data.get("blocks", {}), dict):
+    if not isinstance(data.get("blocks") or {}, dict):
         return data  # the model reports the bad type
+    blocks = dict(data.get("blocks") or {})
     for k, rel in enumerate(imports):
         where = {"file": file, "line": line_of(lines, ("imports", k)), "field": f"imports[{k}]"}
-        path = (base / rel).resolve()
+        try:
+            path = (base / rel).resolve()
+            found = path.is_file()
+        except (OSError, ValueError) as exc:  # too long a name, a NUL character, a loop
+            why = getattr(exc, "strerror", None) or str(exc)
+            shown = repr(rel if len(rel) <= 80 else rel[:80] + "...")
+            raise SpecError(f"imported file {shown} cannot be opened: {why}",
+                            hint="check the path", **where) from None
         if path in _seen:
             raise SpecError(f"'{rel}' imports itself (through {len(_seen)} file(s))", **where)
-        if not path.is_file():
+        if not found:
             raise SpecError(f"imported file '{rel}' not found", hint=f"looked for {path}", **where)
         sub, sub_lines = read_yaml(path)
         if not isinstance(sub, dict) or set(sub) - {"blocks", "imports", "description"}:
@@ -313,8 +320,10 @@ class BlockOp(Op):
                 "inputs": [_input_data(n, s) for n, s in zip(bdef.inputs, shapes)],
                 "layers": _substitute(bdef.layers, self.args()),
             }
-            if bdef.output is not None:
-                data["output"] = {"name": "out", "from": bdef.output}
+            if bdef.output is not None:  # named like no input (else the default output is)
+                out = next(n for n in ("out", *(f"out_{k}" for k in range(1, len(bdef.inputs) + 1)))
+                           if n not in bdef.inputs)
+                data["output"] = {"name": out, "from": bdef.output}
             if self.blocks:
                 data["blocks"] = {k: b.to_data() for k, b in self.blocks.items()}
             spec = from_data(data, file=None)

@@ -153,7 +153,7 @@ class Netspec(BaseModel):
             this at load time.
         layers: the layer graph, each an op from the registry or a block instance.
         outputs: one or more :class:`OutputSpec` (YAML ``output:``/``outputs:``); default: the
-            last layer, named ``out``.
+            last layer, named ``out`` (``out_1`` if an input has that name).
 
     Raises (on validation):
         pydantic.ValidationError: a field is missing, of the wrong type, or out of range.
@@ -184,8 +184,11 @@ class Netspec(BaseModel):
 
     @model_validator(mode="after")
     def _default_output(self) -> Netspec:
-        if not self.outputs:
-            object.__setattr__(self, "outputs", [OutputSpec(name="out", **{"from": self.layers[-1].name})])
+        if not self.outputs:  # named "out" (or "out_1", ... when an input is named so)
+            taken = {i.name for i in self.inputs}
+            name = next(n for n in ("out", *(f"out_{k}" for k in range(1, len(taken) + 1)))
+                        if n not in taken)
+            object.__setattr__(self, "outputs", [OutputSpec(name=name, **{"from": self.layers[-1].name})])
         return self
 
     # -- convenience -----------------------------------------------------------------------------

@@ -4,6 +4,11 @@ Only ``yaml.SafeLoader`` is used, so tags such as ``!!python/object`` are reject
 building Python objects. Alongside the data we return a map from the path of every mapping key
 and sequence item (``("layers", 3, "kernel_size")``) to its 1-based line, so that validation
 errors can point at the line the user has to edit.
+
+Hostile files are refused while they are parsed, before anything is built from them: a document
+may nest at most :data:`MAX_DEPTH` levels (a netspec needs about eight), aliases may add at most
+:data:`MAX_ALIAS_NODES` nodes when expanded (a "billion laughs" file is refused at the alias
+that crosses the limit) and may not refer to the node that holds them (a recursive structure).
 """
 
 from __future__ import annotations
@@ -17,6 +22,92 @@ import yaml
 from spdnn.errors import SpecError
 
 Path_ = tuple[str | int, ...]
+
+MAX_DEPTH = 64
+"""Nesting levels a YAML document may have, aliases expanded (a netspec needs about eight)."""
+MAX_FILE_BYTES = 1 << 20
+"""Size of a YAML file :func:`read_yaml` reads (the largest shipped netspec is 14 KB); a device
+such as ``/dev/zero`` is refused instead of read until memory runs out."""
+MAX_INT = 2**64
+"""Integers a YAML file may hold are below this in magnitude (tensor sizes and seeds are 64-bit;
+a longer run of digits is a typo or an attack, and past 4,300 digits Python refuses to read it)."""
+MAX_ALIAS_NODES = 100_000
+"""Nodes that the aliases of one document may add when expanded (each use of ``*a`` adds the
+whole of what ``&a`` holds, with the aliases in it expanded)."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` whose composer counts, for every node, how many nodes and how many
+    levels it stands for with its aliases expanded, and refuses too deep a document or aliases
+    that expand to too much, at the line where the limit is crossed (one pass over the literal
+    nodes: an alias costs one step however much it stands for)."""
+
+    def __init__(self, text: str, file: str | None) -> None:
+        super().__init__(text)
+        self._file = file
+        self._depth = 0
+        self._size: dict[int, int] = {}  # id(node) -> nodes, aliases expanded
+        self._height: dict[int, int] = {}  # id(node) -> levels, aliases expanded
+        self._alias_nodes = 0
+
+    def _refuse(self, message: str, mark: yaml.Mark, hint: str) -> SpecError:
+        return SpecError(message, file=self._file, line=mark.line + 1, hint=hint)
+
+    def construct_bounded_int(self, node: yaml.ScalarNode) -> int:
+        digits = sum(ch.isalnum() for ch in str(node.value))
+        value = None
+        if digits <= 80:  # 2^64 in binary is 65 digits; a sexagesimal 1:2:3 has fewer
+            value = yaml.SafeLoader.construct_yaml_int(self, node)
+        if value is None or abs(value) >= MAX_INT:
+            shown = node.value if len(node.value) <= 24 else f"{node.value[:12]}..."
+            raise self._refuse(f"the integer {shown} ({digits} digits) is too large",
+                               node.start_mark, "numbers in a netspec fit in 64 bits")
+        return value
+
+    def fetch_flow_collection_start(self, token_class: type) -> None:
+        # the scanner looks up to 1024 characters ahead for a key after every '[' / '{', which
+        # costs time quadratic in the nesting: refuse a too deep flow collection as it opens
+        if self.flow_level >= MAX_DEPTH:
+            raise self._refuse(f"the YAML nests more than {MAX_DEPTH} levels deep",
+                               self.get_mark(), "a netspec needs only a few levels of nesting")
+        super().fetch_flow_collection_start(token_class)
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        event = self.peek_event()
+        if self._depth >= MAX_DEPTH:
+            raise self._refuse(f"the YAML nests more than {MAX_DEPTH} levels deep",
+                               event.start_mark, "a netspec needs only a few levels of nesting")
+        self._depth += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        key = id(node)
+        if isinstance(event, yaml.AliasEvent):
+            if key not in self._size:
+                raise self._refuse(f"alias '*{event.anchor}' refers to the node that holds it",
+                                   event.start_mark, "a netspec cannot hold itself")
+            self._alias_nodes += self._size[key]
+            if self._alias_nodes > MAX_ALIAS_NODES:
+                raise self._refuse(
+                    f"aliases expand to more than {MAX_ALIAS_NODES:,} YAML nodes "
+                    f"(at '*{event.anchor}')", event.start_mark,
+                    "write the values out, or use fewer aliases")
+        else:
+            if isinstance(node, yaml.MappingNode):
+                kids = [n for pair in node.value for n in pair]
+            elif isinstance(node, yaml.SequenceNode):
+                kids = node.value
+            else:
+                kids = []
+            self._size[key] = 1 + sum(self._size[id(k)] for k in kids)
+            self._height[key] = 1 + max((self._height[id(k)] for k in kids), default=0)
+        if self._depth + self._height[key] > MAX_DEPTH:
+            raise self._refuse(f"the YAML nests more than {MAX_DEPTH} levels deep (with "
+                               f"'*{event.anchor}' expanded)" if isinstance(event, yaml.AliasEvent)
+                               else f"the YAML nests more than {MAX_DEPTH} levels deep",
+                               event.start_mark, "a netspec needs only a few levels of nesting")
+        return node
 
 
 def _walk(node: yaml.Node, path: Path_, lines: dict[Path_, int], seen: set[int],
@@ -46,6 +137,9 @@ def _walk(node: yaml.Node, path: Path_, lines: dict[Path_, int], seen: set[int],
             _walk(item, ipath, lines, seen, file)
 
 
+_BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_bounded_int)
+
+
 def load_yaml(text: str, file: str | None = None) -> tuple[Any, dict[Path_, int]]:
     """Parse YAML text safely.
 
@@ -57,16 +151,21 @@ def load_yaml(text: str, file: str | None = None) -> tuple[Any, dict[Path_, int]
         ``(data, lines)``: the plain Python data (dicts, lists, scalars) and the line map.
 
     Raises:
-        SpecError: the text is not YAML, holds several documents, is empty, or uses a tag that
-            would build a Python object.
+        SpecError: the text is not YAML, holds several documents, is empty, uses a tag that
+            would build a Python object, nests more than :data:`MAX_DEPTH` levels, or has
+            aliases that expand to more than :data:`MAX_ALIAS_NODES` nodes or hold themselves.
     """
     loader = None
+    lines: dict[Path_, int] = {}
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _BoundedLoader(text, file)
         node = loader.get_single_node()
         if node is None:
             raise SpecError("the file is empty", file=file, line=1,
                             hint="a netspec needs at least 'name', 'input' and 'layers'")
+        # before construction: SafeConstructor writes the pairs of a merge key ('<<: *a')
+        # into the mapping node, which would read as keys given twice
+        _walk(node, (), lines, set(), file)
         data = loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -92,8 +191,6 @@ def load_yaml(text: str, file: str | None = None) -> tuple[Any, dict[Path_, int]
     finally:
         if loader is not None:
             loader.dispose()
-    lines: dict[Path_, int] = {}
-    _walk(node, (), lines, set(), file)
     return data, lines
 
 
@@ -101,11 +198,19 @@ def read_yaml(path: str | Path) -> tuple[Any, dict[Path_, int]]:
     """Read and safely parse a YAML file; see :func:`load_yaml`.
 
     Raises:
-        SpecError: the file is missing, unreadable, not UTF-8, or not valid YAML.
+        SpecError: the file is missing, unreadable, larger than :data:`MAX_FILE_BYTES`, not
+            UTF-8, or not valid YAML.
     """
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with p.open("rb") as fh:
+            raw = fh.read(MAX_FILE_BYTES + 1)
+        if len(raw) > MAX_FILE_BYTES:
+            raise SpecError(f"the file is larger than {MAX_FILE_BYTES >> 20} MiB", file=str(path),
+                            hint="a netspec is a few kilobytes of YAML text")
+        text = raw.decode("utf-8")
+        if "\r" in text:  # what read_text (universal newlines) did
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
     except FileNotFoundError:
         raise SpecError("file not found", file=str(path), hint="check the path") from None
     except IsADirectoryError:
@@ -114,7 +219,10 @@ def read_yaml(path: str | Path) -> tuple[Any, dict[Path_, int]]:
         raise SpecError("not a UTF-8 text file", file=str(path),
                         hint="netspecs are YAML text files") from None
     except OSError as exc:
-        raise SpecError(f"cannot read the file: {exc.strerror}", file=str(path)) from None
+        raise SpecError(f"cannot read the file: {exc.strerror or exc}", file=str(path)) from None
+    except ValueError:  # a NUL byte in the path
+        raise SpecError("the path holds a NUL character", file=repr(str(path)),
+                        hint="check the path") from None
     return load_yaml(text, file=str(path))
 
 
