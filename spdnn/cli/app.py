@@ -53,9 +53,13 @@ def _main(
              "environment variable's value, or the default.")] = None,
 ) -> None:
     """Global options (before the command)."""
-    from spdnn.shapes import set_limits
+    # None: SPDNN_LIMITS or the defaults. main() may run several times in one process, so a
+    # loaded shape stage is reset; one not loaded yet reads the defaults when it is (and
+    # `spdnn --help` stays free of it).
+    if limits is not None or "spdnn.shapes" in sys.modules:
+        from spdnn.shapes import set_limits
 
-    set_limits(limits)  # None: SPDNN_LIMITS or the defaults (main() may run several times)
+        set_limits(limits)
 
 
 for _module in (netspec, deploy, train, demo):  # the order of `spdnn --help`
