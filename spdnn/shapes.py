@@ -18,6 +18,7 @@ keep their defaults) or an explicit ``infer(..., limits=Limits(...))``.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import math
 import os
 import re
@@ -25,8 +26,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, fields, replace
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING
-
-import networkx as nx
 
 from spdnn.errors import ShapeError, SpdnnError, SpecError
 from spdnn.ops import OPS
@@ -204,14 +203,28 @@ class NetInfo:
 
 
 def execution_order(spec: Netspec) -> list[int]:
-    """Layer indices in a deterministic topological order (declaration order breaks ties)."""
-    g = nx.DiGraph()
+    """Layer indices in a deterministic topological order: of the layers whose inputs are all
+    computed, the one declared first comes next (Kahn's algorithm with a heap; the order of
+    ``networkx.lexicographical_topological_sort``, which a test checks, without importing
+    networkx on the validation path)."""
     index = {lay.name: i for i, lay in enumerate(spec.layers)}
-    g.add_nodes_from(range(len(spec.layers)))
+    succ: list[set[int]] = [set() for _ in spec.layers]
+    indeg = [0] * len(spec.layers)
     for src, dst in spec.edges():
-        if src in index:
-            g.add_edge(index[src], index[dst])
-    return list(nx.lexicographical_topological_sort(g))
+        if src in index and index[dst] not in succ[index[src]]:
+            succ[index[src]].add(index[dst])
+            indeg[index[dst]] += 1
+    ready = [i for i, d in enumerate(indeg) if d == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for j in succ[i]:
+            indeg[j] -= 1
+            if indeg[j] == 0:
+                heapq.heappush(ready, j)
+    return order
 
 
 def infer(spec: Netspec, file: str | None = None, limits: Limits | None = None) -> NetInfo:

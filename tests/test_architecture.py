@@ -125,3 +125,32 @@ def test_the_probe_sees_torch_when_a_command_needs_it(tmp_path: Path):
         ["export", IRIS_A[0], "-o", str(tmp_path / "n.onnx"), "--exporter", "torchscript"], ROOT)
     assert code in (0, None), output
     assert torch_loaded
+
+
+NETSPECS = sorted(p for p in (ROOT / "netspecs").rglob("*.yaml")
+                  if "blocks" not in p.relative_to(ROOT / "netspecs").parts)
+
+
+def test_execution_order_is_networkx_lexicographic_topological_order():
+    """shapes.execution_order avoids importing networkx on the validation path; networkx is the
+    oracle for its order on every shipped netspec (and on a merged one)."""
+    from spdnn import spec as S
+    from spdnn.graph import merge_files
+    from spdnn.shapes import execution_order
+
+    specs = [S.load(p) for p in NETSPECS]
+    specs.append(merge_files(IRIS_A).spec)
+    for spec in specs:
+        g = nx.DiGraph()
+        index = {lay.name: i for i, lay in enumerate(spec.layers)}
+        g.add_nodes_from(range(len(spec.layers)))
+        g.add_edges_from((index[s], index[d]) for s, d in spec.edges() if s in index)
+        assert execution_order(spec) == list(nx.lexicographical_topological_sort(g)), spec.name
+
+
+def test_validation_does_not_import_networkx():
+    code = ("import sys\nfrom spdnn import spec as S\nfrom spdnn.shapes import infer\n"
+            f"infer(S.load_checked({IRIS_A[0]!r}))\nprint('networkx' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         timeout=120)
+    assert out.stdout.strip() == "False", out.stdout + out.stderr

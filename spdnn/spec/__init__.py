@@ -8,12 +8,12 @@ Public surface: :class:`Netspec` (and its parts), :func:`load` (a file), :func:`
 from __future__ import annotations
 
 import difflib
+import graphlib
 import hashlib
 import re
 from pathlib import Path
 from typing import Any
 
-import networkx as nx
 from pydantic import BaseModel, ValidationError
 
 from spdnn.errors import SpecError
@@ -22,7 +22,7 @@ from spdnn.spec.models import InputSpec, Netspec, OutputSpec, rebuild_layer_unio
 from spdnn.spec.yaml_io import dump_flow, dump_yaml, line_of, load_yaml, read_yaml
 
 __all__ = ["MAX_DATA_DEPTH", "InputSpec", "Netspec", "OutputSpec", "check_depth", "check_graph", "dump", "example_inputs",
-           "from_data", "load", "load_checked", "load_inferred", "loads", "rebuild_layer_union", "spec_hash", "validation_error"]
+           "find_cycle", "from_data", "load", "load_checked", "load_inferred", "loads", "rebuild_layer_union", "spec_hash", "validation_error"]
 
 
 def load(path: str | Path) -> Netspec:
@@ -187,6 +187,17 @@ def example_inputs(spec: Netspec, batch: int = 1, generator: Any = None,
 # --------------------------------------------------------------------------------------------
 # graph checks
 # --------------------------------------------------------------------------------------------
+def find_cycle(preds: dict[str, list[str]]) -> list[str] | None:
+    """A cycle of the graph given as ``{node: [predecessors]}``, as the list of its nodes in
+    edge order (``[a, b]`` for ``a -> b -> a``), or ``None``; found by the standard library's
+    :class:`graphlib.TopologicalSorter` (deterministic for a given insertion order)."""
+    try:
+        graphlib.TopologicalSorter(preds).prepare()
+    except graphlib.CycleError as exc:
+        return list(exc.args[1][:-1])  # [n0, n1, ..., n0]: each node precedes the next
+    return None
+
+
 def check_graph(spec: Netspec, file: str | None = None,
                 lines: dict[tuple, int] | None = None) -> None:
     """Check names and connections: unique names, known inputs, input counts, no cycles, and
@@ -212,8 +223,8 @@ def check_graph(spec: Netspec, file: str | None = None,
                             **where)
         seen[lay.name] = i
     names = set(seen)
-    g = nx.DiGraph()
-    g.add_nodes_from(seen)  # dict order: the cycle message does not depend on the hash seed
+    preds: dict[str, list[str]] = {n: [] for n in seen}  # dict order: messages do not
+    # depend on the hash seed
     for i, lay in enumerate(spec.layers):
         srcs = spec.input_names(i)
         cls = type(lay)
@@ -227,7 +238,7 @@ def check_graph(spec: Netspec, file: str | None = None,
             if s == lay.name:
                 raise SpecError(f"layer '{lay.name}' reads itself", field=f"layers[{i}].inputs",
                                 **where)
-            g.add_edge(s, lay.name)
+            preds[lay.name].append(s)
         # junctions may repeat an input (x + x); so may layers whose inputs play different
         # parts (an HQS stage started from x0 = y reads y twice)
         if len(srcs) != len(set(srcs)) and cls.kind != "junction" and lay.input_roles() is None:
@@ -238,13 +249,10 @@ def check_graph(spec: Netspec, file: str | None = None,
                     else f"at least {cls.min_inputs}")
             raise SpecError(f"{cls.__name__} layer '{lay.name}' takes {want} input(s), "
                             f"got {len(srcs)}", field=f"layers[{i}].inputs", **where)
-    try:
-        cycle = nx.find_cycle(g)
-    except nx.NetworkXNoCycle:
-        cycle = None
+    cycle = find_cycle(preds)
     if cycle:
-        path = " -> ".join([e[0] for e in cycle] + [cycle[0][0]])
-        first = min(seen[e[1]] for e in cycle if seen.get(e[1], -1) >= 0)
+        path = " -> ".join(cycle + [cycle[0]])
+        first = min(seen[n] for n in cycle if seen.get(n, -1) >= 0)
         raise SpecError(f"the layer graph has a cycle: {path}", file=file,
                         line=line_of(lines, ("layers", first)), field=f"layers[{first}].inputs",
                         hint="a netspec must be acyclic (feed-forward)")

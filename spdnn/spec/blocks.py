@@ -39,7 +39,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
-import networkx as nx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from spdnn.errors import ShapeError, SpecError
@@ -131,7 +130,7 @@ def parse_blocks(data: dict, file: str | None, lines: dict) -> dict[str, BlockDe
         blocks = _BlocksOnly.model_validate(data).blocks
     except ValidationError as exc:
         raise validation_error(exc, data, file, lines, model=_BlocksOnly) from None
-    uses = nx.DiGraph()
+    uses: dict[str, list[str]] = {n: [] for n in blocks}  # block -> the blocks it uses
     for name, bdef in blocks.items():
         def fail(msg: str, sub: tuple = (), hint: str | None = None,
                  loc: tuple = ("blocks", name)) -> SpecError:
@@ -153,7 +152,7 @@ def parse_blocks(data: dict, file: str | None, lines: dict) -> dict[str, BlockDe
                                ("layers", i), hint=f"add '{ref}' to params")
             op = lay.get("op")
             if isinstance(op, str) and op in blocks:
-                uses.add_edge(name, op)
+                uses[name].append(op)
         if bdef.structure is not None:
             try:
                 fields = [f for _, f, _, _ in string.Formatter().parse(bdef.structure) if f]
@@ -163,13 +162,13 @@ def parse_blocks(data: dict, file: str | None, lines: dict) -> dict[str, BlockDe
                 if f not in bdef.params:
                     raise fail(f"block '{name}': structure names '{{{f}}}', which is not a param",
                                ("structure",))
-    try:
-        cycle = nx.find_cycle(uses)
-    except nx.NetworkXNoCycle:
-        cycle = None
+    from spdnn.spec import find_cycle
+
+    cycle = find_cycle({n: list(dict.fromkeys(u)) for n, u in uses.items()})
     if cycle:
-        path = " -> ".join([u for u, _ in cycle] + [cycle[0][0]])
-        first = cycle[0][0]
+        cycle = list(reversed(cycle))  # `uses` lists successors: A uses B is edge A -> B
+        path = " -> ".join(cycle + [cycle[0]])
+        first = cycle[0]
         raise SpecError(f"recursive block: {path}", file=file,
                         line=line_of(lines, ("blocks", first)), field=f"blocks.{first}",
                         hint="a block cannot use itself, directly or through other blocks")
