@@ -1,4 +1,4 @@
-"""Pieces shared by the image-to-image tasks: deterministic splits and prediction grids."""
+"""Pieces shared by the tasks: deterministic splits, prediction grids and sample grids."""
 
 from __future__ import annotations
 
@@ -39,6 +39,35 @@ def prediction_grid(rows: list[tuple[str, torch.Tensor]], path: Path, title: str
             if c == 0:
                 ax.set_ylabel(name, fontsize=9)
     fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def sample_grid(images: torch.Tensor, path: Path, title: str) -> Path:
+    """Save ``(N, C, H, W)`` images in [0, 1] (C = 1 or 3) as a square-ish grid PNG."""
+    import math
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = images.shape[0]
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(0.8 * cols, 0.8 * rows + 0.4), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            img = images[i].permute(1, 2, 0).numpy()
+            ax.imshow(img[..., 0] if img.shape[2] == 1 else img, cmap="gray", vmin=0, vmax=1)
+    fig.suptitle(title, fontsize=8)
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    """Lay out, write (PNG, 90 dpi, folders created) and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)

@@ -30,6 +30,7 @@ from torch.utils.data import Dataset
 
 from spdnn.errors import SpdnnError, SpecError
 from spdnn.metrics import KernelMMD
+from spdnn.tasks.common import sample_grid
 from spdnn.tasks.registry import register_task
 from spdnn.train.task import Task
 
@@ -165,29 +166,3 @@ class DCGANTask(Task):
         dest = outdir / f"samples_seed{seed}.png"
         sample_grid(imgs, dest, f"{self.recipe.name}: {n} samples, seed {seed}")
         return [(f"{n} generated images {tuple(imgs.shape[1:])}", dest)]
-
-
-def sample_grid(images: torch.Tensor, path: Path, title: str) -> Path:
-    """Save ``(N, C, H, W)`` images in [0, 1] (C = 1 or 3) as a square-ish grid PNG."""
-    import math
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = images.shape[0]
-    cols = math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(0.8 * cols, 0.8 * rows + 0.4), squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if i < n:
-            img = images[i].permute(1, 2, 0).numpy()
-            ax.imshow(img[..., 0] if img.shape[2] == 1 else img, cmap="gray", vmin=0, vmax=1)
-    fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
