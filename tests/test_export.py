@@ -284,6 +284,15 @@ def test_export_generator_of_a_two_network_run(tmp_path: Path, capsys):
     # the default output name carries the model's name
     assert main(["export", str(run), "--model", "discriminator"]) == 0
     assert (tmp_path / "gan_discriminator.onnx").exists()
+    # bench picks the network the same way (a netspec given beside it ignores --model)
+    capsys.readouterr()
+    disc = ROOT / "netspecs/gan/dcgan/digits_discriminator.yaml"
+    assert main(["bench", str(run), "--vs", str(disc), "--model", "discriminator",
+                 "--runtime", "torch", "--batch", "1", "--min-time", "0", "--warmup", "0",
+                 "--no-ceiling", "-o", ""]) == 0
+    assert "dcgan_digits_discriminator" in capsys.readouterr().out
+    assert main(["bench", str(run), "--runtime", "torch", "--batch", "1", "-o", ""]) == 2
+    assert "--model" in capsys.readouterr().err
 
 
 def test_load_source_picks_a_model(tmp_path: Path):

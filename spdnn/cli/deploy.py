@@ -44,10 +44,14 @@ def _parse_words(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
     return vals
 
 
-def _load_spec(path: Path):
+def _load_spec(path: Path, model: str | None = None):
+    """The netspec of a netspec file, checkpoint or run folder; ``model`` picks one network of
+    a multi-network checkpoint (it is ignored for netspec files)."""
     from spdnn.export import load_source
 
-    return load_source(path)[0]
+    if Path(path).suffix.lower() in (".yaml", ".yml"):
+        model = None
+    return load_source(path, model=model)[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -197,6 +201,9 @@ def bench(
     ceiling: Annotated[bool, typer.Option(
         "--ceiling/--no-ceiling", help="Also measure the machine's dense matmul GFLOP/s, the "
         "ceiling for the achieved GMAC/s.")] = True,
+    model: Annotated[str | None, typer.Option(
+        "--model", help="For checkpoints of runs with several networks (a GAN's 'generator' "
+        "and 'discriminator'): which network to time. Netspec files ignore it.")] = None,
 ) -> None:
     """Time networks on torch and onnxruntime: latency, throughput, GMAC/s.
 
@@ -234,9 +241,9 @@ def bench(
         from spdnn.graph import merge as do_merge
         from spdnn.graph import parse_params
 
-        parents = [_load_spec(f) for f in files]
+        parents = [_load_spec(f, model) for f in files]
         if merged is not None:
-            m = _load_spec(merged)
+            m = _load_spec(merged, model)
         else:
             if len(parents) < 2:
                 raise SpdnnError("--spdnn needs two or more parents",
@@ -247,7 +254,7 @@ def bench(
     else:
         targets = {}
         for f in files:
-            s = _load_spec(f)
+            s = _load_spec(f, model)
             name = s.name if s.name not in targets else f"{s.name} ({f})"
             targets[name] = s
         reference = next(iter(targets))
