@@ -32,3 +32,19 @@ def test_recipe_trains_in_small_form(path: Path, tmp_path: Path):
     losses = {k: v for k, v in final.items() if k.startswith("val_loss")}  # val_loss, val_loss_d...
     assert losses and all(math.isfinite(v) for v in losses.values()), final
     assert (tmp_path / recipe.name / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize("override", [
+    "batch_size=1000000000", "steps=100000000000", "data.train_size=1000000000000",
+    "optim.lr=.inf", "optim.lr=.nan", "seed=-1", "name=../elsewhere", "output={0}",
+    "output=runs/{name.__class__}", "samples=100000", "epochs=10000000",
+])
+def test_extreme_recipe_values_are_one_line_errors(override: str, tmp_path: Path, capsys):
+    from spdnn.cli import main
+
+    code = main(["train", str(ROOT / "recipes/iris_a_merged.yaml"), "-o", str(tmp_path / "r"),
+                 "--set", override])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and "internal" not in err
+    assert not (tmp_path / "r").exists()

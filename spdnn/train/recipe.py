@@ -45,6 +45,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -55,7 +56,7 @@ from spdnn.spec.yaml_io import load_yaml, read_yaml
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class DataSpec(_Strict):
@@ -64,9 +65,9 @@ class DataSpec(_Strict):
 
     source: str = "synthetic"
     root: str | None = None
-    train_size: int = Field(default=512, gt=0)
-    val_size: int = Field(default=128, gt=0)
-    seed: int = 0
+    train_size: int = Field(default=512, gt=0, le=10**8)
+    val_size: int = Field(default=128, gt=0, le=10**8)
+    seed: int = Field(default=0, ge=0, lt=2**63)
     num_workers: int = Field(default=0, ge=0, le=64)
     """DataLoader worker processes that prepare batches beside the training loop (0: in the
     loop). Each worker is seeded from the recipe seed, so exact resume holds either way."""
@@ -92,8 +93,8 @@ class ScheduleSpec(_Strict):
     """Learning-rate schedule over the run's steps."""
 
     name: Literal["constant", "cosine", "linear", "step"] = "constant"
-    warmup_steps: int = Field(default=0, ge=0)
-    step_size: int = Field(default=1000, gt=0)
+    warmup_steps: int = Field(default=0, ge=0, le=10**9)
+    step_size: int = Field(default=1000, gt=0, le=10**9)
     gamma: float = Field(default=0.1, gt=0)
 
 
@@ -129,17 +130,17 @@ class Recipe(_Strict):
     :class:`ModelSpec`. A recipe written with ``model:`` is read as ``models: {net: ...}``.
     """
 
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=120, pattern=r"^[^/\\\x00-\x1f]+$")
     task: str
     models: dict[Annotated[str, StringConstraints(pattern=_MODEL_NAME)], ModelSpec] = Field(
         min_length=1)
     data: DataSpec = Field(default_factory=DataSpec)
     optim: OptimSpec = Field(default_factory=OptimSpec)
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
-    batch_size: int = Field(default=16, gt=0)
-    epochs: int | None = Field(default=None, gt=0)
-    steps: int | None = Field(default=None, gt=0)
-    seed: int = 0
+    batch_size: int = Field(default=16, gt=0, le=65536)
+    epochs: int | None = Field(default=None, gt=0, le=10**6)
+    steps: int | None = Field(default=None, gt=0, le=10**9)
+    seed: int = Field(default=0, ge=0, lt=2**63)
     eval_every: int = Field(default=50, gt=0)
     checkpoint_every: int = Field(default=100, gt=0)
     log_every: int = Field(default=10, gt=0)
@@ -151,7 +152,7 @@ class Recipe(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     best_metric: str | None = None
     best_mode: Literal["min", "max"] = "max"
-    samples: int = Field(default=8, ge=0)
+    samples: int = Field(default=8, ge=0, le=1024)
 
     @model_validator(mode="before")
     @classmethod
@@ -199,8 +200,22 @@ class Recipe(_Strict):
             raise SpecError(f"'{path}' matches no file", hint=f"paths are relative to {self.base_dir}")
         return hits
 
+    @field_validator("output")
+    @classmethod
+    def _output_template(cls, v: str) -> str:
+        import string
+
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(v) if f is not None]
+        except ValueError as exc:
+            raise ValueError(f"bad output template ({exc}); write e.g. runs/{{name}}") from None
+        if any(f != "name" for f in fields):
+            raise ValueError("the output template may only use {name}, e.g. runs/{name}")
+        return v
+
     def output_dir(self) -> Path:
-        """The run folder (relative paths are relative to the current directory)."""
+        """The run folder (``output`` with ``{name}`` filled in; relative paths are relative
+        to the current directory)."""
         return Path(self.output.format(name=self.name))
 
 
