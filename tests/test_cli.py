@@ -115,3 +115,22 @@ def test_validate_every_netspec_and_block_library(capsys):
     text = capsys.readouterr().out
     assert "block library (Fire)" in text
     assert text.count("ok  ") == len(paths)
+
+
+@pytest.mark.parametrize("argv", [
+    ["predict", "no_run", "--seed", "99999999999999999999999"],
+    ["predict", "no_run", "--num", "1000000"],
+    ["bench", "{net}", "--min-time", "inf", "-o", ""],
+    ["bench", "{net}", "--batch", "100000000", "-o", ""],
+    ["bench", "{net}", "--threads", "1000000", "-o", ""],
+    ["bench", "{net}", "--warmup", "1000000000", "-o", ""],
+    ["export", "{net}", "--atol", "nan", "-o", "{tmp}/x.onnx"],
+    ["export", "{net}", "--opset", "1000", "-o", "{tmp}/x.onnx"],
+], ids=lambda a: " ".join(a[:1] + a[2:4]))
+def test_extreme_command_line_numbers_are_one_line_errors(argv, tmp_path, capsys):
+    """Numbers that would overflow, run forever or exhaust memory are refused up front."""
+    net = str(Path(__file__).parents[1] / "netspecs/iris/appendix_a/parent_1_8x7x7.yaml")
+    code = main([a.format(net=net, tmp=tmp_path) for a in argv])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and "internal" not in err

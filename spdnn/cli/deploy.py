@@ -28,8 +28,8 @@ def _parse_ints(text: str, what: str) -> list[int]:
     except ValueError:
         raise SpdnnError(f"{what} must be comma-separated integers, got '{text}'",
                          hint="e.g. --batch 1,8,32") from None
-    if not vals or any(v < 1 for v in vals):
-        raise SpdnnError(f"{what} must be positive integers, got '{text}'",
+    if not vals or any(v < 1 or v > 65536 for v in vals):
+        raise SpdnnError(f"{what} must be integers from 1 to 65536, got '{text}'",
                          hint="e.g. --batch 1,8,32")
     return vals
 
@@ -64,7 +64,7 @@ def export(
     output: Annotated[Path | None, typer.Option(
         "-o", "--output", help="The ONNX file to write (default: SOURCE with .onnx).")] = None,
     opset: Annotated[int | None, typer.Option(
-        "--opset", min=7, help="ONNX opset version (default 20). Below 18 the TorchScript "
+        "--opset", min=7, max=30, help="ONNX opset version (default 20). Below 18 the TorchScript "
         "exporter is used, as torch's newer exporter only writes opset 18 and up.")] = None,
     dynamic_batch: Annotated[bool, typer.Option(
         "--dynamic-batch", help="Make the batch axis symbolic ('N'); otherwise it is fixed "
@@ -181,7 +181,7 @@ def bench(
     batch: Annotated[str, typer.Option(
         "--batch", help="Batch sizes, comma-separated.")] = "1,8,32",
     threads: Annotated[int | None, typer.Option(
-        "--threads", min=1, help="Intra-op threads for torch and onnxruntime (default: all "
+        "--threads", min=1, max=1024, help="Intra-op threads for torch and onnxruntime (default: all "
         "cores).")] = None,
     runtime: Annotated[str, typer.Option(
         "--runtime", help="Comma-separated: torch (eager, no_grad), torch-inference (eager, "
@@ -192,9 +192,9 @@ def bench(
         "--device", help="Comma-separated: cpu, cuda. On cuda, 'ort' uses onnxruntime's CUDA "
         "provider when it is installed.")] = "cpu",
     min_time: Annotated[float, typer.Option(
-        "--min-time", min=0.0, help="Seconds of timed runs per measurement (after warm-up).")]
+        "--min-time", min=0.0, max=3600.0, help="Seconds of timed runs per measurement (after warm-up).")]
     = 1.0,
-    warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed runs first.")] = 3,
+    warmup: Annotated[int, typer.Option("--warmup", min=0, max=10000, help="Untimed runs first.")] = 3,
     out_dir: Annotated[str, typer.Option(
         "-o", "--out", help="Folder for bench.md, bench.json and bench.png ('' writes no "
         "files; none of them may be one of the input files).")] = "bench_results",

@@ -71,7 +71,8 @@ def register(app: typer.Typer) -> None:
                  "generator).")] = None,
         output: Annotated[Path, typer.Option("-o", "--output", help="Folder for the predictions.")] = Path("predictions"),
         num: Annotated[int, typer.Option(min=1, max=4096, help="Generators: how many samples.")] = 64,
-        seed: Annotated[int, typer.Option(help="Generators: seed of the latent vectors.")] = 0,
+        seed: Annotated[int, typer.Option(min=0, max=2**63 - 1,
+                                          help="Generators: seed of the latent vectors.")] = 0,
     ) -> None:
         """Run a trained model: the task decides what that means (segmentation and depth
         networks write one PNG map per image; a generator writes a grid of samples).
