@@ -173,23 +173,27 @@ class Recipe(_Strict):
     # set by load_recipe: the folder relative paths are resolved against
     base_dir: str = Field(default=".", exclude=True)
 
+    # A model's own section wins; a model the recipe does not declare (one a task's
+    # ``build_models`` adds) and fields a model leaves out take the recipe's top-level values.
     def model_optim(self, name: str) -> OptimSpec:
         """The optimizer settings of model ``name`` (its own, else the recipe's)."""
-        return self.models[name].optim or self.optim
+        m = self.models.get(name)
+        return m.optim if m is not None and m.optim is not None else self.optim
 
     def model_schedule(self, name: str) -> ScheduleSpec:
         """The learning-rate schedule of model ``name`` (its own, else the recipe's)."""
-        return self.models[name].schedule or self.schedule
+        m = self.models.get(name)
+        return m.schedule if m is not None and m.schedule is not None else self.schedule
 
     def model_ema(self, name: str) -> float | None:
         """The EMA decay of model ``name`` (its own, else the recipe's; ``None``: no EMA)."""
-        m = self.models[name]
-        return m.ema if m.ema is not None else self.ema
+        m = self.models.get(name)
+        return m.ema if m is not None and m.ema is not None else self.ema
 
     def model_grad_clip(self, name: str) -> float | None:
         """The gradient-norm clip of model ``name`` (its own, else the recipe's)."""
-        m = self.models[name]
-        return m.grad_clip if m.grad_clip is not None else self.grad_clip
+        m = self.models.get(name)
+        return m.grad_clip if m is not None and m.grad_clip is not None else self.grad_clip
 
     def resolve(self, path: str) -> list[Path]:
         """Paths (globs allowed) relative to the recipe file's folder, sorted."""

@@ -174,11 +174,12 @@ class Trainer:
         self.steps_per_epoch = max(1, len(self.sampler) // recipe.batch_size)
         self.total_steps = recipe.steps or recipe.epochs * self.steps_per_epoch
         self.schedulers = {
-            k: torch.optim.lr_scheduler.LambdaLR(o, _lr_lambda(self._schedule(k), self.total_steps))
+            k: torch.optim.lr_scheduler.LambdaLR(o, _lr_lambda(recipe.model_schedule(k),
+                                                               self.total_steps))
             for k, o in self.optimizers.items()}
         self.ema: dict[str, nn.Module] = {}
         for k, m in self.models.items():
-            decay = recipe.model_ema(k) if k in recipe.models else recipe.ema
+            decay = recipe.model_ema(k)
             if decay:
                 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -190,9 +191,6 @@ class Trainer:
         self.best_metric = recipe.best_metric or task.default_best_metric
         self.best_mode = recipe.best_mode if recipe.best_metric else task.default_best_mode
         self._signal: int | None = None
-
-    def _schedule(self, name: str):
-        return self.recipe.model_schedule(name) if name in self.recipe.models else self.recipe.schedule
 
     # -- used by tasks ------------------------------------------------------------------------
     def to_device(self, t: torch.Tensor) -> torch.Tensor:
@@ -215,7 +213,7 @@ class Trainer:
         opt = self.optimizers[name]
         opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
-        clip = self.recipe.model_grad_clip(name) if name in self.recipe.models else self.recipe.grad_clip
+        clip = self.recipe.model_grad_clip(name)
         if clip:
             self.scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(self.models[name].parameters(), clip)
@@ -276,7 +274,7 @@ class Trainer:
         if not changes:
             return []
         for k, opt in self.optimizers.items():
-            o = self.recipe.model_optim(k) if k in self.recipe.models else self.recipe.optim
+            o = self.recipe.model_optim(k)
             sched = self.schedulers[k]
             factor = sched.lr_lambdas[0](sched.last_epoch)
             sched.base_lrs = [o.lr for _ in opt.param_groups]
