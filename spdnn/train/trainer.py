@@ -20,6 +20,7 @@ import math
 import os
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -90,11 +91,12 @@ def _lr_lambda(sch: ScheduleSpec, total: int):
 # --------------------------------------------------------------------------------------------
 # the trainer
 # --------------------------------------------------------------------------------------------
+@dataclass
 class TrainingInterrupted(SpdnnError):
     """Training stopped on SIGINT/SIGTERM after a checkpoint was written (``signum`` says which:
     the command line exits with 128 + signum, i.e. 130 for Ctrl-C and 143 for TERM)."""
 
-    signum: int = 2
+    signum: int = signal.SIGINT
 
 
 class Trainer:
@@ -364,7 +366,6 @@ class Trainer:
             self.load_state(st)
             changes = self._apply_recipe_changes(st["recipe"])
             if self.rank == 0:
-                remove_stale_temps(self.outdir)
                 self.console.print(f"resumed from {ckpt} at step {self.step}")
                 if changes:
                     self.console.print("recipe changes applied: " + "; ".join(changes))
@@ -373,11 +374,12 @@ class Trainer:
                                  note + dump_yaml(r.model_dump(mode="json")))
         elif self.rank == 0:
             self.outdir.mkdir(parents=True, exist_ok=True)
-            remove_stale_temps(self.outdir)
             for name, spec in self.netspecs.items():
                 fname = "netspec.yaml" if list(self.netspecs) == ["net"] else f"netspec_{name}.yaml"
                 write_atomic(self.outdir / fname, S.dump(spec))
             write_atomic(self.outdir / "recipe.yaml", dump_yaml(r.model_dump(mode="json")))
+        if self.rank == 0:
+            remove_stale_temps(self.outdir)  # what a killed run's atomic writes left behind
         for m in self.models.values():
             m.train()
         with self._signals():
@@ -385,7 +387,10 @@ class Trainer:
         if self._signal is not None:
             self.save_checkpoint()
             self._write_logs()
-            raise _interrupted(self._signal, self.step, ckpt, self.outdir)
+            raise TrainingInterrupted(
+                f"stopped by {signal.Signals(self._signal).name} at step {self.step}; checkpoint "
+                "written", file=str(ckpt), signum=self._signal,
+                hint=f"continue with: spdnn train RECIPE -o {self.outdir} --resume")
         if self.stop_after is not None and self.step < self.total_steps:
             return last_eval
         if self.rank == 0:
@@ -505,14 +510,6 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
             out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
         return out
     return [] if a == b else [(prefix.rstrip("."), a, b)]
-
-
-def _interrupted(signum: int, step: int, ckpt: Path, outdir: Path) -> TrainingInterrupted:
-    err = TrainingInterrupted(f"stopped by {signal.Signals(signum).name} at step {step}; "
-                              "checkpoint written", file=str(ckpt),
-                              hint=f"continue with: spdnn train RECIPE -o {outdir} --resume")
-    err.signum = signum
-    return err
 
 
 def plot_history(history: list[dict], outdir: Path) -> list[Path]:
