@@ -29,6 +29,7 @@ Computation is done in float64 whatever the input dtype.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -79,7 +80,7 @@ SEGMENTATION_KEYS = (
 # --------------------------------------------------------------------------------------------
 # The metric interface
 # --------------------------------------------------------------------------------------------
-class Metric:
+class Metric(ABC):
     """The one interface of every metric accumulator the trainer uses (like torchmetrics'
     ``Metric``): ``update`` once per batch, ``compute`` at the end, ``reset`` to start over.
 
@@ -88,14 +89,17 @@ class Metric:
     broadcasts to them; ``compute()`` returns ``{name: float}``.
     """
 
+    @abstractmethod
     def update(self, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> None:
-        raise NotImplementedError(f"{type(self).__name__}.update")
+        """Add one batch."""
 
+    @abstractmethod
     def compute(self) -> dict[str, float]:
-        raise NotImplementedError(f"{type(self).__name__}.compute")
+        """The metric values over every batch added since the last reset."""
 
+    @abstractmethod
     def reset(self) -> None:
-        raise NotImplementedError(f"{type(self).__name__}.reset")
+        """Forget every batch."""
 
 
 # --------------------------------------------------------------------------------------------

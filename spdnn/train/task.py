@@ -38,6 +38,7 @@ hook                        contract
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -53,8 +54,10 @@ if TYPE_CHECKING:
     from spdnn.train.trainer import Trainer
 
 
-class Task:
-    """Base class of training tasks (see the module docstring for the hooks).
+class Task(ABC):
+    """Base class of training tasks (see the module docstring for the hooks). ``datasets``,
+    ``training_step`` and ``validation_step`` are abstract: a task must define them (or
+    inherit them, as from :class:`SupervisedTask`).
 
     Args:
         recipe: the validated recipe.
@@ -81,9 +84,9 @@ class Task:
                             f"declares {sorted(got)}", field="models", hint=f"write {form}")
 
     # -- data ---------------------------------------------------------------------------------
+    @abstractmethod
     def datasets(self) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset]:
         """``(train, validation)`` datasets of tuples of tensors."""
-        raise NotImplementedError(f"{type(self).__name__}.datasets")
 
     # -- models and optimizers -------------------------------------------------------------
     def build_models(self, nets: dict[str, nn.Module]) -> dict[str, nn.Module]:
@@ -96,14 +99,14 @@ class Task:
                 for k, m in models.items()}
 
     # -- steps ------------------------------------------------------------------------------
+    @abstractmethod
     def training_step(self, trainer: Trainer, batch: tuple) -> dict[str, float]:
         """One optimisation iteration; returns the values to log (see the module docstring)."""
-        raise NotImplementedError(f"{type(self).__name__}.training_step")
 
+    @abstractmethod
     def validation_step(self, models: dict[str, nn.Module], batch: tuple,
                         metrics: Metric | None) -> dict[str, float]:
         """Per-batch validation values (see the module docstring)."""
-        raise NotImplementedError(f"{type(self).__name__}.validation_step")
 
     def new_metrics(self) -> Metric | None:
         """A fresh metric accumulator for one pass over the validation set, or ``None``."""
@@ -129,10 +132,10 @@ class SupervisedTask(Task):
     """A one-network task on ``(input, target)`` or ``(input, target, mask)`` batches:
     override :meth:`datasets`, :meth:`loss` and :meth:`new_metrics`."""
 
+    @abstractmethod
     def loss(self, pred: torch.Tensor, target: torch.Tensor,
              mask: torch.Tensor | None) -> torch.Tensor:
         """Scalar float32 loss of a batch (``pred`` is float32, same shape as ``target``)."""
-        raise NotImplementedError(f"{type(self).__name__}.loss")
 
     @torch.no_grad()
     def predict(self, models: dict[str, nn.Module], x: torch.Tensor) -> torch.Tensor:
