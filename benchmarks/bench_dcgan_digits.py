@@ -1,4 +1,4 @@
-"""The two-network example on the shared trainer: the DCGAN of ``recipes/dcgan_digits.yaml`` on
+"""The two-network example on the shared trainer: the DCGAN of ``recipes/gan/dcgan_digits.yaml`` on
 scikit-learn's real 8x8 digits, scored by kernel MMD^2 against the held-out validation digits.
 
 There is no paper figure for this network (it is the trainer's two-network example, scaled down
@@ -29,7 +29,6 @@ import torch  # noqa: E402
 
 from spdnn.metrics import KernelMMD  # noqa: E402
 from spdnn.runs import trainer_for  # noqa: E402
-from spdnn.tasks.dcgan import DigitsDataset  # noqa: E402
 from spdnn.train import load_recipe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,10 +51,10 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(seeds):
-            recipe = load_recipe(ROOT / "recipes/dcgan_digits.yaml", over + [f"seed={seed}"])
+            recipe = load_recipe(ROOT / "recipes/gan/dcgan_digits.yaml", over + [f"seed={seed}"])
             tr = trainer_for(recipe, outdir=Path(tmp) / f"s{seed}", progress=False)
-            val = DigitsDataset("val", recipe.data.val_size, recipe.data.seed).images
-            train = DigitsDataset("train", recipe.data.train_size, recipe.data.seed).images
+            train_ds, val_ds = tr.train_ds, tr.val_ds
+            val, train = val_ds.images, train_ds.images
             models = tr.eval_models()
             for m in models.values():
                 m.eval()

@@ -245,7 +245,7 @@ def _tiny_dcgan_run(tmp_path: Path) -> Path:
     from spdnn.runs import trainer_for
     from spdnn.train import load_recipe
 
-    recipe = load_recipe(ROOT / "recipes" / "dcgan_digits.yaml", [
+    recipe = load_recipe(ROOT / "recipes" / "gan" / "dcgan_digits.yaml", [
         "steps=2", "batch_size=4", "data.train_size=8", "data.val_size=4", "eval_every=2",
         "checkpoint_every=2", "log_every=1", "samples=4"])
     run = tmp_path / "gan"

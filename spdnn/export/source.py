@@ -10,7 +10,7 @@ every unreadable, truncated or foreign file is a one-line
 A checkpoint (format 2) holds one netspec per network of the recipe (``"netspecs"``: name ->
 netspec YAML text; the single network of a one-network recipe is ``"net"``, a GAN recipe has
 a ``"generator"`` and a ``"discriminator"``, of which the generator is what gets deployed:
-thesis sec. 3.3, DCGAN layout of App. H, ``recipes/dcgan_digits.yaml``), the trained
+thesis sec. 3.3, DCGAN layout of App. H, ``recipes/gan/dcgan_digits.yaml``), the trained
 weights (``"models"``: name -> state dict) and the weight averages of the models that have
 EMA (``"ema"``: name -> ``AveragedModel`` state dict, keys prefixed ``module.``, plus
 ``n_averaged``). The averages are exported first, as evaluation uses them.

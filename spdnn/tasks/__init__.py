@@ -4,7 +4,7 @@
   threshold 0.45.
 * ``depth`` -- monocular depth (thesis App. B): MSE loss on valid pixels, PSNR/SSIM/... and
   KITTI-style metrics.
-* ``dcgan`` -- a generator and a discriminator trained adversarially (thesis sec. 3.3), on
+* ``dcgan`` and the GAN family (:mod:`spdnn.tasks.gan`) -- generators trained adversarially (thesis sec. 3.3), on
   scikit-learn's real 8x8 digits by default: the two-network form of the trainer.
 
 A new task is one file here (see :mod:`spdnn.train.task` for the hooks), imported below.
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from spdnn.tasks import dcgan as _dcgan  # noqa: F401  (registers the task)
-from spdnn.tasks import depth as _depth  # noqa: F401
+from spdnn.tasks import depth as _depth  # noqa: F401  (registers the task)
+from spdnn.tasks import gan as _gan  # noqa: F401  (registers the GAN tasks)
 from spdnn.tasks import iris as _iris  # noqa: F401
 from spdnn.tasks.registry import TASKS, get_task, register_task, unregister_task
 

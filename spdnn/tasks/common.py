@@ -42,8 +42,9 @@ def prediction_grid(rows: list[tuple[str, torch.Tensor]], path: Path, title: str
     return _save(fig, path)
 
 
-def sample_grid(images: torch.Tensor, path: Path, title: str) -> Path:
-    """Save ``(N, C, H, W)`` images in [0, 1] (C = 1 or 3) as a square-ish grid PNG."""
+def sample_grid(images: torch.Tensor, path: Path, title: str, cols: int | None = None) -> Path:
+    """Save ``(N, C, H, W)`` images in [0, 1] (C = 1 or 3) as a grid PNG: ``cols`` per row
+    (default: a square-ish grid)."""
     import math
 
     import matplotlib
@@ -52,7 +53,7 @@ def sample_grid(images: torch.Tensor, path: Path, title: str) -> Path:
     import matplotlib.pyplot as plt
 
     n = images.shape[0]
-    cols = math.ceil(math.sqrt(n))
+    cols = cols or math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(0.8 * cols, 0.8 * rows + 0.4), squeeze=False)
     for i, ax in enumerate(axes.flat):

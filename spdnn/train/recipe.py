@@ -153,6 +153,9 @@ class Recipe(_Strict):
     best_metric: str | None = None
     best_mode: Literal["min", "max"] = "max"
     samples: int = Field(default=8, ge=0, le=1024)
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Settings of the task (e.g. a GAN's ``latent``, BEGAN's ``gamma``): each task validates
+    them with its own model and names a bad one as ``options.<field>``."""
 
     @model_validator(mode="before")
     @classmethod

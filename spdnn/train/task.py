@@ -16,6 +16,7 @@ hook                        contract
                             an item is a tuple of tensors (images ``float32 (C, H, W)``, labels
                             ``int64 ()``); the trainer batches them and moves every 4-D tensor
                             to the device in channels-last layout
+``module_netspec(name)``    the netspec model ``name`` is built from (default: as written)
 ``build_models(nets)``      the models to train from ``{name: nn.Module}`` built from the
                             netspecs (default: unchanged)
 ``configure_optimizers``    ``{name: Optimizer}``; default: one per model from its recipe
@@ -89,6 +90,11 @@ class Task(ABC):
         """``(train, validation)`` datasets of tuples of tensors."""
 
     # -- models and optimizers -------------------------------------------------------------
+    def module_netspec(self, name: str) -> Netspec:
+        """The netspec the trainer builds model ``name`` from (default: ``netspecs[name]``; a
+        task may return a variant, e.g. one that ends in logits instead of a sigmoid)."""
+        return self.netspecs[name]
+
     def build_models(self, nets: dict[str, nn.Module]) -> dict[str, nn.Module]:
         """The models to train, from the modules built from ``self.netspecs`` (default: as is)."""
         return nets
@@ -116,6 +122,13 @@ class Task(ABC):
     def figures(self, models: dict[str, nn.Module], batch: tuple, outdir: Path) -> list[Path]:
         """Save sample figures of a validation batch (e.g. an image grid); returns the files."""
         return []
+
+    def report(self, models: dict[str, nn.Module], outdir: Path,
+               device: torch.device) -> dict[str, float]:
+        """The task's evaluation suite beyond the validation metrics (e.g. FID for a GAN), run
+        by ``spdnn evaluate`` and ``spdnn compare``, not during training; writes its plots under
+        ``outdir``. Default: nothing (``{}``)."""
+        return {}
 
     def predict_files(self, models: dict[str, nn.Module], inputs: list[Path], outdir: Path,
                       device: torch.device, options: dict[str, Any]) -> list[tuple[str, Path]]:

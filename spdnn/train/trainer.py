@@ -159,7 +159,7 @@ class Trainer:
         nets = {}
         for name in task.model_names:  # each model built from the same seed as a lone run
             torch.manual_seed(recipe.seed)
-            nets[name] = build_module(self.netspecs[name])
+            nets[name] = build_module(task.module_netspec(name))
         self.models: dict[str, nn.Module] = {
             k: m.to(self.device, memory_format=self.memory_format)
             for k, m in task.build_models(nets).items()}

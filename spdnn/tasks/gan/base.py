@@ -1,0 +1,326 @@
+"""What every GAN task of the thesis shares (thesis sec. 3.3; App. F-I): latent vectors, class
+and attribute codes in the latent, logits read from sigmoid/softmax heads, the pixel range,
+sample grids and the evaluation suite.
+
+Conventions (each GAN task in this package follows them):
+
+* **Data** items are ``(image float32 (C, H, W) in [0, 1], label int64 ()[, attribute float32
+  (A,)])`` (:mod:`spdnn.data.images`). A task whose networks work in [-1, 1] (``pixel_range:
+  symmetric``, as the authors' BEGAN and CIFAR-10 code) maps images with :meth:`GANTask.to_net`
+  before they enter a discriminator and generated images back with :meth:`GANTask.to_unit`.
+* **Latent** ``z``: ``options.latent`` ``normal`` (N(0, I), DCGAN) or ``uniform`` (U[-1, 1],
+  BEGAN and the VAC/VAR+GAN code: architectures.md sec. 2.3), of the generator input's size.
+* **Class code** (conditional tasks; ``options.class_code``):
+
+  - ``thesis``: the VAC+GAN code of the authors (architectures.md sec. 3.1-3.2): with ``K``
+    classes and ``K >= 3``, ``z[c] = +|u_c|`` for the requested class ``c`` and ``z[j] =
+    -|u_j|`` for every other ``j < K`` (the rest of ``z`` stays as drawn); with two classes,
+    the sign of ``z[0]`` says the class (class 0: ``z[0] >= 0``, class 1: ``z[0] < 0``).
+    The generator's input keeps its size.
+  - ``one_hot``: the CGAN code (Mirza & Osindero 2014): ``z`` is ``noise`` values followed by
+    the one-hot label, so the generator's input has ``noise + K`` features.
+
+* **Logits.** The thesis' discriminators, classifiers and regressors end in a sigmoid,
+  softmax or tanh. A GAN task trains on the pre-activation instead: :meth:`GANTask.module_netspec`
+  gives the trainer a copy of the netspec whose output layer has ``activation: none`` and
+  remembers the activation in :attr:`GANTask.heads`; losses then use the numerically stable
+  forms (``binary_cross_entropy_with_logits``, ``cross_entropy`` on logits, ``tanh`` applied
+  in float32), which autocast leaves in float32, so mixed precision on CUDA is safe. The
+  checkpoint keeps the netspec as written; the state dict is the same (an activation has no
+  parameters).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from spdnn.errors import SpdnnError, SpecError
+from spdnn.tasks.common import sample_grid
+from spdnn.train.task import Task
+
+
+class GANOptions(BaseModel):
+    """``options:`` of a GAN recipe (each task adds its own fields; unknown ones are errors)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    latent: Literal["normal", "uniform"] = "normal"
+    """Distribution of the latent noise: N(0, I) or U[-1, 1]."""
+    pixel_range: Literal["unit", "symmetric"] = "unit"
+    """Range the networks see images in: [0, 1] or [-1, 1] (generated images are mapped back)."""
+    class_code: Literal["thesis", "one_hot"] = "thesis"
+    """How a conditional task writes the class into ``z`` (module docstring)."""
+    eval_samples: int = Field(default=1000, ge=10, le=100_000)
+    """Generated images per evaluation (FID, conditional accuracy, diversity)."""
+
+
+def validate_options(model: type[BaseModel], data: dict[str, Any]) -> BaseModel:
+    """``model`` validated from a recipe's ``options`` section.
+
+    Raises:
+        SpecError: at ``options.<field>`` with pydantic's message.
+    """
+    try:
+        return model.model_validate(data or {})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        allowed = ", ".join(model.model_fields)
+        raise SpecError(err["msg"], field=f"options.{loc}" if loc else "options",
+                        hint=f"options of this task: {allowed}") from None
+
+
+def output_layer(spec) -> Any:
+    """The layer that produces the netspec's (first) output."""
+    return {lay.name: lay for lay in spec.layers}[spec.outputs[0].from_]
+
+
+def without_output_activation(spec) -> tuple[Any, str]:
+    """``(copy of spec whose output layer has activation none, that activation)``.
+
+    Raises:
+        SpecError: the output layer has no ``activation`` field (e.g. a stand-alone
+            activation layer), so its pre-activation cannot be read.
+    """
+    lay = output_layer(spec)
+    if "activation" not in type(lay).model_fields:
+        raise SpecError(f"the output layer '{lay.name}' ({type(lay).__name__}) has no "
+                        "activation field, so its pre-activation cannot be read",
+                        field="outputs", hint="end the network in a layer with "
+                        "'activation: sigmoid' (or softmax/tanh/none)")
+    act = lay.activation or "none"
+    new = lay.model_copy(update={"activation": "none"})
+    layers = [new if x.name == lay.name else x for x in spec.layers]
+    return spec.model_copy(update={"layers": layers}), act
+
+
+def head_size(spec) -> int:
+    """Number of output values per sample of a vector-output netspec."""
+    from spdnn.shapes import infer
+
+    return math.prod(list(infer(spec).output_shapes().values())[0])
+
+
+class GANTask(Task):
+    """Base of the GAN tasks: latent sampling, class codes, logit heads, pixel range,
+    generation, ``samples.png`` and the evaluation suite (:meth:`report`).
+
+    Subclasses set ``name``, ``model_names``, ``Options`` (a :class:`GANOptions` subclass),
+    ``logit_models`` (the models read as logits) and ``conditional`` (``"none"``, ``"class"``
+    or ``"attribute"``), and write :meth:`training_step` / :meth:`validation_step`.
+
+    Raises:
+        SpecError: bad ``options``; the generator takes more than one vector input; the
+            generator's output shape differs from what a discriminator reads; a conditional
+            task on data without labels or with a class count its networks do not have.
+    """
+
+    Options: ClassVar[type[GANOptions]] = GANOptions
+    logit_models: ClassVar[tuple[str, ...]] = ("discriminator",)
+    conditional: ClassVar[str] = "none"
+    image_models: ClassVar[tuple[str, ...]] = ("discriminator",)
+    """Models that read the generator's image (checked against its output shape)."""
+    default_best_metric = "val_mmd"
+    default_best_mode = "min"
+
+    def __init__(self, recipe, netspecs) -> None:
+        super().__init__(recipe, netspecs)
+        self.options = validate_options(self.Options, getattr(recipe, "options", {}))
+        g = netspecs["generator"]
+        if len(g.inputs) != 1 or len(g.inputs[0].shape) != 1:
+            raise SpecError("the generator must take one latent vector input (features: N)",
+                            field="models.generator")
+        self.z_dim: int = g.inputs[0].shape[0]
+        from spdnn.shapes import infer
+
+        self.image_shape: tuple[int, int, int] = tuple(list(infer(g).output_shapes().values())[0])
+        for name in self.image_models:
+            want = tuple(netspecs[name].inputs[0].shape)
+            if want != self.image_shape:
+                raise SpecError(f"the generator makes images of shape {self.image_shape}, the "
+                                f"{name} reads {want}", field=f"models.{name}",
+                                hint=f"make the {name}'s input the generator's output shape")
+        self.heads: dict[str, str] = {}
+        self._module_specs: dict[str, Any] = {}
+        for name in self.logit_models:
+            self._module_specs[name], self.heads[name] = without_output_activation(netspecs[name])
+        self.num_classes = 0
+        self._val_z: torch.Generator | None = None
+
+    # -- networks -----------------------------------------------------------------------------
+    def module_netspec(self, name: str):
+        """The netspec the trainer builds model ``name`` from: the logit form for
+        :attr:`logit_models` (module docstring), else as written."""
+        return self._module_specs.get(name, self.netspecs[name])
+
+    # -- data -----------------------------------------------------------------------------------
+    def datasets(self):
+        from spdnn.data.images import image_datasets
+
+        train, val = image_datasets(self.recipe.data, self.image_shape)
+        self.class_names = list(getattr(train, "class_names", []))
+        return train, val
+
+    def to_net(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] -> the networks' pixel range (``options.pixel_range``)."""
+        return images * 2 - 1 if self.options.pixel_range == "symmetric" else images
+
+    def to_unit(self, images: torch.Tensor) -> torch.Tensor:
+        """Generated images in the networks' range -> [0, 1] (clamped), float32."""
+        x = images.float()
+        if self.options.pixel_range == "symmetric":
+            x = (x + 1) / 2
+        return x.clamp(0, 1)
+
+    # -- latents --------------------------------------------------------------------------------
+    @property
+    def noise_dim(self) -> int:
+        """Latent noise values per sample (``z_dim`` less the one-hot code, if any)."""
+        if self.conditional == "class" and self.options.class_code == "one_hot":
+            return self.z_dim - self.num_classes
+        return self.z_dim
+
+    def check_classes(self, num_classes: int, field: str = "data.source") -> None:
+        """Set :attr:`num_classes` for a class-conditional task and check the latent can hold it.
+
+        Raises:
+            SpecError: fewer than two classes, or a latent too small for the code.
+        """
+        if num_classes < 2:
+            raise SpecError(f"a conditional GAN needs labelled data with at least two classes; "
+                            f"'{self.recipe.data.source}' has {num_classes}", field=field)
+        self.num_classes = num_classes
+        if self.options.class_code == "one_hot" and self.z_dim <= num_classes:
+            raise SpecError(f"the generator reads {self.z_dim} latent values, too few for "
+                            f"noise plus a one-hot code of {num_classes} classes",
+                            field="models.generator",
+                            hint=f"give the generator's input more than {num_classes} features")
+        if self.options.class_code == "thesis" and num_classes > 2 and self.z_dim < num_classes:
+            raise SpecError(f"the thesis class code needs at least {num_classes} latent values, "
+                            f"the generator reads {self.z_dim}", field="models.generator")
+
+    def sample_noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``(n, noise_dim)`` latent noise (``options.latent``), drawn on the CPU."""
+        if self.options.latent == "uniform":
+            return torch.rand(n, self.noise_dim, generator=generator) * 2 - 1
+        return torch.randn(n, self.noise_dim, generator=generator)
+
+    def encode_class(self, noise: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Write class ``labels`` ``(n,)`` into latent ``noise`` ``(n, noise_dim)`` by
+        ``options.class_code`` (module docstring); returns ``(n, z_dim)``."""
+        labels = labels.to(noise.device).long()
+        if self.options.class_code == "one_hot":
+            return torch.cat([noise, F.one_hot(labels, self.num_classes).to(noise.dtype)], 1)
+        z = noise.clone()
+        if self.num_classes == 2:
+            z[:, 0] = torch.where(labels == 0, z[:, 0].abs(), -z[:, 0].abs())
+            return z
+        k = self.num_classes
+        sign = torch.where(F.one_hot(labels, k).bool(), 1.0, -1.0).to(z.dtype)
+        z[:, :k] = z[:, :k].abs() * sign
+        return z
+
+    def latent(self, n: int, device, labels: torch.Tensor | None = None,
+               attributes: torch.Tensor | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """``(n, z_dim)`` generator inputs on ``device``: noise, with the class or attribute code
+        when the task is conditional (``labels`` default: uniformly drawn classes)."""
+        noise = self.sample_noise(n, generator)
+        if self.conditional == "class":
+            if labels is None:
+                labels = torch.randint(self.num_classes, (n,), generator=generator)
+            noise = self.encode_class(noise, labels.cpu())
+        elif self.conditional == "attribute":
+            if attributes is None:
+                raise ValueError("an attribute-conditional generator needs attributes")
+            noise = self.encode_attributes(noise, attributes.cpu().float())
+        return noise.to(device)
+
+    def encode_attributes(self, noise: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:
+        """Write continuous ``attributes`` ``(n, A)`` into the latent (VAR+GAN, App. I)."""
+        raise NotImplementedError(f"task '{self.name}' is not attribute-conditional")
+
+    # -- heads ------------------------------------------------------------------------------------
+    def bce_logits(self, logits: torch.Tensor, real: bool | torch.Tensor) -> torch.Tensor:
+        """Mean BCE of logits ``(n, ...)`` against 1 (``real=True``), 0, or a target tensor,
+        in float32 (``binary_cross_entropy_with_logits``)."""
+        x = logits.float().reshape(logits.shape[0], -1)
+        if isinstance(real, torch.Tensor):
+            target = real.float().reshape(x.shape[0], -1).expand_as(x)
+        else:
+            target = torch.full_like(x, 1.0 if real else 0.0)
+        return F.binary_cross_entropy_with_logits(x, target)
+
+    def class_logits_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Classification loss of a classifier head on logits: BCE for one output (two classes,
+        thesis App. G: "binary cross-entropy"), else categorical cross-entropy (App. H)."""
+        x = logits.float().reshape(logits.shape[0], -1)
+        if x.shape[1] == 1:
+            return F.binary_cross_entropy_with_logits(x[:, 0], labels.float())
+        return F.cross_entropy(x, labels.long())
+
+    @staticmethod
+    def predicted_class(logits: torch.Tensor) -> torch.Tensor:
+        """Class indices ``(n,)`` of classifier logits (one output: ``logit > 0`` is class 1)."""
+        x = logits.float().reshape(logits.shape[0], -1)
+        return (x[:, 0] > 0).long() if x.shape[1] == 1 else x.argmax(1)
+
+    # -- generation and outputs ---------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, models, n: int, device, labels: torch.Tensor | None = None,
+                 attributes: torch.Tensor | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """``(n, C, H, W)`` generated images in [0, 1] (float32, CPU), for the requested
+        ``labels`` ``(n,)`` or ``attributes`` ``(n, A)`` when the task is conditional."""
+        z = self.latent(n, device, labels=labels, attributes=attributes, generator=generator)
+        return self.to_unit(models["generator"](z)).cpu()
+
+    def sample_conditions(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Conditions for ``n`` samples of a fixed grid: ``{"labels": ...}`` (``n`` rows of
+        one class each for a class-conditional task), ``{"attributes": ...}`` or ``{}``."""
+        if self.conditional == "class":
+            per = max(1, n // self.num_classes)
+            return {"labels": torch.arange(self.num_classes).repeat_interleave(per)}
+        return {}
+
+    def samples(self, models, n: int, seed: int, device) -> torch.Tensor:
+        """Generated images from a fixed ``z`` drawn with ``seed`` (one row per class for the
+        class-conditional tasks: ``num_classes`` rows of ``n // num_classes``)."""
+        g = torch.Generator().manual_seed(seed)
+        cond = self.sample_conditions(n, g)
+        count = len(next(iter(cond.values()))) if cond else n
+        return self.generate(models, count, device, generator=g, **cond)
+
+    def figures(self, models, batch, outdir: Path) -> list[Path]:
+        imgs = self.samples(models, 100 if self.conditional == "class" else 64,
+                            self.recipe.seed, batch[0].device)
+        title = f"{self.recipe.name}: generated samples (fixed z"
+        title += ", one row per class)" if self.conditional == "class" else ")"
+        cols = imgs.shape[0] // self.num_classes if self.conditional == "class" else None
+        return [sample_grid(imgs, outdir / "samples.png", title, cols=cols)]
+
+    def predict_files(self, models, inputs, outdir, device, options):
+        if inputs:
+            raise SpdnnError("a generator takes no input files",
+                             hint="spdnn predict RUN --num 64 --seed 0 -o OUT")
+        n, seed = int(options.get("num", 64)), int(options.get("seed", 0))
+        imgs = self.samples(models, n, seed, device)
+        dest = outdir / f"samples_seed{seed}.png"
+        cols = imgs.shape[0] // self.num_classes if self.conditional == "class" else None
+        sample_grid(imgs, dest, f"{self.recipe.name}: {imgs.shape[0]} samples, seed {seed}",
+                    cols=cols)
+        return [(f"{imgs.shape[0]} generated images {tuple(imgs.shape[1:])}", dest)]
+
+    # -- evaluation ---------------------------------------------------------------------------
+    def report(self, models, outdir: Path, device) -> dict[str, float]:
+        """The GAN evaluation suite on this run (FID on a domain feature extractor, conditional
+        accuracy, diversity, attribute error): :func:`spdnn.tasks.gan.evaluation.evaluate_gan`."""
+        from spdnn.tasks.gan.evaluation import evaluate_gan
+
+        return evaluate_gan(self, models, outdir, device)
