@@ -97,6 +97,11 @@ EXPECTED = {
     "dcgan/digits_generator.yaml": (32 * 256 + 2 * 256 + 64 * 32 * 4 * 4 + 2 * 32
                                     + 32 * 1 * 4 * 4 + 1),
     "dcgan/digits_discriminator.yaml": (1 * 32 * 9 + 32 + 32 * 64 * 9 + 2 * 64 + 64 * 2 * 2 + 1),
+    # the CI-sized BEGAN: the authors' BEGAN pattern at 8x8 with NN 16 (width-reduced)
+    "began/digits_generator.yaml": dense(16, 256) + 4 * conv(16, 16) + conv(16, 1),
+    "began/digits_discriminator.yaml": (conv(1, 16) + 2 * conv(16, 16) + conv(16, 32, 1)
+                                        + 2 * conv(32, 32) + dense(32 * 4 * 4, 16)
+                                        + dense(16, 256) + 4 * conv(16, 16) + conv(16, 1)),
     # GAN_Aspect landmark generator (thesis App. F Table II)
     "aspect/landmark_generator.yaml": (dense(64, 128) + 2 * dense(128, 128) + dense(128, 98)),
 }
@@ -113,6 +118,7 @@ STATED = {
     "var/regressor.yaml": 6_693_794, "var/regressor_code.yaml": 4_371_426,
     "aspect/landmark_generator.yaml": 53_986,
     "dcgan/digits_generator.yaml": 42_049, "dcgan/digits_discriminator.yaml": 19_137,
+    "began/digits_generator.yaml": 13_777, "began/digits_discriminator.yaml": 45_825,
 }
 
 # output shape (batch axis excluded) of each network's single output
@@ -136,6 +142,8 @@ OUT_SHAPES = {
     "aspect/landmark_generator.yaml": ("landmarks", (98,)),
     "dcgan/digits_generator.yaml": ("image", (1, 8, 8)),
     "dcgan/digits_discriminator.yaml": ("logit", (1,)),
+    "began/digits_generator.yaml": ("image", (1, 8, 8)),
+    "began/digits_discriminator.yaml": ("reconstruction", (1, 8, 8)),
 }
 
 

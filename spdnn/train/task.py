@@ -26,6 +26,7 @@ hook                        contract
                             name)`` once per model to update; return ``{name: float}`` to log.
                             The trainer then steps the schedulers, calls ``scaler.update()``
                             once, and updates the EMA copies
+``state_dict()``            the task's own training state (BEGAN's ``k_t``), checkpointed
 ``new_metrics()``           a :class:`spdnn.metrics.Metric` accumulator or ``None``
 ``validation_step(m, b, a)``  ``m``: the evaluation models (EMA weights where EMA is on), in
                             eval mode, under ``torch.no_grad()``; ``a``: the accumulator of
@@ -116,6 +117,18 @@ class Task(ABC):
 
     def new_metrics(self) -> Metric | None:
         """A fresh metric accumulator for one pass over the validation set, or ``None``."""
+        return None
+
+    # -- state ---------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The task's own training state for exact resume (e.g. BEGAN's ``k_t``), saved in
+        every checkpoint; tensors, numbers and plain containers only (read back with
+        ``weights_only=True``). Default: ``{}``."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (an empty dict from checkpoints without task state).
+        Default: nothing to restore."""
         return None
 
     # -- outputs -----------------------------------------------------------------------------

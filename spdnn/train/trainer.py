@@ -240,6 +240,7 @@ class Trainer:
             "rng": rng_state(),
             "history": self.history,
             "best": self.best,
+            "task": self.task.state_dict(),
             "recipe": self.recipe.model_dump(mode="json"),
             "netspecs": {k: S.dump(v) for k, v in self.netspecs.items()},
         }
@@ -264,6 +265,7 @@ class Trainer:
         self.step = st["step"]
         self.history = st["history"]
         self.best = st["best"]
+        self.task.load_state_dict(st.get("task", {}))
         set_rng_state(st["rng"])
 
     def _apply_recipe_changes(self, stored: dict) -> list[str]:

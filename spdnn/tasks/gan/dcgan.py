@@ -35,8 +35,10 @@ class DCGANTask(GANTask):
     model_names = ("generator", "discriminator")
 
     def adversarial_losses(self, trainer, real: torch.Tensor, fake: torch.Tensor):
-        """Update the discriminator on ``real`` (networks' range) and ``fake`` (detached);
-        returns ``(loss_d, generator adversarial loss)`` (the latter still to back-propagate)."""
+        """Update the discriminator on ``real`` and ``fake`` (both ``(n, C, H, W)`` in the
+        networks' range; ``fake`` is detached for this update). Returns ``(logs, loss_g)``:
+        the values to log and the generator's adversarial loss, still to back-propagate
+        (VAC+GAN and VAR+GAN add their terms to it: the contract of every GAN task)."""
         D = trainer.train_models["discriminator"]
         with trainer.autocast():
             d_real, d_fake = D(real), D(fake.detach())
@@ -44,7 +46,7 @@ class DCGANTask(GANTask):
         trainer.backward_step(loss_d, "discriminator")
         with trainer.autocast():
             d_gen = D(fake)
-        return loss_d, self.bce_logits(d_gen, True)
+        return {"loss_d": float(loss_d.detach())}, self.bce_logits(d_gen, True)
 
     def training_step(self, trainer, batch):
         real = self.to_net(batch[0])
@@ -52,9 +54,9 @@ class DCGANTask(GANTask):
         z = self.latent(real.shape[0], real.device)
         with trainer.autocast():
             fake = G(z)
-        loss_d, loss_g = self.adversarial_losses(trainer, real, fake)
+        logs, loss_g = self.adversarial_losses(trainer, real, fake)
         trainer.backward_step(loss_g, "generator")
-        return {"loss_d": float(loss_d.detach()), "loss_g": float(loss_g.detach())}
+        return {**logs, "loss_g": float(loss_g.detach())}
 
     def new_metrics(self):
         # called once per validation pass: the pass draws its z from this fixed stream
