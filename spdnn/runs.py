@@ -72,38 +72,85 @@ def train(recipe: Recipe, **kwargs: Any) -> dict[str, float]:
 
 
 def compare_recipes(paths: list[Path], overrides: list[str], outdir: Path,
-                    console: Console | None = None) -> Table:
-    """Train each recipe into ``outdir/<name>`` and write ``compare.md``, ``compare.json`` and
-    ``compare.png`` (one bar chart per metric). Returns the rich table printed to the user."""
+                    console: Console | None = None, report: bool = True,
+                    reuse: bool = True) -> Table:
+    """Train each recipe into ``outdir/<name>`` with the same overrides, run the task's
+    evaluation suite (:meth:`~spdnn.train.Task.report`, e.g. FID for a GAN; ``report=False``
+    skips it) and write ``compare.md``, ``compare.json`` and ``compare.png`` (one bar chart per
+    metric). The columns are each task's :attr:`~spdnn.train.Task.summary_metrics` (all
+    validation metrics by default) after params, MACs and training time.
+
+    Resumable: a finished row is kept in ``outdir/<name>/compare_row.json`` with a hash of its
+    recipe; a rerun with ``reuse=True`` takes it instead of training again (a changed recipe
+    or override trains anew).
+
+    Returns the rich table printed to the user.
+    """
+    import hashlib
+
     console = console or Console(stderr=True)
     rows = []
     for p in paths:
         r = load_recipe(p, overrides)
-        trainer = trainer_for(r, outdir=outdir / r.name, console=console)
+        run_dir = outdir / r.name
+        key = hashlib.sha256(json.dumps([r.model_dump(mode="json"), report],
+                                        sort_keys=True).encode()).hexdigest()[:16]
+        cached = run_dir / "compare_row.json"
+        if reuse and cached.is_file():
+            row = json.loads(cached.read_text())
+            if row.get("recipe_hash") == key:
+                console.print(f"{r.name}: finished before, taking {cached}")
+                rows.append(row)
+                continue
+        trainer = trainer_for(r, outdir=run_dir, console=console)
         infos = [infer(s) for s in trainer.netspecs.values()]
         t0 = time.perf_counter()
         final = trainer.run()
-        rows.append({"name": r.name, "params": sum(i.params for i in infos),
-                     "macs": sum(i.macs for i in infos),
-                     "train_s": time.perf_counter() - t0, "steps": trainer.step, **final})
+        row = {"name": r.name, "task": r.task, "params": sum(i.params for i in infos),
+               "macs": sum(i.macs for i in infos),
+               "train_s": time.perf_counter() - t0, "steps": trainer.step, **final}
+        if report:
+            models = trainer.eval_models()
+            for m in models.values():
+                m.eval()
+            t1 = time.perf_counter()
+            row.update(trainer.task.report(models, run_dir / "eval", trainer.device))
+            row["eval_s"] = time.perf_counter() - t1
+        summary = trainer.task.summary_metrics
+        row["columns"] = [k for k in summary if k in row] if summary else [
+            k for k in row if k.startswith("val_")]
+        row["recipe_hash"] = key
+        write_atomic(cached, json.dumps(row, indent=2))
+        rows.append(row)
     outdir.mkdir(parents=True, exist_ok=True)
     write_atomic(outdir / "compare.json", json.dumps(rows, indent=2))
-    metric_keys = [k for k in rows[0] if k.startswith("val_")]
-    header = ["network", "params", "MACs", "train s"] + [k[4:] for k in metric_keys]
+    metric_keys: list[str] = []
+    for row in rows:
+        metric_keys += [k for k in row["columns"] if k not in metric_keys]
+    header = ["network", "params", "MACs", "train s"] + [k.removeprefix("val_") for k in metric_keys]
     md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         md.append("| " + " | ".join([row["name"], f"{row['params']:,}", f"{row['macs']:,}",
                                       f"{row['train_s']:.0f}"]
-                                     + [f"{row.get(k, float('nan')):.4f}" for k in metric_keys]) + " |")
+                                     + [_fmt(row.get(k)) for k in metric_keys]) + " |")
     write_atomic(outdir / "compare.md", "\n".join(md) + "\n")
     _plot(rows, metric_keys, outdir / "compare.png")
-    table = Table(title=f"Comparison ({rows[0]['steps']} steps each, same seed)", title_justify="left")
+    steps = sorted({row["steps"] for row in rows})
+    table = Table(title=f"Comparison ({'/'.join(map(str, steps))} steps each, same seed)",
+                  title_justify="left")
     for h in header:
         table.add_column(h, justify="left" if h == "network" else "right")
     for row in rows:
         table.add_row(row["name"], f"{row['params']:,}", f"{row['macs'] / 1e6:.0f}M",
-                      f"{row['train_s']:.0f}", *[f"{row.get(k, float('nan')):.4f}" for k in metric_keys])
+                      f"{row['train_s']:.0f}", *[_fmt(row.get(k)) for k in metric_keys])
     return table
+
+
+def _fmt(v: Any) -> str:
+    """A metric for a table cell: 4 decimals, 2 from 100 up, a dash when the row lacks it."""
+    if not isinstance(v, (int, float)):
+        return "-"
+    return f"{v:.2f}" if abs(v) >= 100 else f"{v:.4f}"
 
 
 def _plot(rows: list[dict], keys: list[str], path: Path) -> None:
@@ -117,17 +164,21 @@ def _plot(rows: list[dict], keys: list[str], path: Path) -> None:
     keys = ["params"] + keys
     cols = min(4, len(keys))
     nrows = math.ceil(len(keys) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.6 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.4 * cols, 2.8 * nrows), squeeze=False)
     names = [r["name"] for r in rows]
     for ax, key in zip(axes.flat, keys):
-        vals = [r.get(key, float("nan")) for r in rows]
+        vals = [r.get(key) for r in rows]
+        vals = [v if isinstance(v, (int, float)) else float("nan") for v in vals]
         colors = ["tab:green" if "merge" in n else "tab:gray" for n in names]
-        ax.bar(range(len(rows)), vals, color=colors)
+        bars = ax.bar(range(len(rows)), vals, color=colors)
+        ax.bar_label(bars, labels=[_fmt(v) if math.isfinite(v) else "" for v in vals],
+                     fontsize=6, padding=1)
         ax.set_title(key.removeprefix("val_"), fontsize=9)
         ax.set_xticks(range(len(rows)))
         ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
+        ax.margins(y=0.15)
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -128,6 +128,22 @@ def test_compare_writes_table_and_plot(tmp_path: Path):
     assert (out / "compare.png").is_file()
 
 
+def test_compare_reuses_finished_rows_and_retrains_changed_ones(tmp_path: Path):
+    a = tiny_recipe(tmp_path)
+    out = tmp_path / "cmp"
+    assert main(["compare", str(a), "--set", "steps=2", "-o", str(out)]) == 0
+    ckpt = out / "tiny" / "last.pt"
+    first = ckpt.stat().st_mtime_ns
+    assert main(["compare", str(a), "--set", "steps=2", "-o", str(out)]) == 0
+    assert ckpt.stat().st_mtime_ns == first  # taken from compare_row.json, not trained again
+    assert main(["compare", str(a), "--set", "steps=3", "-o", str(out)]) == 0
+    assert ckpt.stat().st_mtime_ns != first  # another budget: trained anew
+    import json
+
+    assert json.loads((out / "compare.json").read_text())[0]["steps"] == 3
+    assert main(["compare", str(a), "--set", "steps=3", "-o", str(out), "--fresh"]) == 0
+
+
 def test_ddp_two_cpu_processes_agree(tmp_path: Path):
     path = tiny_recipe(tmp_path)
     env = {**os.environ, "SPDNN_DUMP_RANK_WEIGHTS": "1", "OMP_NUM_THREADS": "1"}

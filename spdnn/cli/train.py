@@ -99,15 +99,25 @@ def register(app: typer.Typer) -> None:
         recipes: Annotated[list[Path], typer.Argument(help="Recipes to train with the same budget and seed.")],
         set_: SetOpt = None,
         output: Annotated[Path, typer.Option("-o", "--output", help="Where the table and plot go.")] = Path("runs/compare"),
+        report: Annotated[bool, typer.Option(
+            "--report/--no-report", help="Run each task's evaluation suite after training "
+            "(FID, conditional accuracy and diversity for GANs).")] = True,
+        fresh: Annotated[bool, typer.Option(
+            "--fresh", help="Train every recipe again, even one whose finished row (same "
+            "recipe and overrides) is in the output folder.")] = False,
     ) -> None:
         """Train several recipes (e.g. parents and their SPDNN merge) and compare them.
 
-        Writes compare.md (params, MACs, every metric, training time) and compare.png.
-        Example: spdnn compare recipes/iris_a_*.yaml --set steps=200
+        Writes compare.md (params, MACs, training time and the task's summary metrics),
+        compare.json and compare.png. Rows already finished with the same recipe are reused,
+        so an interrupted comparison continues where it stopped.
+        Examples: spdnn compare recipes/iris_a_*.yaml --set steps=200;
+        spdnn compare recipes/gan/mnist_*.yaml -o runs/gan_mnist
         """
         from spdnn.runs import compare_recipes
 
-        table = compare_recipes(recipes, set_ or [], output, console=out)
+        table = compare_recipes(recipes, set_ or [], output, console=out, report=report,
+                                reuse=not fresh)
         out.print(table)
 
 

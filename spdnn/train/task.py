@@ -74,6 +74,9 @@ class Task(ABC):
     model_names: ClassVar[tuple[str, ...]] = ("net",)
     default_best_metric: ClassVar[str] = "val_loss"
     default_best_mode: ClassVar[str] = "min"
+    summary_metrics: ClassVar[tuple[str, ...] | None] = None
+    """The metrics ``spdnn compare`` shows for this task, in order (``val_*`` from validation,
+    others from :meth:`report`); ``None``: every validation metric."""
 
     def __init__(self, recipe: Recipe, netspecs: dict[str, Netspec]) -> None:
         self.recipe = recipe

@@ -128,6 +128,8 @@ class GANTask(Task):
     """Models that read the generator's image (checked against its output shape)."""
     default_best_metric = "val_mmd"
     default_best_mode = "min"
+    summary_metrics = ("fid", "fid_real_floor", "cond_accuracy", "attr_mae", "div_within_ssim",
+                       "div_between_ssim", "val_mmd")
 
     def __init__(self, recipe, netspecs) -> None:
         super().__init__(recipe, netspecs)
