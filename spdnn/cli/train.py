@@ -55,13 +55,57 @@ def register(app: typer.Typer) -> None:
     def evaluate(
         checkpoint: Annotated[Path, typer.Argument(help="A run folder or a .pt checkpoint.")],
         set_: SetOpt = None,
+        output: Annotated[Path | None, typer.Option(
+            "-o", "--output", help="Folder for the evaluation suite's plots and cached "
+            "classifiers (default: the run folder's eval/).")] = None,
+        no_report: Annotated[bool, typer.Option(
+            "--no-report", help="Only the validation metrics: skip the task's evaluation "
+            "suite.")] = False,
     ) -> None:
-        """Evaluate a trained model on its recipe's validation data."""
+        """Evaluate a trained model: its recipe's validation metrics, then the task's evaluation
+        suite on the evaluation weights (EMA where the run has it). GANs: FID on a feature
+        extractor trained on the real training data and the real-vs-real floor, conditional
+        accuracy by an independent classifier (confusion.png), diversity within and between
+        classes (diversity.png), attribute error; the classifiers are trained once and cached
+        in the eval folder. Writes <run folder>/evaluation.json.
+
+        Example: spdnn evaluate runs/dcgan_digits -o runs/dcgan_digits/eval
+        """
+        import torch
+
+        from spdnn.errors import SpdnnError
+        from spdnn.io import BEST, LAST, check_outputs, find_checkpoint, write_atomic
         from spdnn.runs import trainer_from_checkpoint
 
-        tr = trainer_from_checkpoint(checkpoint, set_ or [])
+        ckpt = find_checkpoint(checkpoint)
+        run_dir = ckpt.parent
+        evaldir = output if output is not None else run_dir / "eval"
+        result = run_dir / "evaluation.json"
+        inputs = [ckpt] + [run_dir / n for n in (BEST, LAST) if (run_dir / n).is_file()]
+        check_outputs(inputs, [result] if no_report else [result, evaldir])
+        if not no_report and evaldir.exists() and not evaldir.is_dir():
+            raise SpdnnError("the evaluation folder is a file", file=str(evaldir),
+                             hint="give a folder with -o")
+        tr = trainer_from_checkpoint(ckpt, set_ or [])
+        t0 = time.perf_counter()
         metrics = tr.evaluate()
-        out.print(_metrics_table(metrics, title=f"{tr.recipe.name} ({checkpoint})"))
+        if not no_report:
+            models = tr.eval_models()
+            for m in models.values():
+                m.eval()
+            with torch.no_grad():
+                metrics.update(tr.task.report(models, evaldir, tr.device))
+        seconds = time.perf_counter() - t0
+        out.print(_metrics_table(metrics, title=f"{tr.recipe.name} ({ckpt}, step {tr.step}; "
+                                                f"{seconds:.0f} s)"))
+        clean = {k: (v if not isinstance(v, float) or v == v and abs(v) != float("inf")
+                     else None) for k, v in metrics.items()}
+        write_atomic(result, json.dumps({"checkpoint": str(ckpt), "step": tr.step,
+                                         "eval_dir": None if no_report else str(evaldir),
+                                         "seconds": round(seconds, 2), "metrics": clean},
+                                        indent=2) + "\n", what="evaluation")
+        out.print(f"Wrote {result}" + ("" if no_report or not evaldir.is_dir()
+                                       else f"; plots in {evaldir}"))
 
     @app.command()
     def predict(
