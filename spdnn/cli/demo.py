@@ -8,7 +8,11 @@
 * ``merged_net.py``: the standalone PyTorch module, which is then imported and run on a real
   grayscale photograph shipped with scikit-image (``camera``, resized to 96x128), as the
   iris networks take 96x128 grayscale images;
-* ``camera_96x128.png`` and ``merged_output.png``: that input and the (untrained) output map.
+* ``camera_96x128.png``: that input;
+* ``merged_output.png``: a labelled figure of the merged network's output maps on a synthetic
+  validation eye (with its ground-truth mask) and on that photograph: the untrained network
+  (random weights, a flat ~0.5 map) and, unless ``--no-train``, the same network after the
+  demo's short training run, side by side on one [0, 1] colour bar.
 """
 
 from __future__ import annotations
@@ -47,6 +51,74 @@ def _save_png(path: Path, img: np.ndarray) -> None:
     from skimage.io import imsave
 
     imsave(path, (np.clip(img, 0, 1) * 255).astype(np.uint8), check_contrast=False)
+
+
+def validation_eye(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first validation eye of ``recipes/base/iris.yaml`` (synthetic, degraded, data seed
+    0 + 10,000): ``(image, mask)``, float32 ``(height, width)`` in [0, 1]."""
+    from spdnn.data.iris import SyntheticIrisDataset
+
+    img, mask = SyntheticIrisDataset(1, seed=10_000, degrade=True, height=height, width=width,
+                                     cache=False)[0]
+    return img[0].numpy(), mask[0].numpy()
+
+
+def output_figure(path: Path, samples: list[tuple[str, np.ndarray, np.ndarray | None]],
+                  outputs: list[tuple[str, list[np.ndarray]]], title: str) -> Path:
+    """``merged_output.png``: one row per sample ``(name, image, mask or None)``, columns input,
+    ground truth and one per ``(label, maps)`` of ``outputs`` (one ``(H, W)`` map in [0, 1] per
+    sample), each map with its value range below it, one colour bar for the outputs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    cols = 2 + len(outputs)
+    fig, axes = plt.subplots(len(samples), cols, figsize=(2.35 * cols + 1.0, 2.15 * len(samples) + 0.5),
+                             squeeze=False, layout="constrained")
+    heads = ["input", "ground truth (mask)"] + [label for label, _ in outputs]
+    im = None
+    for i, (name, img, mask) in enumerate(samples):
+        panels = [img, mask] + [maps[i] for _, maps in outputs]
+        for j, (ax, a) in enumerate(zip(axes[i], panels)):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(heads[j], fontsize=9)
+            if a is None:  # a blank panel of the image's shape
+                ax.imshow(np.full(img.shape, 0.92), cmap="gray", vmin=0, vmax=1)
+                ax.text(0.5, 0.5, "none (not an eye)", ha="center", va="center", fontsize=8,
+                        color="0.4", transform=ax.transAxes)
+                continue
+            shown = ax.imshow(a, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            if j >= 2:
+                im = shown
+                ax.set_xlabel(f"values {a.min():.3f} to {a.max():.3f}", fontsize=8)
+        axes[i][0].set_ylabel(name, fontsize=9)
+    if im is not None:
+        cb = fig.colorbar(im, ax=list(axes[:, 2:].flat), shrink=0.9, aspect=20)
+        cb.set_label("output (sigmoid): P(iris)", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return path
+
+
+def _maps(net, images: list[np.ndarray]) -> list[np.ndarray]:
+    """The network's ``(H, W)`` output maps of ``(H, W)`` images (eval mode, no gradients; the
+    network's mode is restored afterwards)."""
+    import torch
+
+    was_training = net.training
+    net.eval()
+    p = next(net.parameters())
+    with torch.inference_mode():
+        outs = [net(torch.from_numpy(im)[None, None].to(p.device).contiguous(
+            memory_format=torch.channels_last))[0, 0].float().cpu().numpy() for im in images]
+    net.train(was_training)
+    return outs
 
 
 DEMO_TRAIN = ["steps=200", "batch_size=8", "eval_every=200", "checkpoint_every=200",
@@ -124,25 +196,37 @@ def run_demo(outdir: Path, root: Path, console: Console, train: bool = True) -> 
         for _ in range(reps):
             y = net(x)
         dt = (time.perf_counter() - t0) / reps
-    _save_png(outdir / "merged_output.png", y[0, 0].numpy())
+    eye, eye_mask = validation_eye(h, w)
+    samples = [("synthetic eye (validation)", eye, eye_mask), ("camera photograph", img, None)]
+    figure = output_figure(outdir / "merged_output.png", samples,
+                           [("untrained (random weights)", _maps(net, [eye, img]))],
+                           "merged network output, untrained (spdnn demo --no-train)")
     info = infer(result.spec)
     console.print(f"  input  {tuple(x.shape)} (skimage camera, 96x128 grayscale)")
     console.print(f"  output {tuple(y.shape)}, values in [{y.min():.3f}, {y.max():.3f}] "
-                  "(untrained network: `spdnn train` trains it)")
+                  + ("(untrained network: step 4 trains it)" if train else
+                     "(untrained network: spdnn demo without --no-train trains it)"))
+    console.print(f"  wrote {figure} (output maps of the untrained network)")
     console.print(f"  {info.params:,} parameters, {info.macs / 1e6:.1f} M MACs per image, "
                   f"{dt * 1e3:.1f} ms per image on {torch.get_num_threads()} CPU thread(s)")
     metrics = None
     if train:
         console.rule("4. A short training run of the merged network (spdnn train)")
-        metrics = _train(root, outdir, console)
+        metrics, columns = _train(root, outdir, console, samples)
+    else:
+        columns = ["untrained (random weights)"]
     total = time.perf_counter() - t_start
     console.rule(f"done in {total:.1f} s; everything is in {outdir}")
     return {"outdir": outdir, "output_shape": tuple(y.shape), "latency_s": dt, "files": written,
-            "params": info.params, "total_s": total, "metrics": metrics}
+            "params": info.params, "total_s": total, "metrics": metrics, "figure": figure,
+            "figure_columns": columns}
 
 
-def _train(root: Path, outdir: Path, console: Console) -> dict:
-    """Train the merged iris network briefly on synthetic degraded eyes; print its metrics."""
+def _train(root: Path, outdir: Path, console: Console,
+           samples: list[tuple[str, np.ndarray, np.ndarray | None]]) -> tuple[dict, list[str]]:
+    """Train the merged iris network briefly on synthetic degraded eyes; print its metrics and
+    redraw ``merged_output.png`` with the network's output before and after training.
+    Returns the metrics and the figure's output column labels."""
     from rich.table import Table
 
     from spdnn.runs import trainer_for
@@ -152,8 +236,11 @@ def _train(root: Path, outdir: Path, console: Console) -> dict:
     console.print(f"  recipe recipes/iris_a_merged.yaml with {' '.join('--set ' + o for o in DEMO_TRAIN)}")
     console.print("  (the full comparison: spdnn compare recipes/iris_a_*.yaml)")
     trainer = trainer_for(recipe, outdir=outdir / "train", console=console)
+    images = [s[1] for s in samples]
+    before = _maps(trainer.models["net"], images)  # uses no random numbers: training is unchanged
     t0 = time.perf_counter()
     metrics = trainer.run()
+    after = _maps(trainer.eval_models()["net"], images)
     table = Table(title=f"validation after {trainer.step} steps ({time.perf_counter() - t0:.0f} s; "
                         "threshold 0.45)", title_justify="left")
     table.add_column("metric")
@@ -162,7 +249,13 @@ def _train(root: Path, outdir: Path, console: Console) -> dict:
         table.add_row(k.removeprefix("val_"), f"{v:.4f}")
     console.print(table)
     console.print(f"  run folder {outdir / 'train'}: samples.png, plots/, metrics.csv, last.pt")
-    return metrics
+    columns = ["untrained (random weights)", f"after {trainer.step} training steps"]
+    fig = output_figure(outdir / "merged_output.png", samples,
+                        list(zip(columns, [before, after])),
+                        f"merged network output before and after {trainer.step} steps "
+                        f"(validation MCC {metrics.get('val_mcc', float('nan')):.3f})")
+    console.print(f"  wrote {fig} (output maps before and after training)")
+    return metrics, columns
 
 
 def demo(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +14,14 @@ from spdnn.cli.console import out
 
 SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", help="Override a recipe field, e.g. --set optim.lr=0.001 --set steps=50 (repeatable).")]
+
+
+class Fit(str, Enum):
+    """``spdnn predict --fit``: :func:`spdnn.tasks.common.fit_image`."""
+
+    pad = "pad"
+    crop = "crop"
+    stretch = "stretch"
 
 
 def register(app: typer.Typer) -> None:
@@ -29,8 +38,17 @@ def register(app: typer.Typer) -> None:
         resume_or_start: Annotated[bool, typer.Option(
             "--resume-or-start", help="Continue from last.pt if the run folder has one, else "
             "start (for schedulers that rerun the same command).")] = False,
+        quiet: Annotated[bool, typer.Option(
+            "--quiet", "-q", help="Print only errors and a one-line summary at the end.")] = False,
+        tensorboard: Annotated[bool, typer.Option(
+            "--tensorboard", help="Also write TensorBoard event files to RUN/tensorboard/ "
+            "(needs the tensorboard package; view with: tensorboard --logdir RUN).")] = False,
     ) -> None:
-        """Train a recipe: progress bar, checkpoints, metrics CSV/JSON, plots, sample grid.
+        """Train a recipe: progress, checkpoints, metrics CSV/JSON, plots, sample grid.
+
+        On a terminal progress is a bar; otherwise (nohup, a scheduler, CI, a pipe) a plain
+        line every N steps (step/total, losses, lr, samples/s, ETA; N = log_every scaled so a
+        run prints at most 50 lines) and one per validation.
 
         Ctrl-C (or SIGTERM) finishes the current step, writes last.pt and exits 130 (143);
         --resume continues from there exactly.
@@ -42,14 +60,17 @@ def register(app: typer.Typer) -> None:
 
         r = load_recipe(recipe, set_ or [])
         trainer = trainer_for(r, outdir=output, console=out,
-                                      resume="auto" if resume_or_start else resume)
+                                      resume="auto" if resume_or_start else resume,
+                              quiet=quiet, tensorboard=tensorboard)
         t0 = time.perf_counter()
         final = trainer.run()
-        if trainer.rank == 0:
+        if trainer.rank == 0 and quiet:
+            out.print(_summary_line(trainer, final, time.perf_counter() - t0), highlight=False)
+        elif trainer.rank == 0:
             out.print(_metrics_table(final, title=f"{r.name}: validation after {trainer.step} steps "
                                                   f"({time.perf_counter() - t0:.0f} s)"))
             out.print(f"Run folder: {trainer.outdir} (last.pt, best.pt, metrics.csv, metrics.json, "
-                      "plots/, samples.png)")
+                      "plots/, samples.png" + (", tensorboard/" if tensorboard else "") + ")")
 
     @app.command()
     def evaluate(
@@ -117,11 +138,20 @@ def register(app: typer.Typer) -> None:
         num: Annotated[int, typer.Option(min=1, max=4096, help="Generators: how many samples.")] = 64,
         seed: Annotated[int, typer.Option(min=0, max=2**63 - 1,
                                           help="Generators: seed of the latent vectors.")] = 0,
+        fit: Annotated[Fit, typer.Option(
+            "--fit", help="Images: how to bring an image to the network's input size. pad: scale to "
+            "fit inside, keeping the aspect ratio, pad with edge pixels; crop: scale to cover "
+            "and take the centre; stretch: resize, aspect ratio lost.")] = Fit.pad,
     ) -> None:
         """Run a trained model: the task decides what that means (segmentation and depth
-        networks write one PNG map per image; a generator writes a grid of samples).
+        networks write one PNG map per image, at the image's own resolution; a generator
+        writes a grid of samples).
+
+        Images are converted to the network's channels (RGB -> gray by luminance) and size
+        (--fit); one line per image says what was done.
 
         Examples: spdnn predict runs/iris_a_merged eye.png -o maps/;
+        spdnn predict runs/depth_merged street.jpg --fit crop -o maps/;
         spdnn predict runs/dcgan_digits --num 64 --seed 1 -o samples/
         """
         import torch
@@ -134,7 +164,7 @@ def register(app: typer.Typer) -> None:
             m.eval()
         with torch.no_grad():
             written = tr.task.predict_files(models, list(inputs or []), output, tr.device,
-                                            {"num": num, "seed": seed})
+                                            {"num": num, "seed": seed, "fit": fit.value})
         for what, dest in written:
             out.print(f"{what} -> {dest}")
 
@@ -163,6 +193,18 @@ def register(app: typer.Typer) -> None:
         table = compare_recipes(recipes, set_ or [], output, console=out, report=report,
                                 reuse=not fresh)
         out.print(table)
+
+
+def _summary_line(trainer, final: dict[str, float], seconds: float) -> str:
+    """``spdnn train --quiet``'s one line: steps, time, validation loss and best metric, folder."""
+    parts = [f"{k} {final[k]:.4f}" for k in final if k.startswith("val_loss")]
+    best = trainer.best_metric
+    if best in final and not best.startswith("val_loss"):
+        parts.append(f"{best} {final[best]:.4f}")
+    if trainer.best is not None:
+        parts.append(f"best {best} {trainer.best:.4f}")
+    return (f"{trainer.recipe.name}: {trainer.step} steps in {seconds:.0f} s; "
+            + ", ".join(parts) + f"; run folder {trainer.outdir}")
 
 
 def _metrics_table(metrics: dict[str, float], title: str):

@@ -18,7 +18,7 @@ import torch
 from spdnn.data.depth import KittiDepthDataset, MotorcycleDepthDataset, SyntheticDepthDataset
 from spdnn.errors import SpdnnError
 from spdnn.metrics import RegressionAccumulator
-from spdnn.tasks.common import prediction_grid, split_dataset
+from spdnn.tasks.common import MapStyle, prediction_grid, split_dataset
 from spdnn.tasks.registry import register_task
 from spdnn.train.task import ImageToMapTask
 
@@ -62,7 +62,21 @@ class DepthTask(ImageToMapTask):
 
     @torch.no_grad()
     def figures(self, models, batch, outdir: Path) -> list[Path]:
+        """``samples.png``: image, target, prediction and absolute error of validation samples;
+        disparity in the magma colour map on a shared [0, 1] colour bar (bright = near), pixels
+        without ground truth in gray."""
         x, y, mask = batch
-        pred = self.predict(models, x).float()
-        rows = [("image", x), ("target", y * mask), ("prediction", pred)]
-        return [prediction_grid(rows, outdir / "samples.png", f"{self.recipe.name}: validation samples")]
+        pred = self.predict(models, x).float().clamp(0, 1)
+        err = (pred - y).abs()
+        valid = mask > 0.5
+        top = float(torch.quantile(err[valid], 0.99)) if valid.any() else 1.0
+        depth = "normalised disparity (1 = near)"
+        rows = [("image", x),
+                ("target (gray: no ground truth)", y,
+                 MapStyle(cmap="magma", valid=mask, colorbar=depth)),
+                ("prediction", pred, MapStyle(cmap="magma", colorbar=depth)),
+                ("|prediction - target|", err,
+                 MapStyle(cmap="viridis", vmax=max(top, 1e-3), valid=mask,
+                          colorbar="absolute error (valid pixels)"))]
+        return [prediction_grid(rows, outdir / "samples.png",
+                                f"{self.recipe.name}: validation samples")]

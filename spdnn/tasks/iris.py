@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from spdnn.data.iris import IrisFolderDataset, SyntheticIrisDataset
 from spdnn.errors import SpdnnError
 from spdnn.metrics import SEGMENTATION_THRESHOLD, SegmentationMetric
-from spdnn.tasks.common import prediction_grid, split_dataset
+from spdnn.tasks.common import MapStyle, prediction_grid, split_dataset
 from spdnn.tasks.registry import register_task
 from spdnn.train.task import ImageToMapTask
 
@@ -63,7 +63,21 @@ class IrisTask(ImageToMapTask):
 
     @torch.no_grad()
     def figures(self, models, batch, outdir: Path) -> list[Path]:
+        """``samples.png``: image, mask, predicted probability (colour bar) and the errors of
+        the map thresholded as the metrics are (true/false positives and negatives coloured)."""
         x, y = batch[0], batch[1]
         pred = self.predict(models, x).float()
-        rows = [("image", x), ("mask", y), ("prediction", pred), ("> 0.45", (pred > 0.45).float())]
-        return [prediction_grid(rows, outdir / "samples.png", f"{self.recipe.name}: validation samples")]
+        t = float(self.recipe.data.options.get("threshold", SEGMENTATION_THRESHOLD))
+        hit, truth = pred > t, y > 0.5
+        colours = {"true positive": (1.0, 1.0, 1.0), "false positive": (0.89, 0.10, 0.11),
+                   "false negative": (0.12, 0.47, 0.71), "true negative": (0.0, 0.0, 0.0)}
+        cases = [hit & truth, hit & ~truth, ~hit & truth, ~hit & ~truth]
+        errors = torch.zeros(x.shape[0], 3, *x.shape[-2:])
+        for case, rgb in zip(cases, colours.values()):
+            errors += case[:, :1].float().cpu() * torch.tensor(rgb).view(1, 3, 1, 1)
+        rows = [("image", x), ("mask", y),
+                ("prediction", pred, MapStyle(colorbar="P(iris)")),
+                (f"> {t:g} vs mask", errors, MapStyle(cmap=None, legend=tuple(
+                    (tuple(rgb), name) for name, rgb in colours.items())))]
+        return [prediction_grid(rows, outdir / "samples.png",
+                                f"{self.recipe.name}: validation samples (threshold {t:g})")]

@@ -192,30 +192,73 @@ class ImageToMapTask(SupervisedTask):
     depth): ``spdnn predict`` reads image files and writes one PNG map per image."""
 
     def predict_files(self, models, inputs, outdir, device, options):
+        """Write ``<stem>_pred.png`` (8-bit gray, the map in [0, 1]) for each image, at the
+        image's own resolution (height x width).
+
+        Each image is read as floats in [0, 1] (integer images divided by their type's maximum;
+        float images above 1 divided by 255), its alpha channel dropped, converted to the
+        network's channels (RGB -> gray by luminance, ``skimage.color.rgb2gray``: 0.2125 R +
+        0.7154 G + 0.0721 B; gray -> RGB by repetition), brought to the input size by
+        :func:`spdnn.tasks.common.fit_image` with ``options["fit"]`` (``pad``, the default, ``crop`` or
+        ``stretch``), and the map is taken back to the image's size. The returned description
+        of each file says which of these steps were applied.
+
+        Raises:
+            SpdnnError: no inputs, an unreadable image, an unsupported channel count or an
+                unknown ``fit``.
+        """
         import numpy as np
+        from skimage.color import gray2rgb, rgb2gray
         from skimage.io import imread, imsave
-        from skimage.transform import resize
+        from skimage.util import img_as_float32
+
+        from spdnn.tasks.common import FIT_MODES, fit_image
 
         if not inputs:
             raise SpdnnError("no input images given", hint="spdnn predict RUN image.png ...")
+        fit = options.get("fit", "pad")
+        if fit not in FIT_MODES:
+            raise SpdnnError(f"unknown fit '{fit}'", field="--fit", hint="use pad, crop or stretch")
         c, h, w = self.netspecs["net"].inputs[0].shape
         outdir.mkdir(parents=True, exist_ok=True)
         written = []
         for path in inputs:
             try:
-                img = imread(path).astype(np.float32)
+                raw = imread(path)
             except (OSError, ValueError, SyntaxError) as exc:
                 raise SpdnnError(f"cannot read image: {exc}", file=str(path)) from None
-            if img.max() > 1:
-                img /= 255.0
-            if img.ndim == 3 and c == 1:
-                img = img[..., :3].mean(axis=2)
-            img = resize(img, (h, w), anti_aliasing=True)
-            x = torch.from_numpy(img.astype(np.float32)).reshape(1, h, w, -1).permute(0, 3, 1, 2)
-            y = self.predict(models, x.to(device)).float().cpu()
+            notes = []
+            img = img_as_float32(raw) if raw.dtype.kind in "uib" else raw.astype(np.float32)
+            if raw.dtype.kind == "f" and img.max() > 1:
+                img = img / 255.0
+                notes.append("float values above 1 divided by 255")
+            if img.ndim == 3 and img.shape[2] in (2, 4):
+                img = img[..., :-1]
+                notes.append("alpha dropped")
+            if img.ndim == 3 and img.shape[2] == 1:
+                img = img[..., 0]
+            if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3):
+                raise SpdnnError(f"unsupported image of shape {raw.shape}", file=str(path),
+                                 hint="give a gray or RGB image")
+            kind = "gray" if img.ndim == 2 else "RGB"
+            if c == 1 and img.ndim == 3:
+                img = rgb2gray(img).astype(np.float32)
+                notes.append("RGB -> gray (luminance)")
+            elif c == 3 and img.ndim == 2:
+                img = gray2rgb(img)
+                notes.append("gray -> RGB (repeated)")
+            elif c not in (1, 3):
+                raise SpdnnError(f"the network takes {c} channels; predict reads gray or RGB "
+                                 "images", file=str(path))
+            H, W = img.shape[:2]
+            x_np, undo, how = fit_image(img, h, w, fit)
+            x = torch.from_numpy(np.ascontiguousarray(x_np, np.float32)).reshape(1, h, w, -1)
+            y = self.predict(models, x.permute(0, 3, 1, 2).to(device)).float().cpu()
+            m = np.clip(undo(y[0, 0].numpy()), 0, 1)
             dest = outdir / f"{path.stem}_pred.png"
-            imsave(dest, (y[0, 0].clamp(0, 1).numpy() * 255).astype(np.uint8), check_contrast=False)
-            written.append((f"{path} {tuple(y.shape)}", dest))
+            imsave(dest, (m * 255).round().astype(np.uint8), check_contrast=False)
+            notes.append(how)
+            written.append((f"{path}: {H}x{W} {kind}; " + "; ".join(notes), dest))
         return written
 
 

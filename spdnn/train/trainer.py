@@ -5,8 +5,22 @@ gradient clipping, EMA of weights (``torch.optim.swa_utils``), atomic checkpoint
 + rename) every N steps and at the end, exact resume (model, optimizer, scheduler, EMA, scaler,
 RNG states and the position inside the epoch are restored, so an interrupted and resumed run
 ends with the same weights as an uninterrupted one), best-checkpoint tracking, progress bars,
-a metrics CSV, PNG plots, a metrics JSON and sample prediction grids, and
-DistributedDataParallel under ``torchrun`` (gloo on CPU, nccl on CUDA).
+a metrics CSV, PNG plots, a metrics JSON and sample prediction grids, optional TensorBoard event
+files, and DistributedDataParallel under ``torchrun`` (gloo on CPU, nccl on CUDA).
+
+**What a run prints.** On a terminal: a progress bar. When the console is not a terminal (nohup,
+a batch scheduler, CI, a pipe), a bar only shows its last state, so the trainer prints a plain
+line every :func:`line_interval` steps instead (step/total, the training losses averaged since
+the previous line, learning rate, samples/s, elapsed time and ETA) and one line per validation
+(the validation loss and the best-checkpoint metric). ``quiet=True`` prints neither (nor the
+resume notices).
+
+**History.** ``Trainer.history`` (checkpointed, written to ``metrics.csv``) holds one row per
+``log_every`` steps (``step, epoch, lr, samples_per_s, train_*``), one per validation
+(``step, epoch, val_*``) and one per resume: ``{"step": s, "resumed": True}`` (with
+``"changes": "optim.lr: 0.01 -> 0.001"`` when ``--set`` changed the recipe). The resume rows are
+kept in the CSV (a ``resumed`` column, empty elsewhere, as every row leaves the other kind's
+columns empty) and drawn as vertical markers by :func:`plot_history`.
 """
 
 from __future__ import annotations
@@ -69,6 +83,57 @@ def _seed_worker(seed: int, step: int):
     return functools.partial(_init_worker, seed, step)
 
 
+def line_interval(log_every: int, total_steps: int, most: int = 50) -> int:
+    """Steps between two plain log lines when the console is not a terminal.
+
+    The rule: the recipe's ``log_every`` times the smallest integer ``k`` that keeps the run at
+    most ``most`` (50) lines, ``log_every * ceil(total_steps / (most * log_every))``. A run of
+    more than ``most * log_every`` steps thus prints between ``most / 2`` and ``most`` lines
+    (25-50); a shorter one prints every ``log_every`` steps. The last step always prints.
+    E.g. ``log_every=10``: 300 steps -> every 10 (30 lines), 2,000 -> every 40 (50 lines),
+    100,000 -> every 2,000 (50 lines).
+    """
+    return log_every * max(1, math.ceil(total_steps / (most * log_every)))
+
+
+def _hms(seconds: float) -> str:
+    """``H:MM:SS`` of a duration (``-:--:--`` when unknown)."""
+    if not math.isfinite(seconds) or seconds < 0:
+        return "-:--:--"
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def _num(v: float) -> str:
+    """A logged value: 4 decimals (``0.0000``), scientific notation when tiny or huge."""
+    return f"{v:.4f}" if v == 0 or 1e-3 <= abs(v) < 1e5 else f"{v:.3e}"
+
+
+def summary_writer_class():
+    """``torch.utils.tensorboard.SummaryWriter``.
+
+    Raises:
+        SpdnnError: the ``tensorboard`` package (which ``torch.utils.tensorboard`` imports) is
+            not installed.
+    """
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise SpdnnError("TensorBoard logging needs the 'tensorboard' package, which is not "
+                         "installed", field="tensorboard",
+                         hint="pip install tensorboard, or train without --tensorboard") from None
+    return SummaryWriter
+
+
+def _tb_tag(key: str) -> str:
+    """TensorBoard tag of a history column: ``train_loss`` -> ``train/loss``, ``val_mcc`` ->
+    ``val/mcc``, ``lr_generator`` -> ``lr/generator``, ``samples_per_s`` -> ``speed/...``."""
+    for prefix in ("train_", "val_", "lr_"):
+        if key.startswith(prefix):
+            return f"{prefix[:-1]}/{key[len(prefix):]}"
+    return "speed/samples_per_s" if key == "samples_per_s" else key
+
+
 def _lr_lambda(sch: ScheduleSpec, total: int):
     """The learning-rate multiplier of ``torch.optim.lr_scheduler.LambdaLR`` at each step:
     linear warm-up over ``warmup_steps``, then constant, cosine, linear decay to 0, or step."""
@@ -112,26 +177,40 @@ class Trainer:
         console: where progress goes (rank 0 only).
         stop_after: stop (with a checkpoint) after this many total steps, as if interrupted;
             used to test exact resumption.
-        progress: show a progress bar.
+        progress: show progress: a bar on a terminal, plain lines otherwise (see the module
+            docstring).
+        quiet: print nothing while training (no progress, no resume notices); errors still
+            raise.
+        tensorboard: also write TensorBoard event files to ``outdir/tensorboard/`` (every
+            history value, tagged ``train/*``, ``val/*``, ``lr``, ``speed/samples_per_s``).
+        log_lines: ``None`` (default): plain lines exactly when ``console`` is not a terminal;
+            ``True``/``False`` force them on or off (instead of the bar).
+        line_every: steps between plain lines (default :func:`line_interval`).
 
     Attributes:
         models: ``{name: nn.Module}`` on the device; ``train_models`` the same, DDP-wrapped
             when distributed; ``optimizers``/``schedulers``/``ema``: per model name.
 
     Raises:
-        SpdnnError: CUDA requested but absent, or a task/recipe error.
+        SpdnnError: CUDA requested but absent, ``tensorboard`` without the package, or a
+            task/recipe error.
     """
 
     def __init__(self, task: Task, outdir: Path | None = None, resume: bool | str = False,
                  console: Console | None = None, stop_after: int | None = None,
-                 progress: bool = True) -> None:
+                 progress: bool = True, quiet: bool = False, tensorboard: bool = False,
+                 log_lines: bool | None = None, line_every: int | None = None) -> None:
         recipe = task.recipe
         self.task = task
         self.recipe = recipe
         self.outdir = Path(outdir) if outdir is not None else recipe.output_dir()
         self.resume = resume
         self.stop_after = stop_after
-        self.show_progress = progress
+        self.show_progress = progress and not quiet
+        self.quiet = quiet
+        self.tensorboard = tensorboard
+        self.log_lines = log_lines
+        self._tb = None
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.console = console or Console(stderr=True)
@@ -175,6 +254,9 @@ class Trainer:
                                           shuffle=True, seed=recipe.seed, drop_last=True)
         self.steps_per_epoch = max(1, len(self.sampler) // recipe.batch_size)
         self.total_steps = recipe.steps or recipe.epochs * self.steps_per_epoch
+        self.line_every = line_every or line_interval(recipe.log_every, self.total_steps)
+        if tensorboard:
+            summary_writer_class()  # a missing package is an error before any training
         self.schedulers = {
             k: torch.optim.lr_scheduler.LambdaLR(o, _lr_lambda(recipe.model_schedule(k),
                                                                self.total_steps))
@@ -333,7 +415,7 @@ class Trainer:
         if self._signal is not None:  # a second Ctrl-C: stop now
             raise KeyboardInterrupt
         self._signal = signum
-        if self.rank == 0:
+        if self.rank == 0 and not self.quiet:
             self.console.print(f"\n{signal.Signals(signum).name}: finishing this step, then "
                                "saving a checkpoint (press Ctrl-C again to abandon it)")
 
@@ -367,10 +449,16 @@ class Trainer:
             st = load_checkpoint(ckpt, map_location=self.device, prefer=LAST)
             self.load_state(st)
             changes = self._apply_recipe_changes(st["recipe"])
+            marker: dict[str, Any] = {"step": self.step, "resumed": True}
+            if changes:
+                marker["changes"] = "; ".join(changes)
+            self.history.append(marker)
             if self.rank == 0:
-                self.console.print(f"resumed from {ckpt} at step {self.step}")
-                if changes:
+                if not self.quiet:
+                    self.console.print(f"resumed from {ckpt} at step {self.step}")
+                if changes and not self.quiet:
                     self.console.print("recipe changes applied: " + "; ".join(changes))
+                if changes:
                     note = (f"# resumed at step {self.step} with changes: {'; '.join(changes)}\n")
                     write_atomic(self.outdir / "recipe.yaml",
                                  note + dump_yaml(r.model_dump(mode="json")))
@@ -384,8 +472,17 @@ class Trainer:
             remove_stale_temps(self.outdir)  # what a killed run's atomic writes left behind
         for m in self.models.values():
             m.train()
-        with self._signals():
-            last_eval = self._loop()
+        if self.tensorboard and self.rank == 0:
+            # purge_step: on a resume, drop the events a killed run wrote after its checkpoint
+            self._tb = summary_writer_class()(log_dir=str(self.outdir / "tensorboard"),
+                                              purge_step=self.step if self.resume else None)
+        try:
+            with self._signals():
+                last_eval = self._loop()
+        finally:
+            if self._tb is not None:
+                self._tb.close()
+                self._tb = None
         if self._signal is not None:
             self.save_checkpoint()
             self._write_logs()
@@ -407,11 +504,15 @@ class Trainer:
         last_eval: dict[str, float] = {}
         t_last, seen = time.perf_counter(), 0
         window: list[dict[str, float]] = []
+        show = self.show_progress and self.rank == 0
+        lines = show and (not self.console.is_terminal if self.log_lines is None
+                          else self.log_lines)
+        log = _LineLog(self, r.name) if lines else None
         progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                             TextColumn("{task.completed}/{task.total}"),
                             TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
                             TimeRemainingColumn(), console=self.console,
-                            disable=not self.show_progress or self.rank != 0, transient=False)
+                            disable=not show or lines, transient=False)
         lr_keys = ({"net": "lr"} if list(self.optimizers) == ["net"]
                    else {k: f"lr_{k}" for k in self.optimizers})
         with progress:
@@ -434,7 +535,10 @@ class Trainer:
                     for k, e in self.ema.items():
                         e.update_parameters(self.models[k])
                     self.step += 1
-                    seen += batch[0].shape[0] * self.world
+                    n_batch = batch[0].shape[0] * self.world
+                    seen += n_batch
+                    if log is not None:
+                        log.samples += n_batch
                     window.append(logs)
                     if self.step % r.log_every == 0 or self.step == self.total_steps:
                         now = time.perf_counter()
@@ -446,14 +550,20 @@ class Trainer:
                             row[f"train_{k}"] = float(np.mean([w[k] for w in window]))
                         t_last, seen, window = now, 0, []
                         self.history.append(row)
+                        self._tb_write(row)
+                        if log is not None:
+                            log.train(row)
                         progress.update(bar, info=" ".join(
                             f"{k[6:]} {v:.4f}" for k, v in row.items() if k.startswith("train_"))
                             + f" | {row['samples_per_s']:.0f} samples/s")
                     if self.step % r.eval_every == 0 or self.step == self.total_steps:
                         last_eval = self.evaluate()
                         self.history.append({"step": self.step, "epoch": epoch, **last_eval})
+                        self._tb_write(self.history[-1])
                         self._track_best(last_eval)
                         self._write_logs()
+                        if log is not None:
+                            log.validation(last_eval)
                     if self.step % r.checkpoint_every == 0 or self.step == self.total_steps:
                         self.save_checkpoint()
                     progress.update(bar, completed=self.step)
@@ -465,6 +575,15 @@ class Trainer:
                     if self.step >= self.total_steps:
                         break
         return last_eval
+
+    def _tb_write(self, row: dict) -> None:
+        """Add a history row's numbers to the TensorBoard event file (when enabled)."""
+        if self._tb is None:
+            return
+        for k, v in row.items():
+            if k not in ("step", "epoch") and isinstance(v, (int, float)) and not isinstance(v, bool):
+                self._tb.add_scalar(_tb_tag(k), v, self.step)
+        self._tb.flush()
 
     def _track_best(self, ev: dict[str, float]) -> None:
         value = ev.get(self.best_metric)
@@ -494,7 +613,7 @@ class Trainer:
                    "best": {self.best_metric: self.best},
                    "params": sum(counts.values()), "params_per_model": counts}
         write_atomic(self.outdir / "metrics.json", json.dumps(summary, indent=2))
-        plot_history(self.history, self.outdir / "plots")
+        plot_history(self.history, self.outdir / "plots", name=self.recipe.name)
         val_batch = next(iter(DataLoader(self.val_ds, batch_size=max(1, self.recipe.samples),
                                          generator=_private_generator())))
         val_batch = tuple(self.to_device(t) for t in val_batch)
@@ -502,6 +621,52 @@ class Trainer:
         for m in models.values():
             m.eval()
         self.task.figures(models, val_batch, self.outdir)
+
+
+class _LineLog:
+    """The plain progress lines of a run whose console is not a terminal (module docstring)."""
+
+    def __init__(self, trainer: Trainer, name: str) -> None:
+        self.tr = trainer
+        self.name = name
+        self.t0 = self.t_line = time.perf_counter()
+        self.step0 = trainer.step
+        self.samples = 0
+        self.rows: list[dict] = []
+
+    def _print(self, text: str) -> None:
+        self.tr.console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    def train(self, row: dict) -> None:
+        """After a history row: print a line every ``line_every`` steps and at the end."""
+        self.rows.append(row)
+        tr = self.tr
+        if tr.step % tr.line_every and tr.step != tr.total_steps:
+            return
+        now = time.perf_counter()
+        rate = (tr.step - self.step0) / max(1e-9, now - self.t0)
+        eta = (tr.total_steps - tr.step) / rate if rate > 0 else math.inf
+        parts = [f"{self.name} step {tr.step}/{tr.total_steps}"]
+        for k in [k for k in row if k.startswith("train_")]:
+            vals = [r[k] for r in self.rows if k in r]
+            parts.append(f"{k[6:]} {_num(float(np.mean(vals)))}")
+        parts += [f"{k} {v:.3g}" for k, v in row.items() if k == "lr" or k.startswith("lr_")]
+        parts.append(f"{self.samples / max(1e-9, now - self.t_line):.1f} samples/s")
+        parts.append(f"elapsed {_hms(now - self.t0)} ETA {_hms(eta)}")
+        self._print(" | ".join(parts))
+        self.rows, self.samples, self.t_line = [], 0, now
+
+    def validation(self, ev: dict[str, float]) -> None:
+        """After a validation: one line with the validation loss(es) and the best metric."""
+        tr = self.tr
+        keys = [k for k in ev if k.startswith("val_loss")]
+        if tr.best_metric in ev and tr.best_metric not in keys:
+            keys.append(tr.best_metric)
+        parts = [f"{self.name} step {tr.step}/{tr.total_steps} validation"]
+        parts += [f"{k} {_num(ev[k])}" for k in keys]
+        if tr.best is not None:
+            parts.append(f"best {tr.best_metric} {_num(tr.best)}")
+        self._print(" | ".join(parts))
 
 
 def _diff(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
@@ -514,44 +679,196 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
     return [] if a == b else [(prefix.rstrip("."), a, b)]
 
 
-def plot_history(history: list[dict], outdir: Path) -> list[Path]:
-    """Loss curves (train and validation) and validation metric curves as PNG files."""
+# metric groups of metrics.png, in panel order: (title, y label, fixed y range, test)
+_LOSS_NAMES = {"l_real", "l_fake"}
+_UNIT = {"accuracy", "sensitivity", "specificity", "precision", "recall", "npv", "f1", "iou",
+         "dice", "ssim", "ms_ssim", "delta1", "delta2", "delta3"}
+_CORRELATION = {"mcc", "informedness", "markedness", "pcc", "uqi"}
+_RATES = {"fnr", "fpr", "fdr", "for"}
+_ERRORS = {"mse", "rmse", "mae"}
+_RELATIVE_ERRORS = {"abs_rel", "sq_rel", "rmse_log"}
+_DECIBELS = {"psnr", "snr"}
+_GAN = {"k", "m_global", "mmd", "fid", "kid", "diversity"}
+
+
+def _is_loss(name: str) -> bool:
+    return name.startswith("loss") or name.endswith("_loss") or name in _LOSS_NAMES
+
+
+METRIC_GROUPS: list[tuple[str, str, tuple[float, float] | None, Any]] = [
+    ("losses", "loss", None, _is_loss),
+    ("quality in [0, 1] (higher is better)", "score", (0.0, 1.0),
+     lambda n: n in _UNIT or n.endswith("_acc") or n.endswith("accuracy")),
+    ("agreement in [-1, 1] (higher is better)", "coefficient", (-1.0, 1.0),
+     lambda n: n in _CORRELATION),
+    ("error rates in [0, 1] (lower is better)", "rate", (0.0, 1.0), lambda n: n in _RATES),
+    ("errors (lower is better)", "error", None,
+     lambda n: n in _ERRORS or n.endswith("_mae") or n.endswith("_mse") or n.endswith("_error")),
+    ("relative and log errors (lower is better)", "error", None, lambda n: n in _RELATIVE_ERRORS),
+    ("signal to noise (higher is better)", "dB", None, lambda n: n in _DECIBELS),
+    ("discriminator outputs in [0, 1]", "mean D(x)", (0.0, 1.0), lambda n: n.startswith("d_")),
+    ("GAN measures", "value", None, lambda n: n in _GAN),
+]
+"""How :func:`plot_history` groups metrics into panels (a metric's name without its ``val_`` or
+``train_`` prefix is tested against each group in turn; the rest get a panel each, at the end).
+Fixed ranges keep a change from 0.998 to 1.000 from looking like a jump."""
+
+
+def metric_group(name: str) -> int:
+    """Index in :data:`METRIC_GROUPS` of a metric name (``val_``/``train_`` prefix removed);
+    ``len(METRIC_GROUPS)`` for a metric of no group."""
+    for i, (_, _, _, test) in enumerate(METRIC_GROUPS):
+        if test(name):
+            return i
+    return len(METRIC_GROUPS)
+
+
+def _log_axis(ax, values: list[float]) -> None:
+    """A log y axis with plain-number tick labels (0.2, 0.5, 1) instead of ``2 x 10^-1``: more
+    ticks per decade when the data span less than one or three decades."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_yscale("log")
+    lo, hi = min(values), max(values)
+    span = math.log10(hi / lo) if lo > 0 and hi > lo else 0.0
+    subs = ((1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0) if span < 1 else
+            (1.0, 2.0, 5.0) if span < 3 else (1.0,))
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=subs))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+    ax.yaxis.set_minor_locator(LogLocator(base=10, subs=tuple(range(1, 10))))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def _mark_resumes(ax, resumes: list[dict], label: bool) -> None:
+    """Dotted vertical lines where the run was resumed; ``label``: with the word "resumed"
+    and the ``--set`` changes applied then (other than a longer ``steps``)."""
+    from matplotlib.transforms import blended_transform_factory
+
+    trans = blended_transform_factory(ax.transData, ax.transAxes)
+    for r in resumes:
+        ax.axvline(r["step"], color="0.45", ls=":", lw=1.2, zorder=0)
+        if label:
+            changes = [c for c in str(r.get("changes") or "").split("; ")
+                       if c and not c.startswith("steps:")]
+            ax.text(r["step"], 0.98, " resumed" + (f" ({'; '.join(changes)})" if changes else ""),
+                    transform=trans, rotation=90, va="top", ha="right", fontsize=7, color="0.3",
+                    bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1})
+
+
+def plot_history(history: list[dict], outdir: Path, name: str | None = None) -> list[Path]:
+    """The training plots of a run, as PNG files (150 dpi) in ``outdir``.
+
+    * ``loss.png``: every loss (``train_*loss*``, means over ``log_every`` steps, lines; and
+      ``val_*loss*``, points), on a log axis when all are positive, titled with the run
+      ``name``; dotted vertical lines where the run was resumed (history rows
+      ``{"step": s, "resumed": True}``).
+    * ``metrics.png`` (when there are metrics besides the losses): one panel per group of
+      :data:`METRIC_GROUPS` (quality scores and error rates on a fixed [0, 1] axis,
+      correlation-type coefficients on [-1, 1], errors from 0, PSNR/SNR in dB, GAN
+      measures), in that order, then a panel per other metric; validation values as points,
+      a task's non-loss training logs (GAN discriminator outputs, BEGAN's ``k``) as lines.
+
+    Returns the files written.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     outdir.mkdir(parents=True, exist_ok=True)
     written = []
-    train = [r for r in history if any(k.startswith("train_") for k in r)]
-    val = [r for r in history if "val_loss" in r]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for key in sorted({k for r in train for k in r if k.startswith("train_")}):
-        ax.plot([r["step"] for r in train], [r[key] for r in train], label=key)
-    if val:
-        ax.plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-", label="val_loss")
+    resumes = [r for r in history if r.get("resumed")]
+    rows = [r for r in history if not r.get("resumed")]
+
+    def series(key: str) -> tuple[list[int], list[float]]:
+        pts = [(r["step"], float(r[key])) for r in rows
+               if key in r and r[key] is not None and math.isfinite(float(r[key]))]
+        return [p[0] for p in pts], [p[1] for p in pts]
+
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys and (k.startswith("train_") or k.startswith("val_"))]
+    short = {k: k.split("_", 1)[1] for k in keys}
+    losses = [k for k in keys if _is_loss(short[k])]
+    if not any(k.startswith("train_") for k in losses):  # a task that logs no loss-named value
+        losses += [k for k in keys if k.startswith("train_") and k not in losses]
+    title = f"{name}: " if name else ""
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
+    colours: dict[str, Any] = {}
+    values: list[float] = []
+    for key in sorted(losses, key=lambda k: (short[k], not k.startswith("train_"))):
+        xs, ys = series(key)
+        if not xs:
+            continue
+        colour = colours.setdefault(short[key], f"C{len(colours) % 10}")
+        train = key.startswith("train_")
+        ax.plot(xs, ys, "-" if train else "o--", color=colour, lw=1.6 if train else 1.0,
+                ms=4, label=f"{short[key]} ({'train' if train else 'validation'})")
+        values += ys
+    if values and min(values) > 0:
+        _log_axis(ax, values)
+        ax.set_ylabel("loss (log scale)")
+    else:
+        ax.set_ylabel("loss")
+    _mark_resumes(ax, resumes, label=True)
     ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_yscale("log")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(outdir / "loss.png", dpi=100)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(f"{title}loss" + (f" ({len(resumes)} resume{'s' * (len(resumes) > 1)})"
+                                   if resumes else ""), fontsize=10)
+    if values:
+        ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    fig.savefig(outdir / "loss.png", dpi=150)
     plt.close(fig)
     written.append(outdir / "loss.png")
-    metric_keys = sorted({k for r in val for k in r if k.startswith("val_") and k != "val_loss"})
-    if metric_keys:
-        cols = min(4, len(metric_keys))
-        rows = math.ceil(len(metric_keys) / cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.4 * rows), squeeze=False)
-        for ax, key in zip(axes.flat, metric_keys):
-            ax.plot([r["step"] for r in val], [r[key] for r in val], "o-")
-            ax.set_title(key[4:], fontsize=9)
+
+    metric_keys = [k for k in keys if k not in losses
+                   and (k.startswith("val_") or metric_group(short[k]) < len(METRIC_GROUPS))]
+    panels: dict[Any, list[str]] = {}
+    for k in sorted(metric_keys, key=lambda k: (metric_group(short[k]), keys.index(k))):
+        g = metric_group(short[k])
+        panels.setdefault(g if g < len(METRIC_GROUPS) else k, []).append(k)
+    if panels:
+        cols = min(2, len(panels))
+        nrows = math.ceil(len(panels) / cols)
+        fig, axes = plt.subplots(nrows, cols, figsize=(5.6 * cols, 2.9 * nrows), squeeze=False,
+                                 layout="constrained")
+        for ax, (g, members) in zip(axes.flat, panels.items()):
+            shown: list[float] = []
+            for j, key in enumerate(members):
+                xs, ys = series(key)
+                shown += ys
+                train = key.startswith("train_")
+                ax.plot(xs, ys, "-", marker=None if train else "osD^vP*X"[j % 8],
+                        color=f"C{j % 10}", ms=5 - 0.3 * (j % 4), lw=1.0 if train else 1.4,
+                        label=short[key] + (" (train)" if train else ""))
+            if isinstance(g, int):
+                gtitle, ylabel, yrange, _ = METRIC_GROUPS[g]
+            else:
+                gtitle, ylabel, yrange = short[g], short[g], None
+            if yrange is not None:  # widened only if a value falls outside (SSIM can be < 0)
+                lo, hi = min([yrange[0], *shown]), max([yrange[1], *shown])
+                pad = 0.03 * (hi - lo)
+                ax.set_ylim(lo - pad, hi + pad)
+            elif ylabel == "error":
+                ax.set_ylim(bottom=0)
+            ax.set_title(gtitle, fontsize=9)
+            ax.set_ylabel(ylabel, fontsize=8)
+            ax.set_xlabel("step", fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
-        for ax in list(axes.flat)[len(metric_keys):]:
+            _mark_resumes(ax, resumes, label=False)
+            if isinstance(g, int):
+                ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                          borderaxespad=0, frameon=False)
+        for ax in list(axes.flat)[len(panels):]:
             ax.axis("off")
-        fig.tight_layout()
-        fig.savefig(outdir / "metrics.png", dpi=100)
+        fig.suptitle(f"{title}validation metrics"
+                     + ("; dotted lines: resumed" if resumes else ""), fontsize=10)
+        fig.savefig(outdir / "metrics.png", dpi=150)
         plt.close(fig)
         written.append(outdir / "metrics.png")
     return written
