@@ -1,5 +1,6 @@
 """Pieces shared by the tasks: deterministic splits, prediction grids (with colour maps, colour
-bars and invalid pixels in a neutral colour) and sample grids."""
+bars and invalid pixels in a neutral colour), sample grids, and :func:`fit_image` (how ``spdnn
+predict`` brings an image to a network's input size and its map back)."""
 
 from __future__ import annotations
 
