@@ -185,7 +185,8 @@ class Trainer:
             history value, tagged ``train/*``, ``val/*``, ``lr``, ``speed/samples_per_s``).
         log_lines: ``None`` (default): plain lines exactly when ``console`` is not a terminal;
             ``True``/``False`` force them on or off (instead of the bar).
-        line_every: steps between plain lines (default :func:`line_interval`).
+        line_every: steps between plain lines (default :func:`line_interval`; lines come
+            with the ``log_every`` history rows, so give a multiple of ``log_every``).
 
     Attributes:
         models: ``{name: nn.Module}`` on the device; ``train_models`` the same, DDP-wrapped
