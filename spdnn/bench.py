@@ -658,6 +658,14 @@ def _clean(d: dict) -> dict:
 def plot(rows: Sequence[BenchRow], path: str | Path, title: str = "spdnn bench") -> Path | None:
     """Throughput against batch size, one panel per runtime/device, one line per model.
 
+    Each point is the throughput at the p50 latency; its whisker reaches down to the
+    throughput at the p90 latency (the slowest 10% of the timed runs are slower still), so a
+    noisy measurement shows as a long whisker. The reference (the first model; the merged
+    network in SPDNN comparisons) is black and thicker; every other model has its own colour
+    (matplotlib's ``tab10``, ten unpaired hues, then again with another line style) and marker,
+    so unrelated models never look like a light/dark pair. Points of one batch size are
+    spread slightly sideways so that whiskers do not hide each other.
+
     Returns the path, or ``None`` when matplotlib is not installed.
     """
     try:
@@ -670,19 +678,31 @@ def plot(rows: Sequence[BenchRow], path: str | Path, title: str = "spdnn bench")
     panels = sorted({(r.runtime, r.device) for r in ok})
     if not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4), squeeze=False,
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 4.2), squeeze=False,
                              sharey=True)
     models = list(dict.fromkeys(r.model for r in ok))
-    colors = plt.get_cmap("tab20").colors
+    colors = plt.get_cmap("tab10").colors
+    markers = "osD^vP*Xh<>"
+    styles = ["-", "--", ":", "-."]
+    spread = 0.04  # log2 units between neighbouring models at one batch size
     for ax, (rt, dev) in zip(axes[0], panels):
         for k, m in enumerate(models):
-            pts = sorted((r.batch, r.throughput) for r in ok
+            pts = sorted((r.batch, r.throughput, r.batch / (r.p90_ms / 1e3)) for r in ok
                          if r.model == m and r.runtime == rt and r.device == dev)
-            if pts:
-                first = k == 0  # the reference (the merged network in SPDNN comparisons)
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=m[:40],
-                        color="black" if first else colors[(k - 1) % len(colors)],
-                        linewidth=2.5 if first else 1.2)
+            if not pts:
+                continue
+            first = k == 0  # the reference (the merged network in SPDNN comparisons)
+            j = k - 1
+            shift = 2 ** (spread * (k - (len(models) - 1) / 2))
+            xs = [p[0] * shift for p in pts]
+            ys = [p[1] for p in pts]
+            low = [max(0.0, p[1] - p[2]) if math.isfinite(p[2]) else 0.0 for p in pts]
+            ax.errorbar(xs, ys, yerr=[low, [0.0] * len(pts)], label=m[:40],
+                        color="black" if first else colors[j % len(colors)],
+                        marker="o" if first else markers[j % len(markers)],
+                        linestyle="-" if first else styles[(j // len(colors)) % len(styles)],
+                        linewidth=2.4 if first else 1.3, markersize=6 if first else 5,
+                        capsize=2.5, elinewidth=1.0, zorder=3 if first else 2)
         ax.set_xscale("log", base=2)
         bs = sorted({r.batch for r in ok})
         ax.set_xticks(bs)
@@ -690,13 +710,14 @@ def plot(rows: Sequence[BenchRow], path: str | Path, title: str = "spdnn bench")
         ax.minorticks_off()
         ax.set_yscale("log")
         ax.set_title(f"{rt} ({dev})")
-        ax.set_xlabel("batch")
+        ax.set_xlabel("batch size")
         ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].set_ylabel("images / s (p50)")
-    axes[0][-1].legend(fontsize=7, loc="best")
+    axes[0][0].set_ylabel("images / s at p50 latency\n(whisker: down to p90 latency)")
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                       borderaxespad=0.0)  # beside the panels, never over a line
     fig.suptitle(title)
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format=Path(path).suffix.lstrip(".") or "png", dpi=110)
+    fig.savefig(buf, format=Path(path).suffix.lstrip(".") or "png", dpi=150)
     plt.close(fig)
     return write_atomic(path, buf.getvalue(), what="bench plot")

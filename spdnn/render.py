@@ -15,8 +15,11 @@ Views (see :data:`VIEWS`, named in :mod:`spdnn.choices`):
   (Figs. 3.4/3.5, depth paper Fig. 22);
 * :func:`side_by_side` -- the parents next to the merged graph.
 
-Every function returns a :class:`graphviz.Digraph`; :func:`save` writes it as SVG, PNG, PDF or
-DOT. Node identifiers are generated (``n0``, ``n1``, ...) and every user string (layer, input,
+Every function returns a :class:`graphviz.Digraph`; :func:`save` writes it as SVG, PNG (150 dpi
+by default, recorded in the file), PDF or DOT. :func:`build_view` chooses the layout direction
+from the graph's shape when none is given (:func:`auto_rankdir`: the one whose drawing is closest
+to the proportions of a page). Each caption carries a legend of what the colours and labels of
+its view mean. Node identifiers are generated (``n0``, ``n1``, ...) and every user string (layer, input,
 output and network names) goes through :func:`_text` into an HTML-like label, so no name can
 break the DOT source.
 """
@@ -24,9 +27,14 @@ break the DOT source.
 from __future__ import annotations
 
 import html
+import math
 import shutil
+import struct
 import subprocess
+import textwrap
 import unicodedata
+import zlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +43,7 @@ import networkx as nx
 
 from spdnn.choices import DEFAULT_RULE, FORMATS, VIEWS, DistanceRule
 from spdnn.errors import ShapeError, SpdnnError
+from spdnn.graph.contract import natural_key
 from spdnn.graph.label import format_label
 from spdnn.graph.merge import MergeResult, parent_graph
 from spdnn.io import write_atomic
@@ -43,12 +52,21 @@ from spdnn.shapes import NetInfo, infer
 from spdnn.spec import Netspec
 from spdnn.spec.blocks import BlockOp
 
-__all__ = ["FORMATS", "VIEWS", "build_view", "contracted_diagram", "forward_diagram",
-           "labelled_diagram", "netspec_diagram", "op_summary", "parallel_diagram", "save",
-           "side_by_side"]
+__all__ = ["DEFAULT_DPI", "FORMATS", "PAGE_ASPECT", "VIEWS", "auto_rankdir", "build_view",
+           "contracted_diagram", "forward_diagram", "labelled_diagram", "layout_size",
+           "netspec_diagram", "op_summary", "parallel_diagram", "save", "side_by_side"]
 
 FONT = "Helvetica"
 _MAX_NAME = 48
+_MAX_TITLE = 120
+
+DEFAULT_DPI = 150
+"""Resolution of PNG diagrams (dots per inch): 9-point node text is ~19 px high, readable in
+print; Graphviz's own default of 72 dpi gives 9 px."""
+
+PAGE_ASPECT = math.sqrt(2)
+"""The proportions (long side / short side) :func:`auto_rankdir` aims at: an ISO 216 page,
+portrait or landscape (A4), and close to a 3:2 figure."""
 
 # fills by colour class (:meth:`spdnn.ops.base.Op.colour_class`: an op's ``draw_class`` or kind)
 _FILL = {
@@ -73,6 +91,17 @@ _BORDER = {
     "rider": "#b7b7b7",
     "io": "#666666",
 }
+_KIND_NAMES = {
+    "conv": "convolution",
+    "deconv": "transposed convolution",
+    "linear": "fully connected",
+    "compute": "block or other layer with weights",
+    "resample": "pooling / unpooling",
+    "junction": "Concat / Add / Mul",
+    "reshape": "reshape / flatten / global pooling",
+    "rider": "activation, dropout, noise",
+}
+"""Colour class -> what a legend calls it (in the order legends list them)."""
 # colours of merged groups (one per letter), light enough for black text
 _PALETTE = ["#a6cee3", "#b2df8a", "#fb9a99", "#fdbf6f", "#cab2d6", "#ffff99", "#8dd3c7",
             "#f4a6d7", "#d9d9d9", "#80b1d3", "#ccebc5", "#e5c494", "#bebada", "#ffed6f",
@@ -122,12 +151,69 @@ def _shape(shape: Any) -> str:
     return "x".join(str(d) for d in shape) if shape else "?"
 
 
+def _many(n: int, word: str) -> str:
+    """``1 layer``, ``2 layers``."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def _count(n: int) -> str:
     if n >= 1_000_000:
         return f"{n / 1e6:.3g}M"
     if n >= 1_000:
         return f"{n / 1e3:.3g}k"
     return str(n)
+
+
+def _swatch(fill: str, border: str) -> str:
+    """A legend cell: a small box in a node's fill and border colour, at the top of its row."""
+    return ('<td valign="top"><table border="0" cellspacing="0" cellpadding="0"><tr>'
+            f'<td fixedsize="true" width="18" height="11" bgcolor="{fill}" border="1" '
+            f'color="{border}"> </td></tr></table></td>')
+
+
+def _caption(lines: Sequence[str], legend: Sequence[tuple[str, str]] = (),
+             per_row: int = 3, wrap: int = 56) -> str:
+    """A graph label: the (already escaped/marked-up) title ``lines``, then the legend, each
+    entry a swatch cell (or ``""``) and its plain text (escaped here and wrapped at ``wrap``
+    characters), ``per_row`` entries a row; an HTML-like table, left-aligned."""
+    cols = 2 * max(1, min(per_row, len(legend)))
+    rows = [f'<tr><td align="left" colspan="{cols}">{line}</td></tr>' for line in lines]
+    for i in range(0, len(legend), per_row):
+        cells = ""
+        for swatch, text in legend[i:i + per_row]:
+            body = '<br align="left"/>'.join(_text(t, None) for t in textwrap.wrap(text, wrap))
+            cells += ((swatch or "<td></td>")
+                      + f'<td align="left" valign="top">{_small(body, "#333333")}'
+                      + '<br align="left"/></td>')
+        rows.append(f"<tr>{cells}</tr>")
+    return ('<<table border="0" cellborder="0" cellspacing="2" cellpadding="1">'
+            + "".join(rows) + "</table>>")
+
+
+def _kind_legend(keys: Sequence[str]) -> list[tuple[str, str]]:
+    """Legend entries for the colour classes in ``keys`` (fill and border, in a fixed order)."""
+    present = set(keys)
+    return [(_swatch(_FILL[k], _BORDER[k]), name) for k, name in _KIND_NAMES.items()
+            if k in present]
+
+
+def _merge_legend(result: MergeResult, colours: dict[str, str],
+                  keys: Sequence[str]) -> list[tuple[str, str]]:
+    """Legend entries of the merge views: what a shared fill and a white fill mean, the
+    op kinds of the node borders, and ``keys`` (how to read a node's text)."""
+    kinds = [k for k in _KIND_NAMES if k in {
+        _kind_key(d["op"]) for _, d in result.backward.nodes(data=True)
+        if d.get("kind") == "compute" and d.get("op") is not None}]
+    border = _BORDER[kinds[0]] if kinds else _BORDER["compute"]
+    entries: list[tuple[str, str]] = []
+    if colours:
+        entries.append((_swatch(next(iter(colours.values())), border),
+                        "filled: layers of several parents merged into one node (a colour "
+                        "per merged node, the same in every view)"))
+    entries.append((_swatch("#ffffff", border), "white: a layer of one parent only"))
+    entries += [(_swatch("#ffffff", _BORDER[k]), f"border: {_KIND_NAMES[k]}") for k in kinds]
+    entries += [("", key) for key in keys]
+    return entries
 
 
 def op_summary(op: Op) -> str:
@@ -156,14 +242,23 @@ def _kind_key(op: Op) -> str:
 # --------------------------------------------------------------------------------------------
 # graph scaffolding
 # --------------------------------------------------------------------------------------------
-def _digraph(name: str, title: str | None, rankdir: str) -> graphviz.Digraph:
+def _per_row(rankdir: str, wide: int = 3) -> int:
+    """Legend entries per row: fewer under a tall (top-to-bottom) diagram than a wide one."""
+    return 2 if rankdir in ("TB", "BT") else wide
+
+
+def _digraph(name: str, title: str | None, rankdir: str,
+             legend: Sequence[tuple[str, str]] = (), per_row: int | None = None
+             ) -> graphviz.Digraph:
     if rankdir not in ("LR", "TB", "RL", "BT"):
         raise SpdnnError(f"unknown layout direction {rankdir!r}", hint="use LR or TB")
     g = graphviz.Digraph(name=name)
     g.attr("graph", rankdir=rankdir, fontname=FONT, fontsize="11", nodesep="0.25",
            ranksep="0.35", bgcolor="white", pad="0.15")
     if title:
-        g.attr("graph", label=_html(_bold(_text(title, 120))), labelloc="t", labeljust="l")
+        g.attr("graph", label=_caption([_bold(_text(title, _MAX_TITLE))], legend,
+                                       per_row or _per_row(rankdir)),
+               labelloc="t", labeljust="l")
     g.attr("node", fontname=FONT, fontsize="9", shape="box", style="rounded,filled",
            fillcolor="white", color="#666666", penwidth="1.0", margin="0.08,0.04")
     g.attr("edge", fontname=FONT, fontsize="8", color="#444444", arrowsize="0.6",
@@ -281,16 +376,21 @@ def netspec_diagram(spec: Netspec, info: NetInfo | None = None, rankdir: str = "
     g = _digraph("netspec", None, rankdir)
     head = [_bold(_text(cap, 120))]
     if info is not None:
-        head.append(_small(f"{len(spec.layers)} layers, {_count(info.params)} parameters, "
-                           f"{_count(info.macs)} MACs", size=9))
+        head.append(_small(f"{_many(len(spec.layers), 'layer')}, {_count(info.params)} "
+                           f"parameters, {_count(info.macs)} MACs", size=9))
     if error:
         head.append(_small(_text(error, 200), colour="#cc0000", size=9))
-    g.attr("graph", label=_html(*head), labelloc="t", labeljust="l")
     ids = _Ids("n")
     for i in spec.inputs:
         _io_node(g, ids(("in", i.name)), {"kind": "input", "name": i.name, "shape": i.shape})
+    keys: set[str] = set()
     made = _draw_layers(g, spec, info, ids, (), {i.name: ids(("in", i.name)) for i in spec.inputs},
-                        expand_blocks and info is not None)
+                        expand_blocks and info is not None, keys)
+    legend = _kind_legend(sorted(keys))
+    if "block" in keys:
+        legend.append(("", "dashed box: a block instance with its layers"))
+    g.attr("graph", label=_caption(head, legend, per_row=_per_row(rankdir, 4)), labelloc="t",
+           labeljust="l")
     for o in spec.outputs:
         shape = info.shapes.get(o.from_) if info is not None else None
         _io_node(g, ids(("out", o.name)), {"kind": "output", "name": o.name, "shape": shape})
@@ -299,9 +399,15 @@ def netspec_diagram(spec: Netspec, info: NetInfo | None = None, rankdir: str = "
 
 
 def _draw_layers(g: graphviz.Digraph, spec: Netspec, info: NetInfo | None, ids: _Ids,
-                 scope: tuple, made: dict[str, str], expand: bool) -> dict[str, str]:
+                 scope: tuple, made: dict[str, str], expand: bool,
+                 keys: set[str] | None = None,
+                 root: graphviz.Digraph | None = None) -> dict[str, str]:
     """Draw the layers of ``spec`` (a network or a block body) into ``g``; ``made`` maps the
-    names already drawn (inputs) to node ids. Returns it with every layer added."""
+    names already drawn (inputs) to node ids. Returns it with every layer added; the colour
+    classes drawn are added to ``keys``. Edges go into ``root`` (the whole diagram): an edge
+    written inside a block's box would pull the layer it comes from into that box."""
+    keys = set() if keys is None else keys
+    root = g if root is None else root
     made = dict(made)
     for idx, lay in enumerate(spec.layers):
         srcs = spec.input_names(idx)
@@ -309,6 +415,7 @@ def _draw_layers(g: graphviz.Digraph, spec: Netspec, info: NetInfo | None, ids: 
             li = info[lay.name]
             body, body_info = lay.body(list(li.in_shapes))
             name = f"cluster_{ids((*scope, 'block', lay.name))}"
+            keys.add("block")
             with g.subgraph(name=name) as c:
                 label = _html(_bold(_text(lay.name)), _text(lay.structure(), 80),
                               _small(f"{_shape(li.out_shape)}  \u00b7  {_count(li.params)} params"))
@@ -316,10 +423,11 @@ def _draw_layers(g: graphviz.Digraph, spec: Netspec, info: NetInfo | None, ids: 
                        labeljust="l")
                 inner = _draw_layers(c, body, body_info, ids, (*scope, lay.name),
                                      {bi.name: made[s] for bi, s in zip(body.inputs, srcs)},
-                                     expand)
+                                     expand, keys, root)
             made[lay.name] = inner[body.outputs[0].from_]
             continue
         key = _kind_key(lay)
+        keys.add(key)
         main, extra = _op_parts(lay)
         lines = [_bold(_text(lay.name)), _text(main, 80)]
         if extra:
@@ -334,7 +442,7 @@ def _draw_layers(g: graphviz.Digraph, spec: Netspec, info: NetInfo | None, ids: 
         g.node(nid, _html(*lines), fillcolor=_FILL[key], color=_BORDER[key],
                penwidth="1.3" if lay.kind == "compute" else "1.0")
         for src in srcs:
-            g.edge(made[src], nid)
+            root.edge(made[src], nid)
         made[lay.name] = nid
     return made
 
@@ -362,7 +470,8 @@ def labelled_diagram(graph: nx.DiGraph, title: str | None = None, rankdir: str =
     ``graph`` is :func:`spdnn.graph.parent_graph` of a netspec: one node per compute layer with
     its ``(structure, distance from input)`` tuple (e.g. ``(3C2P, 4)``) and layer name, plus the
     input and output nodes. Pooling, unpooling, dropout, reshapes and other non-compute layers
-    are not nodes (ch. 3.1 (d)); they are written on the edges that carry them.
+    are not nodes (ch. 3.1 (d)); they are written on the edges that carry them. The caption's
+    legend reads the labels and names the fills.
 
     Args:
         graph: a forward-labelled SPDNN graph.
@@ -370,7 +479,15 @@ def labelled_diagram(graph: nx.DiGraph, title: str | None = None, rankdir: str =
         rankdir: ``"LR"`` or ``"TB"``.
     """
     cap = title if title is not None else graph.graph.get("name")
-    g = _digraph("labels", cap, rankdir)
+    kinds = [_kind_key(d["op"]) for _, d in graph.nodes(data=True)
+             if d["kind"] == "compute" and d.get("op") is not None]
+    legend = _kind_legend(kinds) + [
+        ("", "(structure, distance from the input): the SPDNN forward label (thesis ch. 3.1); "
+             "kC a k x k convolution, kD transposed, nF fully connected, mP on data pooled by m")]
+    if any(_edge_ops_label(d.get("paths", [])) for _, _, d in graph.edges(data=True)):
+        legend.append(("", "edge text: the pooling, unpooling and other layers between two "
+                           "nodes"))
+    g = _digraph("labels", cap, rankdir, legend, per_row=_per_row(rankdir, 4))
     ids = _Ids("n")
     for n in _sorted_nodes(graph):
         d = graph.nodes[n]
@@ -384,33 +501,59 @@ def labelled_diagram(graph: nx.DiGraph, title: str | None = None, rankdir: str =
     return g
 
 
-def parallel_diagram(result: MergeResult, rankdir: str = "LR") -> graphviz.Digraph:
+def _display_order(result: MergeResult, order: Sequence[str] | None = None) -> list[int]:
+    """The parents' tags (merge order) in the order to draw them: ``order`` (parent names as
+    the user gave them; names a merge made unique with ``#k`` match their plain name in turn),
+    else the names' natural order (``parent_2`` before ``parent_10``). The merge itself puts
+    its parents in a canonical order that does not depend on the order given."""
+    names = _parent_names(result)
+    tags = list(range(len(result.parent_graphs)))
+    if order is None:
+        return sorted(tags, key=lambda t: natural_key(names[t] if t < len(names) else ""))
+    left = list(tags)
+    out = []
+    for want in order:
+        for t in left:
+            if t < len(names) and names[t].split("#")[0] == want:
+                out.append(t)
+                left.remove(t)
+                break
+    return out + left
+
+
+def parallel_diagram(result: MergeResult, rankdir: str = "LR",
+                     order: Sequence[str] | None = None) -> graphviz.Digraph:
     """The parents in parallel with one shared input and output node (thesis ch. 3.1 Fig. 3.3
     left; depth paper App. A.2.1 Fig. 21).
 
-    Each parent is a cluster named after it; nodes show the forward label ``(structure,
-    distance from input)``, the layer name and the letter of the merged node the layer ends up
-    in (as Fig. 21 letters equal labels). Layers that merge share a fill colour.
+    Each parent is a cluster named after it, in ``order`` (parent names; default: their natural
+    order); nodes show the forward label ``(structure, distance from input)``, the layer name
+    and the letter of the merged node the layer ends up in (as Fig. 21 letters equal labels).
+    Layers that merge share a fill colour (the caption's legend says so).
     """
     par = result.parallel
     names = _parent_names(result)
     letter_of = _letter_of_members(result)
     colours = _group_colours(result)
-    g = _digraph("parallel", "SPDNN: parents in parallel (forward labels)", rankdir)
+    legend = _merge_legend(result, colours, [
+        "(structure, distance from the input): the forward label",
+        "layer \u2192 X: the layer goes to merged node X"])
+    g = _digraph("parallel", "SPDNN: parents in parallel (forward labels)", rankdir, legend)
     ids = _Ids("n")
     by_parent: dict[int, list] = {}
-    order = _sorted_nodes(par)
-    for n in order:
+    for n in _sorted_nodes(par):
         d = par.nodes[n]
         if d["kind"] == "compute":
             by_parent.setdefault(d["parent"], []).append(n)
         else:
             _io_node(g, ids(n), d)
-    for tag in sorted(by_parent):
+    for tag in _display_order(result, order):
+        if tag not in by_parent:
+            continue
         name = names[tag] if tag < len(names) else f"parent {tag}"
         with g.subgraph(name=f"cluster_p{tag}") as c:
-            c.attr(label=_html(_bold(_text(name))), style="rounded,dashed", color="#999999",
-                   fontsize="10", labeljust="l")
+            c.attr(label=_html(_bold(_text(name, _MAX_TITLE))), style="rounded,dashed",
+                   color="#999999", fontsize="10", labeljust="l")
             for n in by_parent[tag]:
                 d = par.nodes[n]
                 letter = letter_of.get(n, "")
@@ -431,8 +574,11 @@ def forward_diagram(result: MergeResult, rankdir: str = "LR") -> graphviz.Digrap
     fwd = result.forward
     letter_of = _letter_of_members(result)
     colours = _group_colours(result)
+    legend = _merge_legend(result, colours, [
+        "(structure, distance from the input): the forward label",
+        "n layers \u2192 X: the parent layers it stands for, and the final merged node"])
     g = _digraph("forward", "SPDNN: after forward contraction (structure, distance from input)",
-                 rankdir)
+                 rankdir, legend)
     ids = _Ids("n")
     for n in _sorted_nodes(fwd):
         d = fwd.nodes[n]
@@ -442,11 +588,15 @@ def forward_diagram(result: MergeResult, rankdir: str = "LR") -> graphviz.Digrap
         letter = letter_of.get(d["members"][0], "")
         k = len(d["members"])
         lines = [_bold(_text(format_label((d["structure"], d["fwd"])), None), 10),
-                 _small(f"{k} layer{'s' if k != 1 else ''}"
+                 _small(_many(k, "layer")
                         + (f"  \u2192 <b>{letter}</b>" if letter else ""))]
         _compute_node(g, ids(n), d, lines, fill=colours.get(letter, "#ffffff"))
     _add_edges(g, fwd, ids)
     return g
+
+
+_CONTRACTED_KEY = ["letter (A, B, ... as thesis Fig. 3.5) and (structure, distance to the "
+                   "output): the backward label", "n layers: the parent layers merged into it"]
 
 
 def contracted_diagram(result: MergeResult, rankdir: str = "LR",
@@ -455,14 +605,19 @@ def contracted_diagram(result: MergeResult, rankdir: str = "LR",
 
     One node per merged layer: its letter (A, B, C, ... as in Fig. 22), the backward label
     ``(structure, distance to output)`` and how many parent layers were merged into it; edges
-    carry the pooling/unpooling recalled from the parents (App. A.2.1).
+    carry the pooling/unpooling recalled from the parents (App. A.2.1). The caption's legend
+    explains the fills (a colour per node merged from several parents, white for a layer of
+    one parent), the borders (op kind) and the node text.
     """
     bwd = result.backward
     colours = _group_colours(result)
     cap = title if title is not None else (
-        f"SPDNN: merged graph ({len(result.letters)} nodes from "
-        f"{sum(p['nodes'] for p in result.report.parents)} parent layers)")
-    g = _digraph("contracted", cap, rankdir)
+        f"SPDNN: merged graph ({_many(len(result.letters), 'node')} from "
+        f"{_many(sum(p['nodes'] for p in result.report.parents), 'parent layer')})")
+    legend = _merge_legend(result, colours, _CONTRACTED_KEY)
+    if any(_edge_ops_label(d.get("paths", [])) for _, _, d in bwd.edges(data=True)):
+        legend.append(("", "edge text: pooling and unpooling recalled from the parents"))
+    g = _digraph("contracted", cap, rankdir, legend)
     ids = _Ids("n")
     _contracted_nodes(g, result, ids, colours)
     _add_edges(g, bwd, ids)
@@ -482,29 +637,39 @@ def _contracted_nodes(g: graphviz.Digraph, result: MergeResult, ids: _Ids,
         lines = [_bold(_text(letter, None), 12),
                  _text(format_label((d["structure"], d["bwd"])), None)]
         if not compact or k > 1:
-            lines.append(_small(f"{k} layer{'s' if k != 1 else ''}"))
+            lines.append(_small(_many(k, "layer")))
         _compute_node(g, ids(n), d, lines, fill=colours.get(letter, "#ffffff"))
 
 
-def side_by_side(result: MergeResult, rankdir: str = "LR") -> graphviz.Digraph:
+def side_by_side(result: MergeResult, rankdir: str = "LR",
+                 order: Sequence[str] | None = None) -> graphviz.Digraph:
     """The parents (compact, each a cluster) beside the merged graph (thesis ch. 3.1: Fig. 3.2
     right next to Fig. 3.5; depth paper Figs. 13-20 next to Fig. 22).
 
-    Parent nodes show their forward label and the letter of the merged node they go to; the
-    merged cluster shows letters and backward labels. Merged groups share colours across both.
+    Parents are drawn in ``order`` (their names as given; default: natural order of the names,
+    ``parent_1, parent_2, ...``), one under the other (``LR``) or side by side (``TB``). Parent
+    nodes show their forward label and the letter of the merged node they go to; the merged
+    cluster, under the merged network's full name, shows letters and backward labels. Merged
+    groups share colours across both, and the caption's legend says how to read each.
     """
     names = _parent_names(result)
     letter_of = _letter_of_members(result)
     colours = _group_colours(result)
-    g = _digraph("side_by_side", "SPDNN: parents and merged network", rankdir)
+    legend = _merge_legend(result, colours, [
+        "parents (dashed boxes): (structure, distance from the input), the forward label; "
+        "\u2192 X: the layer goes to merged node X",
+        "merged network (solid box): letter and (structure, distance to the output), the "
+        "backward label"])
+    g = _digraph("side_by_side", "SPDNN: parents and merged network", rankdir, legend)
     g.attr("graph", newrank="true", ranksep="0.3")
     parent_outs, parent_ins = [], []
-    for tag, pg in enumerate(result.parent_graphs):
+    for tag in _display_order(result, order):
+        pg = result.parent_graphs[tag]
         ids = _Ids(f"p{tag}_")
         name = names[tag] if tag < len(names) else f"parent {tag}"
         with g.subgraph(name=f"cluster_p{tag}") as c:
-            c.attr(label=_html(_bold(_text(name))), style="rounded,dashed", color="#999999",
-                   fontsize="10", labeljust="l")
+            c.attr(label=_html(_bold(_text(name, _MAX_TITLE))), style="rounded,dashed",
+                   color="#999999", fontsize="10", labeljust="l")
             for n in _sorted_nodes(pg):
                 d = pg.nodes[n]
                 if d["kind"] != "compute":
@@ -518,8 +683,8 @@ def side_by_side(result: MergeResult, rankdir: str = "LR") -> graphviz.Digraph:
             _add_edges(c, pg, ids, annotate=False)
     ids = _Ids("m_")
     with g.subgraph(name="cluster_merged") as c:
-        c.attr(label=_html(_bold(_text(result.spec.name))), style="rounded", color="#3d85c6",
-               penwidth="1.5", fontsize="10", labeljust="l")
+        c.attr(label=_html(_bold(_text(result.spec.name, _MAX_TITLE))), style="rounded",
+               color="#3d85c6", penwidth="1.5", fontsize="10", labeljust="l")
         _contracted_nodes(c, result, ids, colours, compact=True)
         _add_edges(c, result.backward, ids, annotate=False)
     merged_inputs = [ids(n) for n in result.backward if result.backward.nodes[n]["kind"] == "input"]
@@ -537,41 +702,131 @@ def side_by_side(result: MergeResult, rankdir: str = "LR") -> graphviz.Digraph:
     return g
 
 
-def build_view(view: str, obj: Netspec | MergeResult, rankdir: str = "LR",
-               expand_blocks: bool = False, distance: DistanceRule = DEFAULT_RULE
-               ) -> graphviz.Digraph:
+# --------------------------------------------------------------------------------------------
+# layout direction
+# --------------------------------------------------------------------------------------------
+def layout_size(dot: graphviz.Digraph) -> tuple[float, float] | None:
+    """``(width, height)`` in inches of the diagram as Graphviz lays it out (caption
+    included), or ``None`` when the ``dot`` program is missing or fails."""
+    if shutil.which("dot") is None:
+        return None
+    try:
+        plain = dot.pipe(format="plain", quiet=True).decode("utf-8", "replace")
+    except (graphviz.ExecutableNotFound, graphviz.CalledProcessError,
+            subprocess.CalledProcessError):
+        return None
+    head = plain.split("\n", 1)[0].split()
+    if len(head) < 4 or head[0] != "graph":
+        return None
+    w, h = float(head[2]), float(head[3])
+    return (w, h) if w > 0 and h > 0 else None
+
+
+def auto_rankdir(draw: Callable[[str], graphviz.Digraph]
+                 ) -> tuple[str, graphviz.Digraph]:
+    """The layout direction for a diagram from its shape: ``draw("LR")`` and ``draw("TB")``
+    are laid out and the one whose proportions (long side / short side, portrait or
+    landscape) are closest to a page's, :data:`PAGE_ASPECT` (compared on a log scale), wins;
+    ``LR`` (the thesis figures' direction) on a tie. A long chain thus goes top to bottom and
+    a short, wide graph left to right. Without the ``dot`` program: ``LR``.
+
+    Returns:
+        ``(rankdir, diagram)``.
+    """
+    best: tuple[float, str, graphviz.Digraph] | None = None
+    for rankdir in ("LR", "TB"):
+        dot = draw(rankdir)
+        size = layout_size(dot)
+        if size is None:
+            return "LR", dot if rankdir == "LR" else draw("LR")
+        aspect = max(size) / min(size)
+        score = abs(math.log(aspect) - math.log(PAGE_ASPECT))
+        if best is None or score < best[0] - 1e-9:
+            best = (score, rankdir, dot)
+    assert best is not None
+    return best[1], best[2]
+
+
+def build_view(view: str, obj: Netspec | MergeResult, rankdir: str | None = None,
+               expand_blocks: bool = False, distance: DistanceRule = DEFAULT_RULE,
+               order: Sequence[str] | None = None) -> graphviz.Digraph:
     """The diagram named ``view`` (a key of :data:`VIEWS`) of a netspec or a merge result.
 
     ``netspec`` and ``labels`` take a :class:`Netspec` (a :class:`MergeResult` gives its merged
-    netspec); the other views need a :class:`MergeResult`. ``expand_blocks`` draws block
-    instances open in the ``netspec`` view; ``distance`` is the labelling rule of ``labels``
-    (a merge result was labelled with its own).
+    netspec); the other views need a :class:`MergeResult`. ``rankdir`` is ``"LR"``, ``"TB"``
+    or ``None``: chosen from the graph's shape (:func:`auto_rankdir`). ``expand_blocks`` draws
+    block instances open in the ``netspec`` view; ``distance`` is the labelling rule of
+    ``labels`` (a merge result was labelled with its own); ``order`` lists the parents' names
+    in the order the ``parallel`` and ``side-by-side`` views draw them (default: natural
+    order of the names).
 
     Raises:
-        SpdnnError: unknown view, or a merge view asked of a single netspec.
+        SpdnnError: unknown view or layout direction, or a merge view asked of a single
+            netspec.
     """
     if view not in VIEWS:
         raise SpdnnError(f"unknown view {view!r}", hint="use one of " + ", ".join(VIEWS))
+    draw: Callable[[str], graphviz.Digraph]
     if view in ("netspec", "labels"):
         spec = obj.spec if isinstance(obj, MergeResult) else obj
         if view == "netspec":
-            return netspec_diagram(spec, rankdir=rankdir, expand_blocks=expand_blocks)
-        return labelled_diagram(parent_graph(spec, rule=distance), title=spec.name,
-                                rankdir=rankdir)
-    if not isinstance(obj, MergeResult):
-        raise SpdnnError(f"the {view!r} view shows a merge",
-                         hint="give several netspecs to merge, or use --view netspec or labels")
-    fn = {"parallel": parallel_diagram, "forward": forward_diagram,
-          "contracted": contracted_diagram, "side-by-side": side_by_side}[view]
-    return fn(obj, rankdir=rankdir)
+            info = None
+            try:
+                info = infer(spec)
+            except ShapeError:
+                pass  # netspec_diagram draws it without shapes and says why
+
+            def draw(rd: str) -> graphviz.Digraph:
+                return netspec_diagram(spec, info=info, rankdir=rd, expand_blocks=expand_blocks)
+        else:
+            graph = parent_graph(spec, rule=distance)
+
+            def draw(rd: str) -> graphviz.Digraph:
+                return labelled_diagram(graph, title=spec.name, rankdir=rd)
+    else:
+        if not isinstance(obj, MergeResult):
+            raise SpdnnError(f"the {view!r} view shows a merge",
+                             hint="give several netspecs to merge, or use --view netspec or labels")
+        result = obj
+
+        def draw(rd: str) -> graphviz.Digraph:
+            if view == "parallel":
+                return parallel_diagram(result, rankdir=rd, order=order)
+            if view == "side-by-side":
+                return side_by_side(result, rankdir=rd, order=order)
+            fn = {"forward": forward_diagram, "contracted": contracted_diagram}[view]
+            return fn(result, rankdir=rd)
+    if rankdir is not None:
+        return draw(rankdir)
+    return auto_rankdir(draw)[1]
 
 
 # --------------------------------------------------------------------------------------------
 # output
 # --------------------------------------------------------------------------------------------
-def save(dot: graphviz.Digraph, path: str | Path) -> Path:
+def _png_dpi(data: bytes, dpi: int) -> bytes:
+    """A PNG with its resolution recorded (a ``pHYs`` chunk, pixels per metre, right after
+    ``IHDR``, replacing any there was), so viewers and word processors size it at ``dpi``."""
+    ppm = math.ceil(dpi / 0.0254)
+    body = b"pHYs" + struct.pack(">IIB", ppm, ppm, 1)
+    chunk = struct.pack(">I", 9) + body + struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)
+    out, pos = [data[:8]], 8
+    while pos + 8 <= len(data):
+        (n,) = struct.unpack(">I", data[pos:pos + 4])
+        kind, end = data[pos + 4:pos + 8], pos + 12 + n
+        if kind != b"pHYs":
+            out.append(data[pos:end])
+        if kind == b"IHDR":
+            out.append(chunk)
+        pos = end
+    return b"".join(out)
+
+
+def save(dot: graphviz.Digraph, path: str | Path, dpi: int = DEFAULT_DPI) -> Path:
     """Write a diagram; the format follows the suffix (``.svg``, ``.png``, ``.pdf``, ``.dot``,
-    ``.gv``). DOT source needs no Graphviz install; the others run the ``dot`` program.
+    ``.gv``). DOT source needs no Graphviz install; the others run the ``dot`` program. A PNG
+    is rendered at ``dpi`` dots per inch (default :data:`DEFAULT_DPI`) and records it; SVG and
+    PDF are vector formats and ignore it.
 
     The file is written through a temporary file in the same folder and renamed into place, so
     a failed render leaves neither a partial file nor stray files next to it. Missing parent
@@ -581,14 +836,17 @@ def save(dot: graphviz.Digraph, path: str | Path) -> Path:
         The path written.
 
     Raises:
-        SpdnnError: unknown suffix, the ``dot`` program is missing or fails, or the file cannot
-            be written.
+        SpdnnError: unknown suffix, ``dpi`` outside 10..1200, the ``dot`` program is missing or
+            fails, or the file cannot be written.
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
         raise SpdnnError(f"cannot tell the diagram format from {str(path)!r}",
                          hint="end the file name in " + ", ".join(FORMATS))
+    if not isinstance(dpi, int) or not 10 <= dpi <= 1200:
+        raise SpdnnError(f"the resolution must be 10 to 1200 dpi, got {dpi!r}", field="dpi",
+                         hint="e.g. --dpi 150 (screen) or 300 (print)")
     fmt = FORMATS[suffix]
     if fmt is None:
         data = dot.source.encode("utf-8")
@@ -596,6 +854,9 @@ def save(dot: graphviz.Digraph, path: str | Path) -> Path:
         if shutil.which("dot") is None:
             raise SpdnnError("the Graphviz 'dot' program is not installed",
                              hint="install it: apt-get install graphviz (or write .dot)")
+        if fmt == "png":
+            dot = dot.copy()
+            dot.attr("graph", dpi=str(dpi))
         try:
             data = dot.pipe(format=fmt, quiet=True)
         except graphviz.ExecutableNotFound:
@@ -605,5 +866,7 @@ def save(dot: graphviz.Digraph, path: str | Path) -> Path:
             err = exc.stderr.decode("utf-8", "replace") if isinstance(exc.stderr, bytes) else exc.stderr
             raise SpdnnError(f"Graphviz could not render the diagram: {(err or '').strip()}",
                              file=str(path), hint="write .dot to inspect the source") from None
+        if fmt == "png":
+            data = _png_dpi(data, dpi)
     write_atomic(path, data, what="diagram")
     return path

@@ -96,21 +96,49 @@ def merge_summary(r: MergeReport) -> list[str]:
     return lines
 
 
-def layer_table(info: NetInfo, title: str | None = None) -> Table:
-    """Layers with op, inputs, output shape, parameters and MACs, and totals."""
+def layer_table(info: NetInfo, title: str | None = None, batch: int | None = None) -> Table:
+    """Layers with op, inputs, output shape, parameters and MACs, and totals; for one sample,
+    or for a batch of ``batch`` samples (shapes with the batch axis, MACs times ``batch``)."""
+    n = batch or 1
+    lead = (batch,) if batch else ()
     t = Table(title=title, title_justify="left")
     for col, just in (("layer", "left"), ("op", "left"), ("details", "left"), ("inputs", "left"),
                       ("output", "right"), ("params", "right"), ("MACs", "right")):
         t.add_column(col, justify=just)
     for i in info.spec.inputs:
-        t.add_row(i.name, "input", "", "", _shape(i.shape), "", "", style="dim")
+        t.add_row(i.name, "input", "", "", _shape(lead + tuple(i.shape)), "", "", style="dim")
     for lay in info.layers:
         t.add_row(lay.name, lay.op.op_name, describe(lay.op), ", ".join(lay.inputs),
-                  _shape(lay.out_shape), _n(lay.params) if lay.params else "",
-                  _n(lay.macs) if lay.macs else "")
+                  _shape(lead + tuple(lay.out_shape)), _n(lay.params) if lay.params else "",
+                  _n(lay.macs * n) if lay.macs else "")
     t.add_section()
-    t.add_row("total", "", "", "", "", _n(info.params), _n(info.macs), style="bold")
+    t.add_row("total", "", "", "", "", _n(info.params), _n(info.macs * n), style="bold")
     return t
+
+
+def layer_json(info: NetInfo, batch: int = 1, file: str | None = None) -> dict:
+    """The numbers of :func:`layer_table` as plain data (``spdnn inspect --json``).
+
+    ``{"name", "file", "batch", "inputs": [{"name", "shape"}], "layers": [{"name", "op",
+    "details", "inputs", "output_shape", "params", "macs"}], "outputs": [{"name", "from",
+    "shape"}], "total": {"params", "macs", "activations"}}``. Shapes are per sample (no batch
+    axis); ``macs`` and ``activations`` (values of the inputs and of every layer's output)
+    count ``batch`` samples; ``params`` are trainable parameters.
+    """
+    import math
+
+    inputs = [{"name": i.name, "shape": list(i.shape)} for i in info.spec.inputs]
+    layers = [{"name": lay.name, "op": lay.op.op_name, "details": describe(lay.op),
+               "inputs": list(lay.inputs), "output_shape": list(lay.out_shape),
+               "params": lay.params, "macs": lay.macs * batch} for lay in info.layers]
+    values = sum(math.prod(i.shape) for i in info.spec.inputs) + sum(
+        math.prod(lay.out_shape) for lay in info.layers)
+    return {"name": info.spec.name, "file": file, "batch": batch, "inputs": inputs,
+            "layers": layers,
+            "outputs": [{"name": o.name, "from": o.from_, "shape": list(info.shapes[o.from_])}
+                        for o in info.spec.outputs],
+            "total": {"params": info.params, "macs": info.macs * batch,
+                      "activations": values * batch}}
 
 
 def describe(op) -> str:

@@ -136,10 +136,13 @@ def compare_recipes(paths: list[Path], overrides: list[str], outdir: Path,
     write_atomic(outdir / "compare.md", "\n".join(md) + "\n")
     _plot(rows, metric_keys, outdir / "compare.png")
     steps = sorted({row["steps"] for row in rows})
-    table = Table(title=f"Comparison ({'/'.join(map(str, steps))} steps each, same seed)",
-                  title_justify="left")
-    for h in header:
-        table.add_column(h, justify="left" if h == "network" else "right")
+    each = f"{'/'.join(map(str, steps))} step{'' if steps == [1] else 's'} each"
+    table = Table(title=f"Comparison ({each}, same seed)", title_justify="left")
+    for h in header:  # names and numbers in full (a log's console is 200 columns wide)
+        if h == "network":
+            table.add_column(h, no_wrap=True, min_width=max(len(r["name"]) for r in rows))
+        else:
+            table.add_column(h, justify="right", no_wrap=True)
     for row in rows:
         table.add_row(row["name"], f"{row['params']:,}", f"{row['macs'] / 1e6:.0f}M",
                       f"{row['train_s']:.0f}", *[_fmt(row.get(k)) for k in metric_keys])

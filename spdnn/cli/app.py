@@ -13,18 +13,134 @@ import os
 # OpenMP threads that busy-wait make torch and onnxruntime several times slower on small shared
 # machines (measured: benchmarks/README.md); the CLI is an application, so it sets the default.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import inspect
 import sys
-from typing import Annotated
+from pathlib import PurePath
+from typing import Annotated, get_args
 
 import typer
+from rich.markup import escape
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from spdnn import __version__
 from spdnn.cli import demo, deploy, netspec, train
 from spdnn.cli.console import err, out
 from spdnn.errors import SpdnnError
 
+# --------------------------------------------------------------------------------------------
+# help text: values named in words, paragraphs reflowed, examples kept line by line
+# --------------------------------------------------------------------------------------------
+_WORDS = {"set_": "KEY=VALUE"}
+"""Metavars of options declared in modules that share one annotation (``--set``)."""
+
+
+def _value_word(param: TyperOption) -> str:
+    """How ``--help`` names an option's value: ``PATH``, ``N``, ``NUMBER``, ``TEXT``, the
+    choices (``longest|shortest``), with ``...`` for a repeatable option; a metavar given
+    with the option wins."""
+    if param.metavar is not None:
+        return param.metavar
+    if param.name in _WORDS:
+        return _WORDS[param.name]
+    desc = param.type_descriptor
+    ann = desc.annotation
+    if desc.is_list and get_args(ann):
+        ann = get_args(ann)[0]
+    if desc.is_choice:
+        word = "|".join(str(getattr(c, "value", c)) for c in desc.choices or ())
+    elif isinstance(ann, type) and issubclass(ann, PurePath):
+        word = "PATH"
+    elif ann is int:
+        word = "N"
+    elif ann is float:
+        word = "NUMBER"
+    elif ann is str:
+        word = "TEXT"
+    else:
+        word = getattr(ann, "__name__", str(ann)).upper()
+    return word + ("..." if desc.is_list else "")
+
+
+class _Argument(TyperArgument):
+    """An argument named in capitals in help and usage (``PARENTS...``, ``FILE``), with no
+    Python type column."""
+
+    @property
+    def display_name_raw(self) -> str:
+        word = (self.metavar or self.name or "ARG").upper()
+        return word if word.endswith("...") or self.nargs == 1 else word + "..."
+
+    def display_type_rich(self, ctx) -> str | None:
+        return None
+
+    def _usage_display_name(self) -> str:
+        return self.display_name_raw if self.required else f"[{self.display_name_raw}]"
+
+
+class _Option(TyperOption):
+    """An option whose value is named in words (see :func:`_value_word`); flags show none."""
+
+    def display_type_rich(self, ctx) -> str | None:
+        if self.is_flag or self.count:
+            return None
+        return _value_word(self)
+
+
+def _worded(params: list) -> list:
+    for p in params:
+        if type(p) is TyperArgument:
+            p.__class__ = _Argument
+            p.metavar = p.display_name_raw  # so rich adds no second "..."
+        elif type(p) is TyperOption:
+            p.__class__ = _Option
+        else:
+            continue
+        if p.help and not getattr(p, "_spdnn_escaped", False):
+            p.help, p._spdnn_escaped = escape(p.help), True
+    return params
+
+
+def _reflow(text: str | None) -> str | None:
+    """Help text as the terminal should show it: each prose paragraph joined into one line
+    (rich wraps it to the terminal's width), paragraphs whose lines are all indented (examples)
+    kept line by line, and rich markup characters escaped (a ``[name]`` in a help text is
+    text, not a style)."""
+    if not text:
+        return text
+    paragraphs = []
+    for par in inspect.cleandoc(text).split("\n\n"):
+        lines = [line for line in par.splitlines() if line.strip()]
+        if lines and all(line[0] in " \t" for line in lines):
+            paragraphs.append("\n".join(lines))
+        else:
+            paragraphs.append(" ".join(line.strip() for line in lines))
+    return escape("\n\n".join(paragraphs))
+
+
+class _Command(TyperCommand):
+    """Every ``spdnn`` command: reflowed help, values named in words."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.help = _reflow(self.help)
+
+    def get_params(self, ctx) -> list:
+        return _worded(super().get_params(ctx))
+
+
+class _Group(TyperGroup):
+    """The ``spdnn`` application (global options and the command list), as :class:`_Command`."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.help = _reflow(self.help)
+
+    def get_params(self, ctx) -> list:
+        return _worded(super().get_params(ctx))
+
+
 app = typer.Typer(
-    name="spdnn",
+    name="spdnn", cls=_Group,
     help="SPDNN network-architecture compiler: merge networks declared as YAML layer graphs into "
          "one semi-parallel network (Bazrafkan et al.), render, inspect and compile them to "
          "PyTorch, train, export to ONNX and benchmark.\n\n"
@@ -64,13 +180,17 @@ def _main(
 
 for _module in (netspec, deploy, train, demo):  # the order of `spdnn --help`
     _module.register(app)
+for _info in app.registered_commands:
+    if _info.cls in (None, TyperCommand):
+        _info.cls = _Command
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning spdnn errors into one line and exit code 2."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        app(args=argv, standalone_mode=False)
+        # without standalone mode, click returns a typer.Exit's code instead of raising it
+        code = app(args=argv, prog_name="spdnn", standalone_mode=False)
     except SpdnnError as exc:
         if debug:
             raise
@@ -99,4 +219,4 @@ def main(argv: list[str] | None = None) -> int:
         err.print(f"internal error: {msg} (rerun with --debug for the traceback; please report it)",
                   markup=False, highlight=False, soft_wrap=True)
         return 1
-    return 0
+    return code if isinstance(code, int) and not isinstance(code, bool) else 0

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from spdnn.cli.console import out
+from spdnn.cli.console import out, plural
 from spdnn.errors import SpdnnError
 from spdnn.io import BEST, LAST, check_outputs, write_atomic
 
@@ -62,9 +62,10 @@ def export(
         help="A netspec (.yaml), a training checkpoint (best.pt/last.pt) or a run folder.",
         show_default=False)],
     output: Annotated[Path | None, typer.Option(
-        "-o", "--output", help="The ONNX file to write (default: SOURCE with .onnx).")] = None,
+        "-o", "--output", metavar="FILE",
+        help="The ONNX file to write (default: SOURCE with .onnx).")] = None,
     opset: Annotated[int | None, typer.Option(
-        "--opset", min=7, max=30, help="ONNX opset version (default 20). Below 18 the TorchScript "
+        "--opset", min=7, max=30, metavar="N", help="ONNX opset version (default 20). Below 18 the TorchScript "
         "exporter is used, as torch's newer exporter only writes opset 18 and up.")] = None,
     dynamic_batch: Annotated[bool, typer.Option(
         "--dynamic-batch", help="Make the batch axis symbolic ('N'); otherwise it is fixed "
@@ -76,13 +77,14 @@ def export(
         "--atol", min=0.0, help="Parity tolerance: max |onnx - torch| <= atol * max(1, "
         "max|torch|) (default 1e-4, or 1e-2 with --fp16).")] = None,
     exporter: Annotated[str, typer.Option(
-        "--exporter", help="'dynamo' (torch.export-based, the default) or 'torchscript' "
+        "--exporter", metavar="dynamo|torchscript", help="'dynamo' (torch.export-based, the default) or 'torchscript' "
         "(deprecated in torch, much faster to export).")] = "dynamo",
     report: Annotated[Path | None, typer.Option(
-        "--report", help="Also write the export report (errors, shapes, metadata) as JSON.")]
+        "--report", metavar="FILE",
+        help="Also write the export report (errors, shapes, metadata) as JSON.")]
     = None,
     model: Annotated[str | None, typer.Option(
-        "--model", help="Which network of a multi-network checkpoint to export: a recipe "
+        "--model", metavar="NAME", help="Which network of a multi-network checkpoint to export: a recipe "
         "with several models (e.g. a GAN's 'generator' and 'discriminator') stores all of "
         "them in one checkpoint. Not needed when the checkpoint holds one network; the "
         "error lists the names when it is missing.", show_default=False)] = None,
@@ -166,43 +168,45 @@ def bench(
         help="Netspecs (or checkpoints) to time. With --spdnn: the parents to merge.",
         show_default=False)] = None,
     vs: Annotated[list[Path] | None, typer.Option(
-        "--vs", help="Networks to compare with the first MODEL; ratios are reported against "
-        "it. Repeat it, or let the shell expand a glob: files after it count too.")] = None,
+        "--vs", metavar="FILE...", help="Networks to compare with the first of MODELS; ratios "
+        "are reported against it. Repeat it, or let the shell expand a glob: files after it "
+        "count too.")] = None,
     spdnn: Annotated[bool, typer.Option(
         "--spdnn", help="Treat the files as SPDNN parents: merge them and compare the merged "
         "network with each parent alone, all parents one after another, and all parents as "
         "one parallel module (the naive ensemble).")] = False,
     merged: Annotated[Path | None, typer.Option(
-        "--merged", help="With --spdnn: use this merged netspec instead of merging again.")]
+        "--merged", metavar="FILE",
+        help="With --spdnn: use this merged netspec instead of merging again.")]
     = None,
     params: Annotated[str, typer.Option(
         "--params", "-p", help="With --spdnn: the merge's channel budget (like-each, largest, "
         "sum, keep or a number; see 'spdnn merge --help').")] = "like-each",
     batch: Annotated[str, typer.Option(
-        "--batch", help="Batch sizes, comma-separated.")] = "1,8,32",
+        "--batch", metavar="N,...", help="Batch sizes, comma-separated.")] = "1,8,32",
     threads: Annotated[int | None, typer.Option(
         "--threads", min=1, max=1024, help="Intra-op threads for torch and onnxruntime (default: all "
         "cores).")] = None,
     runtime: Annotated[str, typer.Option(
-        "--runtime", help="Comma-separated: torch (eager, no_grad), torch-inference (eager, "
+        "--runtime", metavar="NAME,...", help="Comma-separated: torch (eager, no_grad), torch-inference (eager, "
         "inference_mode), torch-cl (inference_mode, channels-last memory format), torch-compile "
         "(inductor; compiling takes ~20 s a model), ort (onnxruntime, all graph "
         "optimizations).")] = "torch,torch-inference,ort",
     device: Annotated[str, typer.Option(
-        "--device", help="Comma-separated: cpu, cuda. On cuda, 'ort' uses onnxruntime's CUDA "
+        "--device", metavar="NAME,...", help="Comma-separated: cpu, cuda. On cuda, 'ort' uses onnxruntime's CUDA "
         "provider when it is installed.")] = "cpu",
     min_time: Annotated[float, typer.Option(
-        "--min-time", min=0.0, max=3600.0, help="Seconds of timed runs per measurement (after warm-up).")]
+        "--min-time", min=0.0, max=3600.0, metavar="SECONDS", help="Seconds of timed runs per measurement (after warm-up).")]
     = 1.0,
     warmup: Annotated[int, typer.Option("--warmup", min=0, max=10000, help="Untimed runs first.")] = 3,
     out_dir: Annotated[str, typer.Option(
-        "-o", "--out", help="Folder for bench.md, bench.json and bench.png ('' writes no "
+        "-o", "--out", metavar="FOLDER", help="Folder for bench.md, bench.json and bench.png ('' writes no "
         "files; none of them may be one of the input files).")] = "bench_results",
     ceiling: Annotated[bool, typer.Option(
         "--ceiling/--no-ceiling", help="Also measure the machine's dense matmul GFLOP/s, the "
         "ceiling for the achieved GMAC/s.")] = True,
     model: Annotated[str | None, typer.Option(
-        "--model", help="For checkpoints of runs with several networks (a GAN's 'generator' "
+        "--model", metavar="NAME", help="For checkpoints of runs with several networks (a GAN's 'generator' "
         "and 'discriminator'): which network to time. Netspec files ignore it.")] = None,
 ) -> None:
     """Time networks on torch and onnxruntime: latency, throughput, GMAC/s.
@@ -221,8 +225,8 @@ def bench(
 
       spdnn bench --spdnn netspecs/depth/parent_*.yaml --params keep
 
-    Tip: on shared or virtual CPUs set OMP_WAIT_POLICY=PASSIVE for stable
-    torch timings.
+    The command sets OMP_WAIT_POLICY=PASSIVE unless it is set already (threads that
+    busy-wait make timings on shared or virtual CPUs several times slower).
     """
     from spdnn import bench as B
 
@@ -267,8 +271,8 @@ def bench(
             out.print(f"  {r.model} | {r.runtime} {r.device} | batch {r.batch}: {r.status}",
                        highlight=False)
 
-    out.print(f"Timing {len(targets)} model(s) x {len(runtimes)} runtime(s) x "
-               f"{len(devices)} device(s) x {len(batches)} batch size(s)...")
+    out.print(f"Timing {plural(len(targets), 'model')} x {plural(len(runtimes), 'runtime')} x "
+               f"{plural(len(devices), 'device')} x {plural(len(batches), 'batch size')}...")
     rows = B.bench(targets, batches=batches, runtimes=runtimes, threads=threads,
                    device=devices, warmup=warmup, min_time=min_time, progress=show)
     ceil = B.matmul_ceiling(threads=threads) if ceiling else None

@@ -6,6 +6,7 @@ the time of a command that runs networks.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import time
@@ -17,7 +18,7 @@ import typer
 
 from spdnn import __version__
 from spdnn.choices import BUDGET_MODES, DEFAULT_RULE, DISTANCE_RULES, VIEWS
-from spdnn.cli.console import out
+from spdnn.cli.console import err, out, plural
 from spdnn.errors import SpdnnError
 from spdnn.io import check_outputs, write_atomic
 
@@ -61,14 +62,16 @@ HeadOpt = Annotated[int | None, typer.Option(
 
 
 def merge(
-    parents: Annotated[list[Path], typer.Argument(help="Parent netspecs (YAML), two or more.")],
-    output: Annotated[Path | None, typer.Option("-o", "--output",
+    parents: Annotated[list[Path], typer.Argument(metavar="FILE",
+                                                  help="Parent netspecs (YAML), two or more.")],
+    output: Annotated[Path | None, typer.Option("-o", "--output", metavar="FILE",
                                                    help="Write the merged netspec here.")] = None,
     params: ParamsOpt = "like-each",
     distance: DistanceOpt = Distance(DEFAULT_RULE),
     head_kernel: HeadOpt = None,
     name: Annotated[str | None, typer.Option(help="Name of the merged network.")] = None,
-    report: Annotated[Path | None, typer.Option(help="Also write the report as markdown.")] = None,
+    report: Annotated[Path | None, typer.Option(metavar="FILE",
+                                                help="Also write the report as markdown.")] = None,
 ) -> None:
     """Merge networks into one SPDNN network and print the merge report.
 
@@ -80,6 +83,10 @@ def merge(
     from spdnn import spec as S
     from spdnn.report import merge_markdown, merge_summary, merge_tables
 
+    if len(parents) < 2:
+        raise SpdnnError(f"merge needs two or more parent netspecs, got {len(parents)}",
+                         hint="e.g. spdnn merge netspecs/iris/appendix_a/*.yaml -o merged.yaml; "
+                              "check one netspec with spdnn validate or spdnn inspect")
     check_outputs(parents, [output, report])
     t0 = time.perf_counter()
     result = _merge(parents, params, distance, head_kernel, name)
@@ -90,7 +97,8 @@ def merge(
         out.print(line)
     out.print(f"Merged in {dt:.2f} s.")
     if output:
-        header = (f"SPDNN merge of {len(parents)} networks, written by spdnn {__version__}:\n"
+        header = (f"SPDNN merge of {plural(len(parents), 'network')}, written by spdnn "
+                  f"{__version__}:\n"
                   f"  spdnn merge {' '.join(str(p) for p in parents)} --params {params} "
                   f"--distance {distance.value}\n"
                   f"Parameters: {result.report.merged_params:,} "
@@ -102,32 +110,127 @@ def merge(
         out.print(f"Wrote {report}")
 
 
-def validate(files: Annotated[list[Path], typer.Argument(help="Netspec files to check.")]) -> None:
-    """Check netspecs: YAML, fields, layer graph and shapes. Exit code 2 on the first error."""
-    from spdnn.shapes import infer
+def _netspec_files(paths: list[Path]) -> tuple[list[Path], list[SpdnnError]]:
+    """The files ``validate`` checks: each file given, and every ``*.yaml``/``*.yml`` under
+    each folder given (recursively, hidden folders left out, sorted), each once; a path that
+    does not exist or a folder without YAML files is an error of its own."""
+    files: list[Path] = []
+    problems: list[SpdnnError] = []
+    seen: set[Path] = set()
+    for path in paths:
+        if path.is_dir():
+            found = sorted(f for f in path.rglob("*") if f.suffix.lower() in (".yaml", ".yml")
+                           and f.is_file() and not any(part.startswith(".") for part in
+                                                       f.relative_to(path).parts[:-1]))
+            if not found:
+                problems.append(SpdnnError("the folder holds no .yaml files", file=str(path),
+                                           hint="give netspec files or a folder of them"))
+        elif path.exists():
+            found = [path]
+        else:
+            problems.append(SpdnnError("no such file or folder", file=str(path)))
+            found = []
+        for f in found:
+            key = f.resolve()
+            if key not in seen:
+                seen.add(key)
+                files.append(f)
+    return files, problems
+
+
+def _check_one(f: Path) -> str:
+    """Validate one file; returns what it is (a netspec's size, a block library's blocks).
+
+    Raises:
+        SpdnnError: the first problem of the file, located.
+    """
+    from spdnn import spec as S
     from spdnn.spec.blocks import is_block_library, parse_blocks, resolve_imports
     from spdnn.spec.yaml_io import read_yaml
 
+    if is_block_library(f):  # a file of `blocks:` only, meant to be imported
+        data, lines = read_yaml(f)
+        blocks = parse_blocks(resolve_imports(data, str(f), lines), str(f), lines)
+        return f"block library ({', '.join(sorted(blocks))})"
+    s, info = S.load_inferred(f)
+    return (f"{s.name}, {plural(len(s.layers), 'layer')}, "
+            f"{plural(info.params, 'parameter')}")
+
+
+def validate(
+    paths: Annotated[list[Path], typer.Argument(
+        metavar="PATH", help="Netspec files, or folders: every .yaml file under a folder is "
+        "checked (block libraries as libraries).")],
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q", help="Print only the errors and the summary.")] = False,
+) -> None:
+    """Check netspecs: YAML, fields, layer graph and shapes.
+
+    Every file is checked, also after one fails: one line per bad file
+    (file:line: field: what is wrong) on stderr, then a summary; exit code 2 if any
+    failed. Folders are searched recursively, so no shell glob is needed.
+
+    Examples:
+
+      spdnn validate netspecs
+
+      spdnn validate my_net.yaml netspecs/iris -q
+    """
+    files, problems = _netspec_files(paths)
+    for problem in problems:
+        err.print(f"error: {problem.one_line()}", markup=False, highlight=False, soft_wrap=True)
+    bad = len(problems)
     for f in files:
-        if is_block_library(f):  # a file of `blocks:` only, meant to be imported
-            data, lines = read_yaml(f)
-            blocks = parse_blocks(resolve_imports(data, str(f), lines), str(f), lines)
-            out.print(f"ok  {f}: block library ({', '.join(sorted(blocks))})")
+        try:
+            what = _check_one(f)
+        except SpdnnError as exc:
+            if exc.file is None:  # not about the file (a bad SPDNN_LIMITS, ...): stop here
+                raise
+            bad += 1
+            err.print(f"error: {exc.one_line()}", markup=False, highlight=False, soft_wrap=True)
             continue
-        s = _load(f)
-        info = infer(s)
-        out.print(f"ok  {f}: {s.name}, {len(s.layers)} layers, {info.params:,} parameters")
+        if not quiet:
+            out.print(f"ok  {f}: {what}", markup=False, highlight=False)
+    total = len(files) + len(problems)
+    out.print(f"{plural(total, 'file')}: {total - bad} valid, {bad} with errors",
+              markup=False, highlight=False)
+    if bad:
+        raise typer.Exit(2)
 
 
 def inspect(
     file: Annotated[Path, typer.Argument(help="A netspec (YAML).")],
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the table as JSON (layers with op, inputs, output shape, "
+        "parameters and MACs; totals), for scripts.")] = False,
+    batch: Annotated[int | None, typer.Option(
+        "--batch", min=1, max=2**20, help="Count for a batch of N samples: output shapes get "
+        "the batch axis, MACs and activations are N times those of one sample (parameters do "
+        "not change). Default: one sample, without the batch axis.")] = None,
 ) -> None:
-    """Print every layer with its output shape, parameters and MACs, and the totals."""
-    from spdnn.report import layer_table
+    """Print every layer with its output shape, parameters and MACs, and the totals.
+
+    MACs are multiply-accumulates of the compute layers (convolutions, transposed
+    convolutions, fully connected layers, ...); activations are the values of the inputs and
+    of every layer's output. Both are for one sample unless --batch is given.
+
+    Examples:
+
+      spdnn inspect netspecs/squeezenet/squeezenet_1_1.yaml --batch 32
+
+      spdnn inspect merged.yaml --json > merged_layers.json
+    """
+    from spdnn.report import layer_json, layer_table
     from spdnn.shapes import infer
 
     s = _load(file)
-    out.print(layer_table(infer(s), title=f"{s.name} ({file})"))
+    info = infer(s)
+    if as_json:
+        sys.stdout.write(json.dumps(layer_json(info, batch=batch or 1, file=str(file)),
+                                    indent=1) + "\n")
+        return
+    title = f"{s.name} ({file})" + (f", batch {batch}" if batch else "")
+    out.print(layer_table(info, title=title, batch=batch))
 
 
 def compile_(
@@ -148,13 +251,26 @@ def compile_(
 
 
 class RankDir(str, Enum):
+    auto = "auto"
     LR = "LR"
     TB = "TB"
 
 
+def _names_of(files: list[Path]) -> list[str]:
+    """The ``name:`` of each netspec file, in the order given (for the parents' order)."""
+    from spdnn.spec.yaml_io import read_yaml
+
+    names = []
+    for f in files:
+        data, _ = read_yaml(f)
+        names.append(str(data.get("name", "")) if isinstance(data, dict) else "")
+    return names
+
+
 def render(
-    files: Annotated[list[Path], typer.Argument(help="One netspec, or several parents to merge.")],
-    output: Annotated[Path, typer.Option("-o", "--output",
+    files: Annotated[list[Path], typer.Argument(
+        metavar="FILE", help="One netspec, or several parents to merge.")],
+    output: Annotated[Path, typer.Option("-o", "--output", metavar="FILE",
                                          help="Diagram file: .svg, .png, .pdf or .dot.")],
     view: Annotated[View | None, typer.Option(
         help="; ".join(f"{k}: {v}" for k, v in VIEWS.items())
@@ -167,18 +283,31 @@ def render(
         help="netspec view: draw each block instance (Fire, a ResBlock...) as a dashed box "
              "holding its layers, instead of one node.")] = False,
     rankdir: Annotated[RankDir, typer.Option(
-        help="Layout direction: LR (left to right, like the thesis figures) or TB (top to "
-             "bottom, better for deep networks).")] = RankDir.LR,
+        help="Layout direction: LR (left to right, like the thesis figures), TB (top to "
+             "bottom) or auto: the one whose drawing is closest to a page's proportions "
+             "(a long chain top to bottom, a wide graph left to right).")] = RankDir.auto,
+    dpi: Annotated[int, typer.Option(
+        "--dpi", min=10, max=1200, help="Resolution of a PNG, in dots per inch (SVG and PDF "
+        "are vector formats).")] = 150,
 ) -> None:
     """Draw a netspec or an SPDNN merge with Graphviz.
 
-    Examples: spdnn render netspecs/squeezenet/squeezenet_1_0.yaml -o sq.svg --expand-blocks;
-    spdnn render netspecs/iris/appendix_a/*.yaml -o merge.svg --view side-by-side
+    Each diagram's caption has a legend of its colours and labels; parents are drawn in the
+    order given.
+
+    Examples:
+
+      spdnn render netspecs/squeezenet/squeezenet_1_0.yaml -o sq.png --expand-blocks
+
+      spdnn render netspecs/iris/appendix_a/*.yaml -o merge.svg --view side-by-side
+
+      spdnn render merged.yaml -o merged.png --rankdir LR --dpi 300
     """
     check_outputs(files, [output])
     from spdnn import render as R
 
     view = view or (View.netspec if len(files) == 1 else View.contracted)
+    order = None
     if view in (View.netspec, View.labels):
         if len(files) != 1:
             raise SpdnnError(f"--view {view.value} draws one netspec, got {len(files)} files",
@@ -186,9 +315,10 @@ def render(
         obj = _load(files[0])
     else:
         obj = _merge(files, params, distance, head_kernel, None)
-    dot = R.build_view(view.value, obj, rankdir=rankdir.value, expand_blocks=expand_blocks,
-                       distance=distance.value)
-    path = R.save(dot, output)
+        order = _names_of(files)
+    dot = R.build_view(view.value, obj, rankdir=None if rankdir is RankDir.auto else rankdir.value,
+                       expand_blocks=expand_blocks, distance=distance.value, order=order)
+    path = R.save(dot, output, dpi=dpi)
     out.print(f"Wrote {path}")
 
 
@@ -211,10 +341,18 @@ def ops() -> None:
             if fname in skip:
                 continue
             fields.append(fname if f.is_required() else f"{fname}={f.default!r}")
-        doc = (cls.__doc__ or "").strip().split(". ")[0].splitlines()
-        doc = re.sub(r":\w+:`([^`]*)`", r"\1", " ".join(d.strip() for d in doc)).replace("``", "")
+        doc = _description(cls.__doc__)
         t.add_row(name, cls.kind, ", ".join(fields), doc)
     out.print(t)
+
+
+def _description(doc: str | None) -> str:
+    """An op's description for ``spdnn ops``: the first paragraph of its docstring, whole
+    (sentences with "sec." or "e.g." in them are not cut), reST roles and literals as plain
+    text."""
+    first = (doc or "").strip().split("\n\n")[0]
+    text = " ".join(line.strip() for line in first.splitlines())
+    return re.sub(r":\w+:`~?([^`]*)`", r"\1", text).replace("``", "")
 
 
 def register(app: typer.Typer) -> None:

@@ -14,6 +14,10 @@ from spdnn.cli.console import out
 
 SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", help="Override a recipe field, e.g. --set optim.lr=0.001 --set steps=50 (repeatable).")]
+EvalSetOpt = Annotated[list[str] | None, typer.Option(
+    "--set", help="Override a field of the run's stored recipe for this evaluation, e.g. "
+    "--set data.val_size=512, or a real database: --set data.source=folder --set "
+    "data.root=DIR (repeatable).")]
 
 
 class Fit(str, Enum):
@@ -75,7 +79,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def evaluate(
         checkpoint: Annotated[Path, typer.Argument(help="A run folder or a .pt checkpoint.")],
-        set_: SetOpt = None,
+        set_: EvalSetOpt = None,
         output: Annotated[Path | None, typer.Option(
             "-o", "--output", help="Folder for the evaluation suite's plots and cached "
             "classifiers (default: the run folder's eval/).")] = None,

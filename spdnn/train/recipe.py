@@ -328,6 +328,28 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     data, lines = _read_with_base(Path(path), depth=0)
     if overrides:
         data = apply_overrides(data, overrides)
-    recipe = validate_recipe(data, str(path), lines)
+    try:
+        recipe = validate_recipe(data, str(path), lines)
+    except SpecError as exc:
+        raise _blame_override(exc, overrides or []) from None
+    from spdnn.tasks.registry import TASKS  # a leaf module; importing spdnn.tasks registers them
+
+    if recipe.task not in TASKS:
+        exc = SpecError(f"unknown task '{recipe.task}'", file=str(path),
+                        line=lines.get(("task",)), field="task",
+                        hint=f"known tasks: {', '.join(sorted(TASKS))}")
+        raise _blame_override(exc, overrides or []) from None
     recipe.base_dir = str(Path(path).resolve().parent)
     return recipe
+
+
+def _blame_override(exc: SpecError, overrides: list[str]) -> SpecError:
+    """Point an error about a field a ``--set`` override wrote at that override (``--set
+    stpes=30: stpes: unknown field``) instead of a line of the recipe file."""
+    for ov in reversed(overrides):
+        key = ov.partition("=")[0].strip()
+        if exc.field and (exc.field == key or exc.field.startswith(key + ".")
+                          or key.startswith(exc.field + ".")):
+            exc.file, exc.line = f"--set {ov}", None
+            break
+    return exc
