@@ -25,10 +25,17 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from spdnn.errors import SpecError
 from spdnn.io import BEST, load_checkpoint, write_atomic
 from spdnn.shapes import infer
 from spdnn.tasks import build_task
-from spdnn.train.recipe import Recipe, apply_overrides, load_recipe, validate_recipe
+from spdnn.train.recipe import (
+    Recipe,
+    apply_overrides,
+    blame_override,
+    load_recipe,
+    validate_recipe,
+)
 from spdnn.train.trainer import Trainer
 
 
@@ -57,7 +64,10 @@ def trainer_from_checkpoint(path: str | Path, overrides: list[str] | None = None
     st = load_checkpoint(path, prefer=prefer)
     file = st["path"]
     data = apply_overrides(st["recipe"], overrides) if overrides else st["recipe"]
-    recipe = validate_recipe(data, file=f"{file}:recipe")
+    try:
+        recipe = validate_recipe(data, file=f"{file}:recipe")
+    except SpecError as exc:
+        raise blame_override(exc, overrides or []) from None
     netspecs = {k: S.loads(v, file=f"{file}:netspecs.{k}") for k, v in st["netspecs"].items()}
     kwargs.setdefault("outdir", Path(file).parent)
     kwargs.setdefault("progress", False)

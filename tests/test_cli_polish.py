@@ -208,19 +208,22 @@ def test_set_of_an_unknown_field_names_the_override(capsys, tmp_path: Path):
     assert not (tmp_path / "run").exists()
 
 
-def test_unknown_task_names_the_recipe_line(tmp_path: Path):
+def test_unknown_task_names_the_recipe_line(tmp_path: Path, capsys):
     from spdnn.errors import SpecError
+    from spdnn.tasks import build_task
     from spdnn.train import load_recipe
 
     f = tmp_path / "r.yaml"
     f.write_text(f"name: r\ntask: irsi\nmodel: {{netspec: {IRIS_A[0]}}}\nsteps: 1\n")
     with pytest.raises(SpecError) as exc:
-        load_recipe(f)
+        build_task(load_recipe(f))
     line = exc.value.one_line()
     assert line.startswith(f"{f}:2: task: unknown task 'irsi' (known tasks: ")
     assert "iris" in line
+    assert main(["train", str(f), "-o", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {f}:2: task: unknown task 'irsi'")
     with pytest.raises(SpecError) as exc:
-        load_recipe(f, ["task=nope"])
+        build_task(load_recipe(f, ["task=nope"]))
     assert exc.value.one_line().startswith("--set task=nope: task: unknown task 'nope'")
 
 

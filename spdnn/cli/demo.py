@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
-from spdnn.cli.console import out
+from spdnn.cli.console import out, plural
 from spdnn.errors import SpdnnError
 from spdnn.io import write_atomic
 
@@ -241,7 +241,7 @@ def _train(root: Path, outdir: Path, console: Console,
     t0 = time.perf_counter()
     metrics = trainer.run()
     after = _maps(trainer.eval_models()["net"], images)
-    table = Table(title=f"validation after {trainer.step} steps ({time.perf_counter() - t0:.0f} s; "
+    table = Table(title=f"validation after {plural(trainer.step, 'step')} ({time.perf_counter() - t0:.0f} s; "
                         "threshold 0.45)", title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -249,10 +249,10 @@ def _train(root: Path, outdir: Path, console: Console,
         table.add_row(k.removeprefix("val_"), f"{v:.4f}")
     console.print(table)
     console.print(f"  run folder {outdir / 'train'}: samples.png, plots/, metrics.csv, last.pt")
-    columns = ["untrained (random weights)", f"after {trainer.step} training steps"]
+    columns = ["untrained (random weights)", f"after {plural(trainer.step, 'training step')}"]
     fig = output_figure(outdir / "merged_output.png", samples,
                         list(zip(columns, [before, after])),
-                        f"merged network output before and after {trainer.step} steps "
+                        f"merged network output before and after {plural(trainer.step, 'step')} "
                         f"(validation MCC {metrics.get('val_mcc', float('nan')):.3f})")
     console.print(f"  wrote {fig} (output maps before and after training)")
     return metrics, columns
@@ -260,7 +260,9 @@ def _train(root: Path, outdir: Path, console: Console,
 
 def demo(
     output: Annotated[Path, typer.Option("-o", "--output", help="Output folder.")] = Path("out/demo"),
-    root: Annotated[Path, typer.Option(help="Repository root holding netspecs/.")] = Path("."),
+    root: Annotated[Path | None, typer.Option(
+        help="Folder holding netspecs/ and recipes/ (default: the current folder when it has "
+             "netspecs/iris/appendix_a, else the zoo shipped with spdnn).")] = None,
     train: Annotated[bool, typer.Option(help="Also train the merged network briefly (~1 min).")] = True,
 ) -> None:
     """Merge the thesis' three iris parents, render, compile and run the merged network.
@@ -269,9 +271,16 @@ def demo(
     its output on a real grayscale photograph into the output folder, then trains the merged
     network for 200 steps on synthetic degraded eyes and prints its segmentation metrics.
     """
+    from spdnn import zoo
+    from spdnn.extras import require
+
+    require("train", "spdnn demo")  # scikit-image's photograph, matplotlib's figure, training
+    if root is None:
+        root = Path(".") if Path(IRIS_A).is_dir() else zoo.root()
     if not (root / IRIS_A).is_dir():
         raise SpdnnError(f"{root / IRIS_A} not found",
-                         hint="run from the repository root or pass --root")
+                         hint="pass --root a folder holding netspecs/ and recipes/, or leave it "
+                              "out to use the ones shipped with spdnn (spdnn zoo)")
     run_demo(output, root, out, train=train)
 
 

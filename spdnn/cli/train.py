@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from spdnn.cli.console import out
+from spdnn.cli.console import out, plural
 
 SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", help="Override a recipe field, e.g. --set optim.lr=0.001 --set steps=50 (repeatable).")]
@@ -59,9 +59,13 @@ def register(app: typer.Typer) -> None:
 
         Distributed: torchrun --nproc_per_node 2 -m spdnn train RECIPE
         """
+        from spdnn.extras import require
         from spdnn.runs import trainer_for
         from spdnn.train import load_recipe
 
+        require("train", "spdnn train")
+        if tensorboard:
+            require("tensorboard", "spdnn train --tensorboard")
         r = load_recipe(recipe, set_ or [])
         trainer = trainer_for(r, outdir=output, console=out,
                                       resume="auto" if resume_or_start else resume,
@@ -71,7 +75,7 @@ def register(app: typer.Typer) -> None:
         if trainer.rank == 0 and quiet:
             out.print(_summary_line(trainer, final, time.perf_counter() - t0), highlight=False)
         elif trainer.rank == 0:
-            out.print(_metrics_table(final, title=f"{r.name}: validation after {trainer.step} steps "
+            out.print(_metrics_table(final, title=f"{r.name}: validation after {plural(trainer.step, 'step')} "
                                                   f"({time.perf_counter() - t0:.0f} s)"))
             out.print(f"Run folder: {trainer.outdir} (last.pt, best.pt, metrics.csv, metrics.json, "
                       "plots/, samples.png" + (", tensorboard/" if tensorboard else "") + ")")
@@ -99,9 +103,11 @@ def register(app: typer.Typer) -> None:
         import torch
 
         from spdnn.errors import SpdnnError
+        from spdnn.extras import require
         from spdnn.io import BEST, LAST, check_outputs, find_checkpoint, write_atomic
         from spdnn.runs import trainer_from_checkpoint
 
+        require("train", "spdnn evaluate")
         ckpt = find_checkpoint(checkpoint)
         run_dir = ckpt.parent
         evaldir = output if output is not None else run_dir / "eval"
@@ -160,8 +166,10 @@ def register(app: typer.Typer) -> None:
         """
         import torch
 
+        from spdnn.extras import require
         from spdnn.runs import trainer_from_checkpoint
 
+        require("train", "spdnn predict")
         tr = trainer_from_checkpoint(checkpoint, [])
         models = tr.eval_models()
         for m in models.values():
@@ -192,8 +200,10 @@ def register(app: typer.Typer) -> None:
         Examples: spdnn compare recipes/iris_a_*.yaml --set steps=200;
         spdnn compare recipes/gan/mnist_*.yaml -o runs/gan_mnist
         """
+        from spdnn.extras import require
         from spdnn.runs import compare_recipes
 
+        require("train", "spdnn compare")
         table = compare_recipes(recipes, set_ or [], output, console=out, report=report,
                                 reuse=not fresh)
         out.print(table)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from spdnn.errors import SpecError
 from spdnn.tasks import depth as _depth  # noqa: F401  (registers the task)
 from spdnn.tasks import gan as _gan  # noqa: F401  (registers the GAN tasks)
 from spdnn.tasks import iris as _iris  # noqa: F401
@@ -35,7 +36,10 @@ def build_task(recipe: Recipe, netspecs: dict[str, Netspec] | None = None) -> Ta
     """
     from spdnn.train.recipe import netspecs_of
 
-    cls = get_task(recipe.task)
+    try:
+        cls = get_task(recipe.task)
+    except SpecError as exc:  # named where the recipe wrote it (load_recipe records it)
+        raise exc.located(*recipe.task_origin) from None
     return cls(recipe, netspecs if netspecs is not None else netspecs_of(recipe))
 
 

@@ -175,6 +175,9 @@ class Recipe(_Strict):
 
     # set by load_recipe: the folder relative paths are resolved against
     base_dir: str = Field(default=".", exclude=True)
+    # set by load_recipe: where `task:` was written (a file and line, or "--set task=...") so
+    # that an unknown task is reported there (spdnn.tasks.build_task checks it)
+    task_origin: tuple[str | None, int | None] = Field(default=(None, None), exclude=True)
 
     # A model's own section wins; a model the recipe does not declare (one a task's
     # ``build_models`` adds) and fields a model leaves out take the recipe's top-level values.
@@ -199,10 +202,14 @@ class Recipe(_Strict):
         return m.grad_clip if m is not None and m.grad_clip is not None else self.grad_clip
 
     def resolve(self, path: str) -> list[Path]:
-        """Paths (globs allowed) relative to the recipe file's folder, sorted."""
+        """Paths (globs allowed) relative to the recipe file's folder, sorted; a name of the
+        zoo shipped with spdnn (``netspecs/...``) that matches nothing there is the zoo's
+        (:func:`spdnn.zoo.lookup`)."""
+        from spdnn import zoo
+
         p = Path(path)
         full = p if p.is_absolute() else Path(self.base_dir) / p
-        hits = sorted(Path(x) for x in glob.glob(str(full)))
+        hits = sorted(Path(x) for x in glob.glob(str(full))) or zoo.lookup(path)
         if not hits:
             raise SpecError(f"'{path}' matches no file", hint=f"paths are relative to {self.base_dir}")
         return hits
@@ -325,25 +332,24 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     Raises:
         SpecError: naming file, line and field.
     """
+    from spdnn import zoo
+
+    path = zoo.locate(path)  # recipes/... from any folder: the zoo's copy when none is here
     data, lines = _read_with_base(Path(path), depth=0)
     if overrides:
         data = apply_overrides(data, overrides)
     try:
         recipe = validate_recipe(data, str(path), lines)
     except SpecError as exc:
-        raise _blame_override(exc, overrides or []) from None
-    from spdnn.tasks.registry import TASKS  # a leaf module; importing spdnn.tasks registers them
-
-    if recipe.task not in TASKS:
-        exc = SpecError(f"unknown task '{recipe.task}'", file=str(path),
-                        line=lines.get(("task",)), field="task",
-                        hint=f"known tasks: {', '.join(sorted(TASKS))}")
-        raise _blame_override(exc, overrides or []) from None
+        raise blame_override(exc, overrides or []) from None
+    origin = blame_override(SpecError("", file=str(path), line=lines.get(("task",)),
+                                      field="task"), overrides or [])
+    recipe.task_origin = (origin.file, origin.line)
     recipe.base_dir = str(Path(path).resolve().parent)
     return recipe
 
 
-def _blame_override(exc: SpecError, overrides: list[str]) -> SpecError:
+def blame_override(exc: SpecError, overrides: list[str]) -> SpecError:
     """Point an error about a field a ``--set`` override wrote at that override (``--set
     stpes=30: stpes: unknown field``) instead of a line of the recipe file."""
     for ov in reversed(overrides):
