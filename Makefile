@@ -8,10 +8,12 @@ export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: demo test install graphviz fashion-mnist generators lint clean
 
-$(VENV)/.installed: pyproject.toml
+# Everything (the extras of pyproject.toml: export, train, tensorboard) plus the dev tools, with
+# the exact versions of constraints.txt (torch 2.13.0, the CPU build).
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[all,dev]"
 	touch $@
 
 install: $(VENV)/.installed graphviz fashion-mnist

@@ -23,7 +23,7 @@ from rich.markup import escape
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from spdnn import __version__
-from spdnn.cli import demo, deploy, netspec, train
+from spdnn.cli import demo, deploy, netspec, train, zoo
 from spdnn.cli.console import err, out
 from spdnn.errors import SpdnnError
 
@@ -118,7 +118,12 @@ def _reflow(text: str | None) -> str | None:
 
 
 class _Command(TyperCommand):
-    """Every ``spdnn`` command: reflowed help, values named in words."""
+    """Every ``spdnn`` command: reflowed help, values named in words; input paths named like
+    the shipped zoo's files (``recipes/...``) that name nothing here are the zoo's."""
+
+    def invoke(self, ctx):
+        zoo.resolve_arguments(ctx, self)
+        return super().invoke(ctx)
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -144,7 +149,9 @@ app = typer.Typer(
     help="SPDNN network-architecture compiler: merge networks declared as YAML layer graphs into "
          "one semi-parallel network (Bazrafkan et al.), render, inspect and compile them to "
          "PyTorch, train, export to ONNX and benchmark.\n\n"
-         "Start with: spdnn merge netspecs/iris/appendix_a/*.yaml -o merged.yaml",
+         "Start with: spdnn demo, or spdnn merge 'netspecs/iris/appendix_a/*.yaml' -o "
+         "merged.yaml. Names under netspecs/ and recipes/ are the files shipped with spdnn "
+         "wherever no such local file exists (spdnn zoo lists them and copies them out).",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]})
 
@@ -178,7 +185,7 @@ def _main(
         set_limits(limits)
 
 
-for _module in (netspec, deploy, train, demo):  # the order of `spdnn --help`
+for _module in (netspec, deploy, train, demo, zoo):  # the order of `spdnn --help`
     _module.register(app)
 for _info in app.registered_commands:
     if _info.cls in (None, TyperCommand):

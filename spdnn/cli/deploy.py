@@ -115,6 +115,9 @@ def export(
 
       spdnn export runs/dcgan_digits --model generator -o generator.onnx
     """
+    from spdnn.extras import require
+
+    require("export", "spdnn export")
     from spdnn.export import default_path, export_onnx
 
     if exporter not in ("dynamo", "torchscript"):
@@ -228,6 +231,9 @@ def bench(
     The command sets OMP_WAIT_POLICY=PASSIVE unless it is set already (threads that
     busy-wait make timings on shared or virtual CPUs several times slower).
     """
+    from spdnn.extras import require
+
+    require("export", "spdnn bench")  # onnxruntime: the ort runtime and the machine report
     from spdnn import bench as B
 
     files = list(models or []) + list(vs or [])

@@ -253,10 +253,13 @@ def export_onnx(spec: Netspec | str | Path, path: str | Path, opset: int | None 
         CheckpointError: the checkpoint is missing, corrupt, unsafe or not spdnn's.
         SpdnnError: ``path`` is the source file.
         SpecError, ShapeError: the netspec is invalid.
+        SpdnnError: the ``export`` extra (onnx, onnxruntime, onnxscript) is not installed.
     """
     from spdnn.codegen import build_module
+    from spdnn.extras import require
     from spdnn.shapes import infer
 
+    require("export", "spdnn.export.export_onnx")
     spec, states, file = load_source(spec, model)
     check_outputs([file] if file else [], [path])
     if state_dict is not None:

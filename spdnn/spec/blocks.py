@@ -97,6 +97,12 @@ def resolve_imports(data: dict, file: str | None, lines: dict, _seen: tuple = ()
             shown = repr(rel if len(rel) <= 80 else rel[:80] + "...")
             raise SpecError(f"imported file {shown} cannot be opened: {why}",
                             hint="check the path", **where) from None
+        if not found:  # netspecs/blocks/...: the block library shipped with spdnn (spdnn zoo)
+            from spdnn import zoo
+
+            hits = [h for h in zoo.lookup(rel) if h.is_file()]
+            if len(hits) == 1:
+                path, found = hits[0].resolve(), True
         if path in _seen:
             raise SpecError(f"'{rel}' imports itself (through {len(_seen)} file(s))", **where)
         if not found:

@@ -193,14 +193,18 @@ class Trainer:
             when distributed; ``optimizers``/``schedulers``/``ema``: per model name.
 
     Raises:
-        SpdnnError: CUDA requested but absent, ``tensorboard`` without the package, or a
-            task/recipe error.
+        SpdnnError: CUDA requested but absent, ``tensorboard`` without the package, the
+            ``train`` extra (matplotlib, scikit-image, ...) not installed, or a task/recipe
+            error.
     """
 
     def __init__(self, task: Task, outdir: Path | None = None, resume: bool | str = False,
                  console: Console | None = None, stop_after: int | None = None,
                  progress: bool = True, quiet: bool = False, tensorboard: bool = False,
                  log_lines: bool | None = None, line_every: int | None = None) -> None:
+        from spdnn.extras import require
+
+        require("train", "spdnn's trainer")
         recipe = task.recipe
         self.task = task
         self.recipe = recipe
