@@ -104,6 +104,25 @@ EXPECTED = {
                                         + dense(16, 256) + 4 * conv(16, 16) + conv(16, 1)),
     # GAN_Aspect landmark generator (thesis App. F Table II)
     "aspect/landmark_generator.yaml": (dense(64, 128) + 2 * dense(128, 128) + dense(128, 98)),
+    # the MNIST comparison (App. H Tables 1-2 at half width; CGAN label map, ACGAN class head)
+    "dcgan/mnist_generator_reduced.yaml": (dense(32, 512, bn=True) + dense(512, 64 * 7 * 7, bn=True)
+                                           + conv(64, 32, 5, bn=True) + conv(32, 1, 5)),
+    "dcgan/mnist_discriminator_reduced.yaml": (conv(1, 32, 5, bn=True) + conv(32, 64, 5, bn=True)
+                                               + dense(64 * 7 * 7, 512) + dense(512, 1)),
+    "cgan/mnist_discriminator_reduced.yaml": (10 * 28 * 28 + conv(2, 32, 5, bn=True)
+                                              + conv(32, 64, 5, bn=True)
+                                              + dense(64 * 7 * 7, 512) + dense(512, 1)),
+    "acgan/mnist_discriminator_reduced.yaml": (conv(1, 32, 5, bn=True) + conv(32, 64, 5, bn=True)
+                                               + dense(64 * 7 * 7, 512) + dense(512, 1)
+                                               + dense(512, 10)),
+    # the faces comparison (BEGAN 28x28 gray at NN 16; App. G Table 1 classifier at 1x28x28)
+    "began/generator_28_gray_reduced.yaml": dense(64, 7 * 7 * 16) + 6 * conv(16, 16) + conv(16, 1),
+    "began/discriminator_28_gray_reduced.yaml": (
+        conv(1, 16) + 2 * conv(16, 16) + conv(16, 32, 1) + 2 * conv(32, 32) + conv(32, 48, 1)
+        + 2 * conv(48, 48) + dense(48 * 7 * 7, 64)
+        + dense(64, 7 * 7 * 16) + 6 * conv(16, 16) + conv(16, 1)),
+    "vac/faces_classifier_28_gray.yaml": (conv(1, 16) + conv(16, 8) + dense(8 * 5 * 5, 1024)
+                                          + dense(1024, 1)),
 }
 
 # the same sums, written out as numbers (also in the netspec headers)
@@ -119,6 +138,13 @@ STATED = {
     "aspect/landmark_generator.yaml": 53_986,
     "dcgan/digits_generator.yaml": 42_049, "dcgan/digits_discriminator.yaml": 19_137,
     "began/digits_generator.yaml": 13_777, "began/digits_discriminator.yaml": 45_825,
+    "dcgan/mnist_generator_reduced.yaml": 1_681_377,
+    "dcgan/mnist_discriminator_reduced.yaml": 1_658_849,
+    "cgan/mnist_discriminator_reduced.yaml": 1_667_489,
+    "acgan/mnist_discriminator_reduced.yaml": 1_663_979,
+    "began/generator_28_gray_reduced.yaml": 65_025,
+    "began/discriminator_28_gray_reduced.yaml": 282_609,
+    "vac/faces_classifier_28_gray.yaml": 208_169,
 }
 
 # output shape (batch axis excluded) of each network's single output
@@ -144,6 +170,14 @@ OUT_SHAPES = {
     "dcgan/digits_discriminator.yaml": ("logit", (1,)),
     "began/digits_generator.yaml": ("image", (1, 8, 8)),
     "began/digits_discriminator.yaml": ("reconstruction", (1, 8, 8)),
+    "dcgan/mnist_generator_reduced.yaml": ("image", (1, 28, 28)),
+    "dcgan/mnist_discriminator_reduced.yaml": ("prob", (1,)),
+    "cgan/mnist_discriminator_reduced.yaml": ("prob", (1,)),
+    # two outputs: a list of (name, shape)
+    "acgan/mnist_discriminator_reduced.yaml": [("prob", (1,)), ("class_probs", (10,))],
+    "began/generator_28_gray_reduced.yaml": ("image", (1, 28, 28)),
+    "began/discriminator_28_gray_reduced.yaml": ("reconstruction", (1, 28, 28)),
+    "vac/faces_classifier_28_gray.yaml": ("prob", (1,)),
 }
 
 
@@ -172,18 +206,22 @@ def test_forward_output_shape(rel):
     spec = spec_of(rel)
     torch.manual_seed(0)
     module = build_module(spec).eval()
-    (inp,) = spec.inputs
-    x = torch.rand(2, *inp.shape) * 2 - 1
+    # image/vector inputs in [-1, 1); a class-index input (CGAN's label) gets indices
+    xs = [torch.randint(i.num_classes, (2, *i.shape)) if i.dtype == "int64"
+          else torch.rand(2, *i.shape) * 2 - 1 for i in spec.inputs]
+    x = xs[0]
     with torch.no_grad():
-        y = module(x)
-    name, shape = OUT_SHAPES[rel]
-    assert [o.name for o in spec.outputs] == [name]
-    assert tuple(y.shape) == (2, *shape)
-    assert torch.isfinite(y).all()
+        y = module(*xs)
+    outs = OUT_SHAPES[rel] if isinstance(OUT_SHAPES[rel], list) else [OUT_SHAPES[rel]]
+    assert [o.name for o in spec.outputs] == [name for name, _ in outs]
+    ys = y if len(outs) > 1 else {outs[0][0]: y}
+    for name, shape in outs:
+        assert tuple(ys[name].shape) == (2, *shape)
+        assert torch.isfinite(ys[name]).all()
+        if name in ("probs", "class_probs"):
+            torch.testing.assert_close(ys[name].sum(1), torch.ones(2))
     if rel.startswith("began/discriminator"):  # auto-encoder: reconstruction of the input
         assert y.shape == x.shape
-    if name == "probs":
-        torch.testing.assert_close(y.sum(1), torch.ones(2))
 
 
 # --------------------------------------------------------------------------------------------
@@ -294,7 +332,13 @@ def test_thesis_table_choices():
         "var/regressor.yaml": "tanh", "var/regressor_code.yaml": "tanh",
         "aspect/landmark_generator.yaml": "sigmoid",
         # the trainer's 8x8 example: a sigmoid image, and a logit for BCE-with-logits
-        "dcgan/digits_generator.yaml": "sigmoid", "dcgan/digits_discriminator.yaml": None}
+        "dcgan/digits_generator.yaml": "sigmoid", "dcgan/digits_discriminator.yaml": None,
+        # the MNIST and faces comparisons (ACGAN's last layer is its softmax class head)
+        "dcgan/mnist_generator_reduced.yaml": "sigmoid",
+        "dcgan/mnist_discriminator_reduced.yaml": "sigmoid",
+        "cgan/mnist_discriminator_reduced.yaml": "sigmoid",
+        "acgan/mnist_discriminator_reduced.yaml": "softmax",
+        "vac/faces_classifier_28_gray.yaml": "sigmoid"}
 
 
 def test_cifar_discriminator_noise_and_minibatch_layer():

@@ -3,12 +3,20 @@ method, all built on :class:`spdnn.tasks.gan.base.GANTask`:
 
 * ``dcgan`` -- DCGAN with the BCE GAN loss (App. H Tables 1-2, 4-5).
 * ``began`` -- BEGAN: auto-encoder discriminator, k_t control, M_global (eqs. 3.1-3.2).
+* ``cgan`` / ``cbegan`` -- conditional GAN (Mirza & Osindero): the label in ``z`` and in the
+  discriminator (DCGAN), or in ``z`` only (the CBEGAN of App. G eq. 13).
+* ``acgan`` -- ACGAN (Odena et al.): a discriminator with source and class heads (App. H).
+* ``vacgan`` / ``vacbegan`` -- VAC+GAN: a classifier in parallel with the discriminator of
+  DCGAN or BEGAN (App. G eq. 15, App. H eq. 14).
 """
 
 from __future__ import annotations
 
+from spdnn.tasks.gan import acgan as _acgan  # noqa: F401
 from spdnn.tasks.gan import began as _began  # noqa: F401  (registers the task)
+from spdnn.tasks.gan import cgan as _cgan  # noqa: F401
 from spdnn.tasks.gan import dcgan as _dcgan  # noqa: F401
+from spdnn.tasks.gan import vac as _vac  # noqa: F401
 from spdnn.tasks.gan.base import GANOptions, GANTask
 
 __all__ = ["GANOptions", "GANTask"]

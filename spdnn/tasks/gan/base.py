@@ -299,12 +299,32 @@ class GANTask(Task):
         count = len(next(iter(cond.values()))) if cond else n
         return self.generate(models, count, device, generator=g, **cond)
 
+    def grid_columns(self, count: int) -> int | None:
+        """Columns of a grid of ``count`` samples: ``None`` (square-ish) unless the task is
+        class-conditional; then (samples in class order, :meth:`sample_conditions`) one row
+        per class while a class has at most 16 samples, else each class fills a block of whole
+        rows of the largest divisor of its count up to 16 (2 classes x 50: 10 columns)."""
+        if self.conditional != "class":
+            return None
+        per = max(1, count // self.num_classes)
+        if per <= 16:
+            return per
+        cols = max(c for c in range(1, 17) if per % c == 0)
+        return cols if cols >= 4 else per
+
     def figures(self, models, batch, outdir: Path) -> list[Path]:
         imgs = self.samples(models, 100 if self.conditional == "class" else 64,
                             self.recipe.seed, batch[0].device)
+        cols = self.grid_columns(imgs.shape[0])
         title = f"{self.recipe.name}: generated samples (fixed z"
-        title += ", one row per class)" if self.conditional == "class" else ")"
-        cols = imgs.shape[0] // self.num_classes if self.conditional == "class" else None
+        if self.conditional == "class":
+            rows = imgs.shape[0] // self.num_classes // cols
+            names = getattr(self, "class_names", None) or []
+            order = f": {', '.join(names)}" if len(names) == self.num_classes <= 4 else ""
+            title += (", one row per class" if rows == 1 else f", {rows} rows per class")
+            title += f" in class order{order})"
+        else:
+            title += ")"
         return [sample_grid(imgs, outdir / "samples.png", title, cols=cols)]
 
     def predict_files(self, models, inputs, outdir, device, options):
@@ -314,7 +334,7 @@ class GANTask(Task):
         n, seed = int(options.get("num", 64)), int(options.get("seed", 0))
         imgs = self.samples(models, n, seed, device)
         dest = outdir / f"samples_seed{seed}.png"
-        cols = imgs.shape[0] // self.num_classes if self.conditional == "class" else None
+        cols = self.grid_columns(imgs.shape[0])
         sample_grid(imgs, dest, f"{self.recipe.name}: {imgs.shape[0]} samples, seed {seed}",
                     cols=cols)
         return [(f"{imgs.shape[0]} generated images {tuple(imgs.shape[1:])}", dest)]
