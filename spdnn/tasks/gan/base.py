@@ -317,15 +317,18 @@ class GANTask(Task):
                             self.recipe.seed, batch[0].device)
         cols = self.grid_columns(imgs.shape[0])
         title = f"{self.recipe.name}: generated samples (fixed z"
+        labels = None
         if self.conditional == "class":
             rows = imgs.shape[0] // self.num_classes // cols
-            names = getattr(self, "class_names", None) or []
-            order = f": {', '.join(names)}" if len(names) == self.num_classes <= 4 else ""
+            names = list(getattr(self, "class_names", None) or [])
+            if len(names) != self.num_classes:
+                names = [str(k) for k in range(self.num_classes)]
+            labels = [name if r == 0 else "" for name in names for r in range(rows)]
             title += (", one row per class" if rows == 1 else f", {rows} rows per class")
-            title += f" in class order{order})"
+            title += ")"
         else:
             title += ")"
-        return [sample_grid(imgs, outdir / "samples.png", title, cols=cols)]
+        return [sample_grid(imgs, outdir / "samples.png", title, cols=cols, row_labels=labels)]
 
     def predict_files(self, models, inputs, outdir, device, options):
         if inputs:
