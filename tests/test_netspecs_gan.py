@@ -93,6 +93,16 @@ EXPECTED = {
     "var/regressor.yaml": conv(3, 64) + conv(64, 64) + dense(64 * 10 * 10, 1024) + dense(1024, 98),
     "var/regressor_code.yaml": (conv(3, 64) + 2 * conv(64, 64) + dense(64 * 8 * 8, 1024)
                                 + dense(1024, 98)),
+    # the attribute comparison (App. I at 28x28, A = 2): Table 1 layout at 16 channels; the
+    # cBiGAN encoder and joint discriminator on the NN-16 BEGAN encoder
+    "var/attr2_regressor_28_gray.yaml": (conv(1, 16) + conv(16, 16) + dense(16 * 5 * 5, 128)
+                                         + dense(128, 2)),
+    "cbigan/attr2_encoder_28_gray.yaml": (
+        conv(1, 16) + 2 * conv(16, 16) + conv(16, 32, 1) + 2 * conv(32, 32) + conv(32, 48, 1)
+        + 2 * conv(48, 48) + dense(48 * 7 * 7, 2)),
+    "cbigan/attr2_discriminator_28_gray.yaml": (
+        conv(1, 16) + 2 * conv(16, 16) + conv(16, 32, 1) + 2 * conv(32, 32) + conv(32, 48, 1)
+        + 2 * conv(48, 48) + dense(48 * 7 * 7, 64) + dense(64 + 2, 64) + dense(64, 1)),
     # the trainer's two-network example: DCGAN layout at 8x8 (App. H Tables 1-2, scaled down)
     "dcgan/digits_generator.yaml": (32 * 256 + 2 * 256 + 64 * 32 * 4 * 4 + 2 * 32
                                     + 32 * 1 * 4 * 4 + 1),
@@ -135,6 +145,8 @@ STATED = {
     "dcgan/cifar10_discriminator.yaml": 13_871_553, "dcgan/cifar10_classifier.yaml": 4_375_178,
     "vac/celeba_classifier_128.yaml": 1_388_105, "vac/celeba_classifier_48.yaml": 822_857,
     "var/regressor.yaml": 6_693_794, "var/regressor_code.yaml": 4_371_426,
+    "var/attr2_regressor_28_gray.yaml": 54_066, "cbigan/attr2_encoder_28_gray.yaml": 71_698,
+    "cbigan/attr2_discriminator_28_gray.yaml": 221_937,
     "aspect/landmark_generator.yaml": 53_986,
     "dcgan/digits_generator.yaml": 42_049, "dcgan/digits_discriminator.yaml": 19_137,
     "began/digits_generator.yaml": 13_777, "began/digits_discriminator.yaml": 45_825,
@@ -165,6 +177,9 @@ OUT_SHAPES = {
     "vac/celeba_classifier_48.yaml": ("prob", (1,)),
     "var/regressor.yaml": ("landmarks", (98,)),
     "var/regressor_code.yaml": ("landmarks", (98,)),
+    "var/attr2_regressor_28_gray.yaml": ("attributes", (2,)),
+    "cbigan/attr2_encoder_28_gray.yaml": ("attributes", (2,)),
+    "cbigan/attr2_discriminator_28_gray.yaml": ("prob", (1,)),
     "aspect/landmark_generator.yaml": ("landmarks", (98,)),
     "dcgan/digits_generator.yaml": ("image", (1, 8, 8)),
     "dcgan/digits_discriminator.yaml": ("logit", (1,)),
@@ -330,6 +345,9 @@ def test_thesis_table_choices():
         "dcgan/cifar10_discriminator.yaml": "sigmoid", "dcgan/cifar10_classifier.yaml": "softmax",
         "vac/celeba_classifier_128.yaml": "sigmoid", "vac/celeba_classifier_48.yaml": "sigmoid",
         "var/regressor.yaml": "tanh", "var/regressor_code.yaml": "tanh",
+        # attributes in (0, 1): sigmoid heads (the thesis' tanh was for landmarks in [-1, 1])
+        "var/attr2_regressor_28_gray.yaml": "sigmoid", "cbigan/attr2_encoder_28_gray.yaml": "sigmoid",
+        "cbigan/attr2_discriminator_28_gray.yaml": "sigmoid",
         "aspect/landmark_generator.yaml": "sigmoid",
         # the trainer's 8x8 example: a sigmoid image, and a logit for BCE-with-logits
         "dcgan/digits_generator.yaml": "sigmoid", "dcgan/digits_discriminator.yaml": None,

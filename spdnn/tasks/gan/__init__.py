@@ -8,15 +8,21 @@ method, all built on :class:`spdnn.tasks.gan.base.GANTask`:
 * ``acgan`` -- ACGAN (Odena et al.): a discriminator with source and class heads (App. H).
 * ``vacgan`` / ``vacbegan`` -- VAC+GAN: a classifier in parallel with the discriminator of
   DCGAN or BEGAN (App. G eq. 15, App. H eq. 14).
+* ``vargan`` / ``vardcgan`` -- VAR+GAN: a regressor in parallel with the discriminator of
+  BEGAN or DCGAN, conditioned on continuous image attributes (App. I eqs. 1, 15).
+* ``cbigan`` -- cBiGAN, VAR+GAN's baseline: an attribute encoder and a discriminator on
+  (attribute, image) pairs (App. I eqs. 17-18).
 """
 
 from __future__ import annotations
 
 from spdnn.tasks.gan import acgan as _acgan  # noqa: F401
 from spdnn.tasks.gan import began as _began  # noqa: F401  (registers the task)
+from spdnn.tasks.gan import cbigan as _cbigan  # noqa: F401
 from spdnn.tasks.gan import cgan as _cgan  # noqa: F401
 from spdnn.tasks.gan import dcgan as _dcgan  # noqa: F401
 from spdnn.tasks.gan import vac as _vac  # noqa: F401
+from spdnn.tasks.gan import var as _var  # noqa: F401
 from spdnn.tasks.gan.base import GANOptions, GANTask
 
 __all__ = ["GANOptions", "GANTask"]
