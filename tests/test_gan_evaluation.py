@@ -182,7 +182,11 @@ def test_attribute_task_reports_the_attribute_error(cache, monkeypatch):
     task.val.attributes = fake.measure("brightness", task.val.images)
     res = E.evaluate_gan(task, {}, cache, "cpu", referee_steps=STEPS, diversity_pairs=50)
     assert res["attr_mae"] < 0.01 < res["attr_mae_chance"]
-    assert "cond_accuracy" not in res and "div_between_ssim" not in res
+    assert "cond_accuracy" not in res
+    # diversity groups are attribute requests: this fake generator ignores its noise (one
+    # image per request), which the same-attribute measures must show as no variation
+    assert res["div_within_mse"] == 0 and res["div_within_ssim"] > 0.999
+    assert res["div_between_mse"] > 0
     assert "div_within_ssim" in res
     task.val.attributes = None  # items without the attribute: a clear error
     with pytest.raises(E.SpdnnError, match="carry the attribute"):

@@ -25,7 +25,11 @@ trained once on the run's own **real training split** and cached in the evaluati
   the image (as scikit-image and the authors' reference code), MSE, RMSE and MAE between random pairs of images of the
   same class (``within``) and of different classes (``between``), averaged over the pairs,
   for generated images (``div_*``) and for real validation images (``real_*``, the reference).
-  Lower UQI/SSIM and higher MSE/RMSE/MAE mean more varied samples. ``diversity.png``.
+  Lower UQI/SSIM and higher MSE/RMSE/MAE mean more varied samples. ``diversity.png``. For
+  an attribute-conditional generator the groups are requests instead of classes: 20 real
+  validation attributes, each generated 10 times with different noise; ``within`` compares
+  images made for the same attribute (the variation App. I sec. 3.4 claims for VAR+GAN over
+  cBiGAN), ``between`` images made for different attributes.
 * **Attribute error** (attribute-conditional tasks, App. I): images generated for the real
   validation attributes are measured again with :func:`spdnn.data.attributes.measure`;
   ``attr_mae`` is the mean ``|requested - measured|``, ``attr_mae_chance`` the same for
@@ -399,6 +403,10 @@ def pair_measures(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
             "rmse": float(mse.sqrt().mean()), "mae": float(d.abs().mean(1).mean())}
 
 
+ATTR_GROUPS, ATTR_REPEATS = 20, 10
+"""Attribute requests and images per request for the diversity of attribute-conditional GANs."""
+
+
 def diversity(images: torch.Tensor, labels: torch.Tensor | None, count: int,
               generator: torch.Generator) -> dict[str, dict[str, float]]:
     """``{"within": {measure: value}, "between": {...}}`` of :func:`pair_measures` over
@@ -455,9 +463,11 @@ def plot_confusion(matrix, class_names: list[str], path: Path, title: str) -> Pa
     return _save_png(fig, path)
 
 
-def plot_diversity(gen: dict, real: dict, path: Path, title: str) -> Path:
-    """``diversity.png``: one panel per measure, grouped bars (within / between class; generated
-    vs real) with the values on the bars (as thesis App. G Figs. 5-6)."""
+def plot_diversity(gen: dict, real: dict, path: Path, title: str,
+                   groups_of: str = "class") -> Path:
+    """``diversity.png``: one panel per measure, grouped bars (within / between class, or
+    ``groups_of="attribute"``: same / different attribute request; generated vs real) with the
+    values on the bars (as thesis App. G Figs. 5-6)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -473,8 +483,10 @@ def plot_diversity(gen: dict, real: dict, path: Path, title: str) -> Path:
             vals = [src.get(g, {}).get(m, float("nan")) for g in groups]
             bars = ax.bar(x + off, vals, 0.4, label=who, color=color)
             ax.bar_label(bars, fmt="%.3g", fontsize=7)
-        ax.set_xticks(x, ["within\nclass" if g == "within" else "between\nclasses"
-                          for g in groups], fontsize=8)
+        names = ({"within": "same\nattribute", "between": "different\nattributes"}
+                 if groups_of == "attribute" else
+                 {"within": "within\nclass", "between": "between\nclasses"})
+        ax.set_xticks(x, [names[g] for g in groups], fontsize=8)
         ax.set_title(m.upper(), fontsize=9)
         ax.set_ylabel(m.upper() + (" (lower: more diverse)" if m in ("uqi", "ssim")
                                    else " (higher: more diverse)"), fontsize=8)
@@ -620,6 +632,10 @@ def evaluate_gan(task, models: dict[str, nn.Module], outdir: Path, device, *,
         res["attr_mae"] = float((got - attrs).abs().mean())
         shuffled = attrs[torch.randperm(len(attrs), generator=g_real)]
         res["attr_mae_chance"] = float((measure(name, real).float() - shuffled).abs().mean())
+        groups, reps = min(ATTR_GROUPS, len(attrs)), ATTR_REPEATS
+        want = torch.arange(groups).repeat_interleave(reps)
+        div_images = _generate(task, models, device, len(want), g_gen, attributes=attrs[want])
+        div_labels = want
 
     # diversity
     g_pairs = torch.Generator().manual_seed(EVAL_SEED + 1)
@@ -632,6 +648,7 @@ def evaluate_gan(task, models: dict[str, nn.Module], outdir: Path, device, *,
                 res[f"{prefix}_{group}_{m}"] = v
     plot_diversity(gen_div, real_div, outdir / "diversity.png",
                    f"{run}: mean over {n_pairs} random image pairs per bar "
-                   "(thesis App. G, Appendix A)")
+                   "(thesis App. G, Appendix A)",
+                   groups_of="attribute" if attrs is not None else "class")
     return {k_: float(v) if v is not None and math.isfinite(float(v)) else float("nan")
             for k_, v in res.items()}
