@@ -37,6 +37,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from rich.console import Console  # noqa: E402
 
+from spdnn.metrics import HIGHER_IS_BETTER  # noqa: E402
 from spdnn.runs import compare_recipes  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,8 +86,7 @@ GROUPS: dict[str, dict] = {
     },
 }
 
-LOWER_IS_BETTER = {"fid", "attr_mae", "div_within_ssim", "div_between_ssim", "div_within_uqi",
-                   "div_between_uqi", "val_mmd"}
+LOWER_IS_BETTER = {k for k, up in HIGHER_IS_BETTER.items() if not up} | {"val_mmd"}
 
 
 def verdicts(group: str, rows: list[dict]) -> list[str]:
@@ -151,8 +151,11 @@ def write_group(group: str, rows: list[dict], outdir: Path, overrides: list[str]
         "between two halves of the real data; `cond_accuracy` the share of generated images an "
         "independent classifier assigns to the requested class; `div_*` the App. G Appendix A "
         "similarity between generated images within a class / between classes (lower SSIM: "
-        "more diverse); `attr_mae` the mean |requested - measured| attribute; `mmd` the kernel "
-        "MMD^2 on the validation set.", "",
+        "more diverse; for an unconditional GAN `div_within` compares any two samples, so it is "
+        "not comparable with a conditional row's within-class value; for the attribute GANs "
+        "the groups are attribute requests: `div_within` compares images generated for the same "
+        "attribute with different noise); `attr_mae` the mean |requested - measured| "
+        "attribute; `mmd` the kernel MMD^2 on the validation set.", "",
         table, "",
         "## What the thesis says", "",
         *[f"- {c}" for c in g["claims"]], "",

@@ -80,6 +80,25 @@ SEGMENTATION_KEYS = (
 # --------------------------------------------------------------------------------------------
 # The metric interface
 # --------------------------------------------------------------------------------------------
+
+HIGHER_IS_BETTER: dict[str, bool] = {
+    # segmentation / classification (thesis App. A, D; iris task)
+    "accuracy": True, "sensitivity": True, "specificity": True, "precision": True, "npv": True,
+    "f1": True, "mcc": True, "informedness": True, "markedness": True, "fnr": False,
+    "loss": False,
+    # depth (thesis App. B Table 10) and image quality
+    "psnr": True, "snr": True, "ssim": True, "uqi": True, "pcc": True, "mse": False,
+    "rmse": False, "mae": False, "abs_rel": False, "sq_rel": False, "rmse_log": False,
+    "delta1": True, "delta2": True, "delta3": True,
+    # GANs (spdnn.tasks.gan.evaluation): lower FID, MMD and attribute error are better; lower
+    # SSIM/UQI between generated images means more varied samples (App. G Appendix A)
+    "fid": False, "mmd": False, "cond_accuracy": True, "attr_mae": False,
+    "div_within_ssim": False, "div_between_ssim": False, "div_within_uqi": False,
+    "div_between_uqi": False, "div_within_mse": True, "div_between_mse": True,
+}
+"""Which way a metric improves, by name (without the ``val_`` prefix), for tables and plots
+that mark the better direction (``spdnn compare``); a name not listed has no direction."""
+
 class Metric(ABC):
     """The one interface of every metric accumulator the trainer uses (like torchmetrics'
     ``Metric``): ``update`` once per batch, ``compute`` at the end, ``reset`` to start over.

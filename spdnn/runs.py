@@ -129,14 +129,18 @@ def compare_recipes(paths: list[Path], overrides: list[str], outdir: Path,
         summary = trainer.task.summary_metrics
         row["columns"] = [k for k in summary if k in row] if summary else [
             k for k in row if k.startswith("val_")]
+        row["column_order"] = list(summary) if summary else row["columns"]
         row["recipe_hash"] = key
         write_atomic(cached, json.dumps(row, indent=2))
         rows.append(row)
     outdir.mkdir(parents=True, exist_ok=True)
     write_atomic(outdir / "compare.json", json.dumps(rows, indent=2))
     metric_keys: list[str] = []
+    order: list[str] = []
     for row in rows:
         metric_keys += [k for k in row["columns"] if k not in metric_keys]
+        order += [k for k in row.get("column_order", row["columns"]) if k not in order]
+    metric_keys.sort(key=order.index)  # the tasks' order, whichever row has a column first
     header = ["network", "params", "MACs", "train s"] + [k.removeprefix("val_") for k in metric_keys]
     md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
@@ -167,6 +171,10 @@ def _fmt(v: Any) -> str:
 
 
 def _plot(rows: list[dict], keys: list[str], path: Path) -> None:
+    """``compare.png``: one bar panel per metric (params and MACs first), the value on each
+    bar, the better direction in the panel title where it is known
+    (:data:`spdnn.metrics.HIGHER_IS_BETTER`), SPDNN merges in green; a ``*_real_floor`` metric
+    is drawn as a dashed line in the panel of the metric it is the floor of."""
     import math
 
     import matplotlib
@@ -174,24 +182,56 @@ def _plot(rows: list[dict], keys: list[str], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = ["params"] + keys
+    from spdnn.metrics import HIGHER_IS_BETTER
+
+    floors = {k.removesuffix("_real_floor"): k for k in keys if k.endswith("_real_floor")
+              and k.removesuffix("_real_floor") in keys}
+    keys = ["params", "macs"] + [k for k in keys if k not in floors.values()]
     cols = min(4, len(keys))
     nrows = math.ceil(len(keys) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(3.4 * cols, 2.8 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.4 * cols, 2.9 * nrows + 0.5),
+                             squeeze=False)
     names = [r["name"] for r in rows]
+    merged = ["merge" in n for n in names]
     for ax, key in zip(axes.flat, keys):
         vals = [r.get(key) for r in rows]
-        vals = [v if isinstance(v, (int, float)) else float("nan") for v in vals]
-        colors = ["tab:green" if "merge" in n else "tab:gray" for n in names]
+        vals = [float(v) if isinstance(v, (int, float)) else float("nan") for v in vals]
+        colors = ["tab:green" if m else "tab:gray" for m in merged]
         bars = ax.bar(range(len(rows)), vals, color=colors)
-        ax.bar_label(bars, labels=[_fmt(v) if math.isfinite(v) else "" for v in vals],
-                     fontsize=6, padding=1)
-        ax.set_title(key.removeprefix("val_"), fontsize=9)
+        big = key in ("params", "macs")
+        ax.bar_label(bars, labels=[(_short(v) if big else _fmt(v)) if math.isfinite(v) else "n/a"
+                                   for v in vals], fontsize=6, padding=1)
+        name = {"params": "parameters", "macs": "MACs per sample"}.get(key, key.removeprefix("val_"))
+        better = HIGHER_IS_BETTER.get(key.removeprefix("val_"))
+        if better is not None:
+            name += " (higher is better)" if better else " (lower is better)"
+        ax.set_title(name, fontsize=8)
+        if key in floors:
+            floor = [r.get(floors[key]) for r in rows if isinstance(r.get(floors[key]), (int, float))]
+            if floor:
+                ax.axhline(floor[0], ls="--", color="tab:blue", lw=1,
+                           label=f"real vs real floor {_fmt(floor[0])}")
+                ax.legend(fontsize=6, loc="upper right")
+        if big:
+            ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: _short(v)))
         ax.set_xticks(range(len(rows)))
         ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
-        ax.margins(y=0.15)
+        ax.margins(y=0.18)
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
+    steps = sorted({r["steps"] for r in rows})
+    title = f"{'/'.join(map(str, steps))} training steps per row, same seed"
+    if any(merged):
+        title += " (green: SPDNN merge)"
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _short(v: float) -> str:
+    """A count in short form: 3.34M, 45.8k, 912."""
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= div:
+            return f"{v / div:.3g}{unit}"
+    return f"{v:.0f}"
