@@ -228,6 +228,7 @@ def test_sample_grid_sweeps_one_attribute_per_row_block_with_shared_noise(tmp_pa
     assert task.sweep_title("r", 32) == ("r: one fixed z per row, along the columns\nrows 1-2: "
                                          "ink 0.1 -> 0.9 (slant 0.5); rows 3-4: slant 0.1 -> "
                                          "0.9 (ink 0.5)")
+    assert task.sweep_labels(32) == ["ink", "ink", "slant", "slant"]
 
 
 def run_steps(tmp_path: Path, task: str, **kw):

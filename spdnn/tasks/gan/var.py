@@ -234,11 +234,17 @@ class AttributeConditional:
                          + (f" ({others})" if others else ""))
         return f"{head}: one fixed z per row, along the columns\n{'; '.join(parts)}"
 
+    def sweep_labels(self, n: int) -> list[str]:
+        """Row labels of an ``n``-sample sweep grid: the component each row sweeps."""
+        per = self.sweep(n)[1] // self.attribute_dim
+        return [comp for comp in self.attribute_components for _ in range(per)]
+
     def figures(self, models, batch, outdir: Path) -> list[Path]:
         files = super().figures(models, batch, outdir)  # the GAN's figures (samples.png, plots)
         imgs = self.samples(models, 64, self.recipe.seed, batch[0].device)
+        # replaces the GAN's unlabelled samples.png with the labelled sweep
         sample_grid(imgs, outdir / "samples.png", self.sweep_title(self.recipe.name, 64),
-                    cols=SWEEP_COLS)  # replaces the GAN's unlabelled grid
+                    cols=SWEEP_COLS, row_labels=self.sweep_labels(64))
         return files
 
     def predict_files(self, models, inputs, outdir, device, options):
@@ -251,7 +257,7 @@ class AttributeConditional:
         imgs = self.samples(models, n, seed, device)
         dest = outdir / f"samples_seed{seed}.png"
         sample_grid(imgs, dest, self.sweep_title(f"{self.recipe.name}, seed {seed}", n),
-                    cols=SWEEP_COLS)
+                    cols=SWEEP_COLS, row_labels=self.sweep_labels(n))
         return [(f"{imgs.shape[0]} generated images {tuple(imgs.shape[1:])} sweeping "
                  f"'{self.attribute_name}'", dest)]
 
