@@ -38,7 +38,6 @@ import torch
 from pydantic import Field
 
 from spdnn.errors import SpecError
-from spdnn.metrics import KernelMMD
 from spdnn.tasks.gan.base import GANOptions, GANTask
 from spdnn.tasks.gan.cgan import ClassConditional
 from spdnn.tasks.registry import register_task
@@ -132,10 +131,6 @@ class ACGANTask(ClassConditional, GANTask):
         logs, loss_g = self.conditional_losses(trainer, real, fake, labels)
         trainer.backward_step(loss_g, "generator")
         return {**logs, "loss_g": float(loss_g.detach())}
-
-    def new_metrics(self):
-        self._val_z = torch.Generator().manual_seed(self.recipe.seed)
-        return KernelMMD()
 
     def validation_step(self, models, batch, metrics):
         real, labels = batch[0], batch[1]

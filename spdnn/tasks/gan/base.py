@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from spdnn.errors import SpdnnError, SpecError
+from spdnn.metrics import KernelMMD
 from spdnn.tasks.common import sample_grid
 from spdnn.train.task import Task
 
@@ -247,6 +248,15 @@ class GANTask(Task):
     def encode_attributes(self, noise: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:
         """Write continuous ``attributes`` ``(n, A)`` into the latent (VAR+GAN, App. I)."""
         raise NotImplementedError(f"task '{self.name}' is not attribute-conditional")
+
+    # -- validation -----------------------------------------------------------------------------
+    def new_metrics(self):
+        """The kernel MMD^2 between generated and real validation images
+        (:class:`spdnn.metrics.KernelMMD`); also restarts the fixed stream the validation pass
+        draws its ``z`` from (``self._val_z``, seeded by the recipe), so every pass sees the
+        same latents and training's random state is not touched."""
+        self._val_z = torch.Generator().manual_seed(self.recipe.seed)
+        return KernelMMD()
 
     # -- heads ------------------------------------------------------------------------------------
     def bce_logits(self, logits: torch.Tensor, real: bool | torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,6 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from spdnn.metrics import KernelMMD
 from spdnn.tasks.gan.base import GANOptions, GANTask
 from spdnn.tasks.registry import register_task
 
@@ -122,10 +121,6 @@ class BEGANTask(GANTask):
     def batch_conditions(self, batch) -> dict[str, torch.Tensor]:
         """The conditions of a training batch's real images for the latent (none here)."""
         return {}
-
-    def new_metrics(self):
-        self._val_z = torch.Generator().manual_seed(self.recipe.seed)
-        return KernelMMD()
 
     def validation_step(self, models, batch, metrics):
         real = batch[0]

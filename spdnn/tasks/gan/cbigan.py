@@ -44,7 +44,6 @@ import torch
 from pydantic import Field
 
 from spdnn.errors import SpecError
-from spdnn.metrics import KernelMMD
 from spdnn.tasks.gan.base import GANOptions, GANTask, head_size
 from spdnn.tasks.gan.var import AttributeConditional, unit_head
 from spdnn.tasks.registry import register_task
@@ -133,10 +132,6 @@ class CBiGANTask(AttributeConditional, GANTask):
         trainer.backward_step(loss_e, "encoder")
         return {"loss_d": float(loss_d.detach()), "loss_g": float(loss_g.detach()),
                 "loss_e": float(loss_e.detach()), **probs}
-
-    def new_metrics(self):
-        self._val_z = torch.Generator().manual_seed(self.recipe.seed)
-        return KernelMMD()
 
     def validation_step(self, models, batch, metrics):
         real, y = batch[0], batch[2].float()

@@ -43,7 +43,6 @@ from typing import Literal
 import torch
 
 from spdnn.errors import SpecError
-from spdnn.metrics import KernelMMD
 from spdnn.tasks.gan.base import GANOptions, GANTask
 from spdnn.tasks.gan.began import BEGANTask
 from spdnn.tasks.registry import register_task
@@ -169,10 +168,6 @@ class CGANTask(ClassConditional, GANTask):
         logs, loss_g = self.conditional_losses(trainer, real, fake, labels)
         trainer.backward_step(loss_g, "generator")
         return {**logs, "loss_g": float(loss_g.detach())}
-
-    def new_metrics(self):
-        self._val_z = torch.Generator().manual_seed(self.recipe.seed)
-        return KernelMMD()
 
     def validation_step(self, models, batch, metrics):
         real, labels = batch[0], batch[1]

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import torch
 
-from spdnn.metrics import KernelMMD
 from spdnn.tasks.gan.base import GANTask
 from spdnn.tasks.registry import register_task
 
@@ -57,11 +56,6 @@ class DCGANTask(GANTask):
         logs, loss_g = self.adversarial_losses(trainer, real, fake)
         trainer.backward_step(loss_g, "generator")
         return {**logs, "loss_g": float(loss_g.detach())}
-
-    def new_metrics(self):
-        # called once per validation pass: the pass draws its z from this fixed stream
-        self._val_z = torch.Generator().manual_seed(self.recipe.seed)
-        return KernelMMD()
 
     def validation_step(self, models, batch, metrics):
         real = batch[0]

@@ -71,7 +71,6 @@ from pydantic import Field
 from torch.utils.data import Dataset
 
 from spdnn.errors import SpecError
-from spdnn.metrics import KernelMMD
 from spdnn.tasks.common import sample_grid
 from spdnn.tasks.gan.base import GANOptions, head_size
 from spdnn.tasks.gan.began import BEGANOptions, BEGANTask, reconstruction_loss
@@ -354,10 +353,6 @@ class VARMixin(AttributeConditional):
         trainer.backward_step(loss_g, "generator")
         return {**logs, "loss_r": float(loss_r.detach()), "loss_g_adv": float(loss_adv.detach()),
                 "loss_g_reg": float(loss_reg.detach()), "loss_g": float(loss_g.detach())}
-
-    def new_metrics(self):
-        self._val_z = torch.Generator().manual_seed(self.recipe.seed)
-        return KernelMMD()
 
     def adversarial_validation(self, models, real: torch.Tensor, fake: torch.Tensor
                                ) -> dict[str, float]:
