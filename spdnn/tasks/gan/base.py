@@ -154,6 +154,8 @@ class GANTask(Task):
         for name in self.logit_models:
             self._module_specs[name], self.heads[name] = without_output_activation(netspecs[name])
         self.num_classes = 0
+        self.attribute_name: str | None = None  # attribute-conditional tasks set both
+        self.attribute_dim = 0
         self._val_z: torch.Generator | None = None
 
     # -- networks -----------------------------------------------------------------------------
@@ -246,8 +248,21 @@ class GANTask(Task):
         return noise.to(device)
 
     def encode_attributes(self, noise: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:
-        """Write continuous ``attributes`` ``(n, A)`` into the latent (VAR+GAN, App. I)."""
-        raise NotImplementedError(f"task '{self.name}' is not attribute-conditional")
+        """Latent ``noise`` ``(n, z_dim)`` with ``z[:, :A]`` overwritten by ``2 a - 1`` for
+        ``attributes`` ``a`` ``(n, A)`` in (0, 1) (the authors' VAR+GAN code,
+        architectures.md sec. 4; ``A`` = :attr:`attribute_dim`, set by the attribute-conditional
+        tasks); returns a new tensor.
+
+        Raises:
+            ValueError: ``attributes`` is not ``(n, A)``.
+        """
+        a = attributes.to(device=noise.device, dtype=noise.dtype)
+        if tuple(a.shape) != (noise.shape[0], self.attribute_dim):
+            raise ValueError(f"attributes of shape {tuple(a.shape)} for {noise.shape[0]} latents "
+                             f"of attribute '{self.attribute_name}' (A = {self.attribute_dim})")
+        z = noise.clone()
+        z[:, :self.attribute_dim] = 2 * a - 1
+        return z
 
     # -- validation -----------------------------------------------------------------------------
     def new_metrics(self):

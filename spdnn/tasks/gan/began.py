@@ -127,12 +127,18 @@ class BEGANTask(GANTask):
         z = self.latent(real.shape[0], real.device, generator=self._val_z,
                         **self.batch_conditions(batch))
         fake = models["generator"](z).float()
-        D = models["discriminator"]
-        x = self.to_net(real)
-        lr = float(reconstruction_loss(x, D(x)))
-        lf = float(reconstruction_loss(fake, D(fake)))
         if metrics is not None:
             metrics.update(self.to_unit(fake), real)
+        return self.adversarial_validation(models, self.to_net(real), fake)
+
+    def adversarial_validation(self, models, real: torch.Tensor, fake: torch.Tensor
+                               ) -> dict[str, float]:
+        """Validation values of the game for ``real`` and ``fake`` (networks' range): both
+        reconstruction losses, ``L_D`` at the current ``k_t``, ``L_G`` and M_global (VAR+GAN
+        reuses it)."""
+        D = models["discriminator"]
+        lr = float(reconstruction_loss(real, D(real)))
+        lf = float(reconstruction_loss(fake, D(fake)))
         return {"loss_d": lr - self.k * lf, "loss_g": lf, "l_real": lr, "l_fake": lf,
                 "m_global": self.m_global(lr, lf)}
 

@@ -57,15 +57,21 @@ class DCGANTask(GANTask):
         trainer.backward_step(loss_g, "generator")
         return {**logs, "loss_g": float(loss_g.detach())}
 
-    def validation_step(self, models, batch, metrics):
-        real = batch[0]
-        z = self.latent(real.shape[0], real.device, generator=self._val_z)
-        fake = models["generator"](z).float()
+    def adversarial_validation(self, models, real: torch.Tensor, fake: torch.Tensor
+                               ) -> dict[str, float]:
+        """Validation values of the adversarial game for ``real`` and ``fake`` (both in the
+        networks' range): losses and the mean ``D`` probabilities (VAR+GAN reuses it)."""
         D = models["discriminator"]
-        d_real, d_fake = D(self.to_net(real)).float(), D(fake).float()
-        if metrics is not None:
-            metrics.update(self.to_unit(fake), real)
+        d_real, d_fake = D(real).float(), D(fake).float()
         return {"loss_d": float(self.bce_logits(d_real, True) + self.bce_logits(d_fake, False)),
                 "loss_g": float(self.bce_logits(d_fake, True)),
                 "d_real": float(torch.sigmoid(d_real).mean()),
                 "d_fake": float(torch.sigmoid(d_fake).mean())}
+
+    def validation_step(self, models, batch, metrics):
+        real = batch[0]
+        z = self.latent(real.shape[0], real.device, generator=self._val_z)
+        fake = models["generator"](z).float()
+        if metrics is not None:
+            metrics.update(self.to_unit(fake), real)
+        return self.adversarial_validation(models, self.to_net(real), fake)

@@ -73,7 +73,7 @@ from torch.utils.data import Dataset
 from spdnn.errors import SpecError
 from spdnn.tasks.common import sample_grid
 from spdnn.tasks.gan.base import GANOptions, head_size
-from spdnn.tasks.gan.began import BEGANOptions, BEGANTask, reconstruction_loss
+from spdnn.tasks.gan.began import BEGANOptions, BEGANTask
 from spdnn.tasks.gan.dcgan import DCGANTask
 from spdnn.tasks.registry import register_task
 
@@ -156,22 +156,6 @@ class AttributeConditional:
         train, val = super().datasets()
         return (check_attribute_items(train, self.attribute_name),
                 check_attribute_items(val, self.attribute_name))
-
-    def encode_attributes(self, noise: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:
-        """Latent ``noise`` ``(n, z_dim)`` with ``z[:, :A]`` overwritten by ``2 a - 1`` for
-        ``attributes`` ``a`` ``(n, A)`` in (0, 1) (the authors' VAR+GAN code,
-        architectures.md sec. 4); returns a new tensor.
-
-        Raises:
-            ValueError: ``attributes`` is not ``(n, A)``.
-        """
-        a = attributes.to(device=noise.device, dtype=noise.dtype)
-        if tuple(a.shape) != (noise.shape[0], self.attribute_dim):
-            raise ValueError(f"attributes of shape {tuple(a.shape)} for {noise.shape[0]} latents "
-                             f"of attribute '{self.attribute_name}' (A = {self.attribute_dim})")
-        z = noise.clone()
-        z[:, :self.attribute_dim] = 2 * a - 1
-        return z
 
     def batch_conditions(self, batch) -> dict[str, torch.Tensor]:
         """``{"attributes": (n, A)}`` of a batch's real images (the third item element)."""
@@ -354,11 +338,6 @@ class VARMixin(AttributeConditional):
         return {**logs, "loss_r": float(loss_r.detach()), "loss_g_adv": float(loss_adv.detach()),
                 "loss_g_reg": float(loss_reg.detach()), "loss_g": float(loss_g.detach())}
 
-    def adversarial_validation(self, models, real: torch.Tensor, fake: torch.Tensor
-                               ) -> dict[str, float]:
-        """The GAN's validation values for ``real`` and ``fake`` in the networks' range."""
-        raise NotImplementedError
-
     def validation_step(self, models, batch, metrics):
         real, y = batch[0], batch[2].float()
         z = self.latent(real.shape[0], real.device, attributes=y, generator=self._val_z)
@@ -390,13 +369,6 @@ class VARBEGANTask(VARMixin, BEGANTask):
     Options = VARBEGANOptions
     logit_models = ("regressor",)
 
-    def adversarial_validation(self, models, real, fake):
-        D = models["discriminator"]
-        lr = float(reconstruction_loss(real, D(real)))
-        lf = float(reconstruction_loss(fake, D(fake)))
-        return {"loss_d": lr - self.k * lf, "loss_g": lf, "l_real": lr, "l_fake": lf,
-                "m_global": self.m_global(lr, lf)}
-
 
 class VARDCGANOptions(VARFields):
     """``options:`` of ``vardcgan``."""
@@ -410,12 +382,4 @@ class VARDCGANTask(VARMixin, DCGANTask):
     model_names = ("generator", "discriminator", "regressor")
     Options = VARDCGANOptions
     logit_models = ("discriminator", "regressor")
-
-    def adversarial_validation(self, models, real, fake):
-        D = models["discriminator"]
-        d_real, d_fake = D(real).float(), D(fake).float()
-        return {"loss_d": float(self.bce_logits(d_real, True) + self.bce_logits(d_fake, False)),
-                "loss_g": float(self.bce_logits(d_fake, True)),
-                "d_real": float(torch.sigmoid(d_real).mean()),
-                "d_fake": float(torch.sigmoid(d_fake).mean())}
 
