@@ -49,7 +49,6 @@ target's numbers by the reference's, measured in the same run.
 from __future__ import annotations
 
 import gc
-import io
 import json
 import math
 import os
@@ -66,7 +65,7 @@ import torch
 from torch import nn
 
 from spdnn.errors import SpdnnError
-from spdnn.io import write_atomic
+from spdnn.io import save_figure, write_atomic
 from spdnn.spec import Netspec, example_inputs
 
 __all__ = ["RUNTIMES", "BenchError", "BenchRow", "ParallelParents", "SequentialParents",
@@ -717,7 +716,4 @@ def plot(rows: Sequence[BenchRow], path: str | Path, title: str = "spdnn bench")
                        borderaxespad=0.0)  # beside the panels, never over a line
     fig.suptitle(title)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format=Path(path).suffix.lstrip(".") or "png", dpi=150)
-    plt.close(fig)
-    return write_atomic(path, buf.getvalue(), what="bench plot")
+    return save_figure(fig, path, dpi=150, what="bench plot")

@@ -87,6 +87,23 @@ def write_atomic(path: str | Path, data: str | bytes, what: str = "file") -> Pat
     return _atomic(Path(path), lambda fh: fh.write(payload), what)
 
 
+
+def save_figure(fig, path: str | Path, dpi: int = 90, what: str = "plot") -> Path:
+    """Render a matplotlib figure (as laid out by the caller) to ``path`` atomically, in the
+    format of its suffix (PNG by default), and close it; returns ``path``.
+
+    Raises:
+        SpdnnError: the folder cannot be written (as :func:`write_atomic`).
+    """
+    import io as _io
+
+    import matplotlib.pyplot as plt
+
+    buf = _io.BytesIO()
+    fig.savefig(buf, format=Path(path).suffix.lstrip(".") or "png", dpi=dpi)
+    plt.close(fig)
+    return write_atomic(path, buf.getvalue(), what=what)
+
 def save_torch_atomic(obj: Any, path: str | Path, what: str = "checkpoint") -> Path:
     """``torch.save(obj)`` to ``path`` atomically (see :func:`write_atomic`)."""
     import torch

@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from spdnn.errors import SpecError
-from spdnn.io import BEST, load_checkpoint, write_atomic
+from spdnn.io import BEST, load_checkpoint, save_figure, write_atomic
 from spdnn.shapes import infer
 from spdnn.tasks import build_task
 from spdnn.train.recipe import (
@@ -225,8 +225,7 @@ def _plot(rows: list[dict], keys: list[str], path: Path) -> None:
         title += " (green: SPDNN merge)"
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def _short(v: float) -> str:

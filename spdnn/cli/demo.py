@@ -28,7 +28,7 @@ from rich.console import Console
 
 from spdnn.cli.console import out, plural
 from spdnn.errors import SpdnnError
-from spdnn.io import write_atomic
+from spdnn.io import save_figure, write_atomic
 
 if TYPE_CHECKING:
     import numpy as np
@@ -100,10 +100,7 @@ def output_figure(path: Path, samples: list[tuple[str, np.ndarray, np.ndarray | 
         cb = fig.colorbar(im, ax=list(axes[:, 2:].flat), shrink=0.9, aspect=20)
         cb.set_label("output (sigmoid): P(iris)", fontsize=8)
     fig.suptitle(title, fontsize=10)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=150)
 
 
 def _maps(net, images: list[np.ndarray]) -> list[np.ndarray]:

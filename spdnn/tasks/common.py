@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Subset
 
+from spdnn.io import save_figure
+
 
 def split_dataset(ds: Dataset, val_fraction: float, seed: int) -> tuple[Dataset, Dataset]:
     """Deterministic train/validation split of a dataset by a seeded permutation."""
@@ -160,14 +162,9 @@ def sample_grid(images: torch.Tensor, path: Path, title: str, cols: int | None =
 def _save(fig, path: Path, dpi: int = 90) -> Path:
     """Lay out (unless the figure has a layout engine), write (PNG, folders created) and close
     a matplotlib figure."""
-    import matplotlib.pyplot as plt
-
     if fig.get_layout_engine() is None:
         fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=dpi)
 
 
 FIT_MODES = ("pad", "crop", "stretch")

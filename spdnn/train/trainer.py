@@ -56,6 +56,7 @@ from spdnn.io import (
     load_checkpoint,
     remove_stale_temps,
     save_checkpoint,
+    save_figure,
     save_torch_atomic,
     write_atomic,
 )
@@ -825,9 +826,7 @@ def plot_history(history: list[dict], outdir: Path, name: str | None = None) -> 
     if values:
         ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
-    fig.savefig(outdir / "loss.png", dpi=150)
-    plt.close(fig)
-    written.append(outdir / "loss.png")
+    written.append(save_figure(fig, outdir / "loss.png", dpi=150))
 
     metric_keys = [k for k in keys if k not in losses
                    and (k.startswith("val_") or metric_group(short[k]) < len(METRIC_GROUPS))]
@@ -873,7 +872,5 @@ def plot_history(history: list[dict], outdir: Path, name: str | None = None) -> 
             ax.axis("off")
         fig.suptitle(f"{title}validation metrics"
                      + ("; dotted lines: resumed" if resumes else ""), fontsize=10)
-        fig.savefig(outdir / "metrics.png", dpi=150)
-        plt.close(fig)
-        written.append(outdir / "metrics.png")
+        written.append(save_figure(fig, outdir / "metrics.png", dpi=150))
     return written

@@ -32,6 +32,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
+from spdnn.io import save_figure
 from spdnn.tasks.gan.base import GANOptions, GANTask
 from spdnn.tasks.registry import register_task
 
@@ -182,8 +183,4 @@ class BEGANTask(GANTask):
         ax.set_title(f"{self.recipe.name}: BEGAN convergence (gamma {self.options.gamma})",
                      fontsize=10)
         fig.tight_layout()
-        dest = outdir / "plots" / "began.png"
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(dest, dpi=120)
-        plt.close(fig)
-        return [dest]
+        return [save_figure(fig, outdir / "plots" / "began.png", dpi=120)]

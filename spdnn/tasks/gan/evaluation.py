@@ -49,7 +49,6 @@ the judge (400 Adam steps of 64 each), about 2 s once they are cached.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 from dataclasses import dataclass
@@ -61,6 +60,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spdnn.errors import SpdnnError
+from spdnn.io import save_figure
 
 REFEREE_STEPS = 400
 """Adam steps (batch :data:`CLASSIFIER_BATCH`) that train the FID referee."""
@@ -425,16 +425,9 @@ def diversity(images: torch.Tensor, labels: torch.Tensor | None, count: int,
 # plots
 # --------------------------------------------------------------------------------------------
 def _save_png(fig, path: Path, layout: bool = True) -> Path:
-    import matplotlib.pyplot as plt
-
-    from spdnn.io import write_atomic
-
-    buf = io.BytesIO()
     if layout:
         fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return write_atomic(path, buf.getvalue(), what="plot")
+    return save_figure(fig, path)
 
 
 def plot_confusion(matrix, class_names: list[str], path: Path, title: str) -> Path:
