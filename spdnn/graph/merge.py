@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
-from spdnn.errors import MergeError
+from spdnn.errors import MergeError, ShapeError
 from spdnn.graph.budget import ParamsTarget, fit_budget, parse_params, target_params
 from spdnn.graph.contract import SkippedMerge, contract, natural_key
 from spdnn.graph.convert import to_graph
@@ -195,12 +195,14 @@ def merge_files(paths: list, params: ParamsTarget | str = "like-each",
     if isinstance(params, str):
         params = parse_params(params)
     return merge([s for s, _ in loaded], params=params, distance=distance,
-                 head_kernel=head_kernel, name=name, infos=[i for _, i in loaded])
+                 head_kernel=head_kernel, name=name, infos=[i for _, i in loaded],
+                 files=[str(p) for p in paths])
 
 
 def merge(specs: list[Netspec], params: ParamsTarget = "like-each",
           distance: DistanceRule = DEFAULT_RULE, head_kernel: int | None = None,
-          name: str | None = None, infos: list[NetInfo] | None = None) -> MergeResult:
+          name: str | None = None, infos: list[NetInfo] | None = None,
+          files: list[str] | None = None) -> MergeResult:
     """Merge networks into one SPDNN network.
 
     Args:
@@ -216,6 +218,7 @@ def merge(specs: list[Netspec], params: ParamsTarget = "like-each",
             output convolutions (3 for the depth parents, as the authors' final model).
         name: the merged network's name (default ``spdnn_merge_of_<parents>``).
         infos: the parents' shape inference when already known (one per spec).
+        files: the parents' file names, for error messages.
 
     Returns:
         A :class:`MergeResult`.
@@ -224,6 +227,8 @@ def merge(specs: list[Netspec], params: ParamsTarget = "like-each",
         MergeError: no parents, mismatched inputs/outputs, or a top-level layer whose op is not
             :attr:`~spdnn.ops.base.Op.mergeable` (``Add``).
         ShapeError: a parent does not infer.
+        MergeError: the merged network does not infer (one line naming the parents' files,
+            the merged layer and the parent layers it stands for).
         SpecError: the rebuilt network does not validate (should not happen; reported).
     """
     if not specs:
@@ -249,13 +254,17 @@ def merge(specs: list[Netspec], params: ParamsTarget = "like-each",
         merged_name = f"spdnn_merge_of_{len(names)}_networks_{digest}"
     if head_kernel is None:
         head_kernel = _default_head_kernel(parents)
-    builder = Rebuild(parents, names, bwd, letters, head_kernel, merged_name)
-    base = builder.widths()
     infos = [p.info for p in chosen]
+    builder = Rebuild(parents, names, bwd, letters, head_kernel, merged_name, infos)
+    base = builder.widths()
     pparams = [i.params for i in infos]
     target = target_params(params, pparams)
-    fit = fit_budget(builder.build, base, target)
+    try:
+        fit = fit_budget(builder.build, base, target)
+    except ShapeError as exc:
+        raise _located(exc, bwd, letters, names, files) from None
     scale, spec, info, reachable = fit.scale, fit.spec, fit.info, fit.reachable
+    builder.notes.extend(builder.projection_notes(spec))
     if target and not reachable:
         side = "smallest" if info.params > target else "largest"
         builder.notes.append(f"the parameter target {target:,} is out of reach: layers without a "
@@ -279,6 +288,25 @@ def merge(specs: list[Netspec], params: ParamsTarget = "like-each",
         rule=distance, target_mode=str(params), target_params=target, width_scale=scale,
         labels=labels, skipped=skipped_f + skipped_b, notes=builder.notes)
     return MergeResult(spec, parents, graphs, par, fwd, bwd, letters, report, infos, info)
+
+
+def _located(exc: ShapeError, g: nx.DiGraph, letters: dict, names: list[str],
+             files: list[str] | None) -> MergeError:
+    """A shape failure of the merged network as one line naming the parents' files and the
+    merged layer with the parent layers it stands for."""
+    where = ", ".join(files) if files else ", ".join(names)
+    field_ = exc.field or ""
+    by_letter = {v: k for k, v in letters.items()}
+    m = re.search(r"\(([A-Z]+)\)", field_)
+    layer = m.group(1) if m else None
+    members = ""
+    if layer in by_letter:
+        members = " (merged from " + ", ".join(
+            sorted(g.graph["member_name"][x] for x in g.nodes[by_letter[layer]]["members"])) + ")"
+    what = f"merged layer {layer}{members}" if layer else (field_ or "the merged network")
+    return MergeError(f"the merge does not fit together at {what}: {exc.message}",
+                      file=f"<merge of {where}>",
+                      hint="merge without one of these parents, or report it as a merge bug")
 
 
 def _default_head_kernel(parents: list[Netspec]) -> int:

@@ -20,6 +20,7 @@ from spdnn.graph.convert import EdgePath
 from spdnn.ops import Op, resampling_layer
 from spdnn.ops.conv import Conv2d
 from spdnn.ops.layers import Concat, Flatten, Linear
+from spdnn.shapes import NetInfo, infer
 from spdnn.spec import from_data
 from spdnn.spec.blocks import merge_blocks
 from spdnn.spec.models import Netspec
@@ -47,8 +48,9 @@ class Rebuild:
     """
 
     def __init__(self, parents: list[Netspec], names: list[str], g: nx.DiGraph, letters: dict,
-                 head_kernel: int, name: str) -> None:
+                 head_kernel: int, name: str, infos: list[NetInfo] | None = None) -> None:
         self.parents, self.names, self.g, self.letters = parents, names, g, letters
+        self.infos = infos if infos is not None else [infer(p) for p in parents]
         self.head_kernel, self.name = head_kernel, name
         self.notes: list[str] = []
         self.topo = [n for n in nx.lexicographical_topological_sort(
@@ -69,6 +71,7 @@ class Rebuild:
             if len(preds) == 1 and g.nodes[preds[0]]["kind"] == "compute":
                 self.fixed_width[preds[0]] = g.nodes[preds[0]]["op"].out_channels_of()
         self._notes_done = False
+        self._proj_notes: dict[str, str] = {}  # projection layer -> its note (see _project)
         self._layers = [{lay.name: lay for lay in p.layers} for p in parents]
         self._blocks = merge_blocks(parents)  # block instances need their definitions
 
@@ -109,10 +112,13 @@ class Rebuild:
         g, letters = self.g, self.letters
         layers: list[dict] = []
         ends: dict = {}  # node -> layer name producing its output
+        self._in_ok: dict = {}  # node -> its input has its parents' width
+        self._name_width: dict[str, int | None] = {}  # layer name -> output channels
         for n in self.topo:
             d = g.nodes[n]
             if d["kind"] == "input":
                 ends[n] = d["name"]
+                self._name_width[d["name"]] = d["shape"][0] if len(d["shape"]) == 3 else None
                 continue
             if d["kind"] == "output":
                 continue
@@ -122,6 +128,7 @@ class Rebuild:
             roles = op.input_roles()
             if roles is None:
                 ins = [self._join(letter, [(nm, f) for nm, f, _ in srcs], layers)]
+                ins = [self._project(n, ins[0], srcs, layers, widths)]
             else:  # one argument per role, each joined on its own (SPADE: x and segmap)
                 ins = []
                 for k, role in enumerate(roles):
@@ -142,6 +149,7 @@ class Rebuild:
                              if k in type(op).model_fields})
             layers.append(data)
             ends[n] = letter
+            self._name_width[letter] = self._width_of(n, op)
         outputs = []
         for o in self.outputs:
             oname = g.nodes[o]["name"]
@@ -199,6 +207,7 @@ class Rebuild:
             data.update({"name": nm, "inputs": [src]})
             data.pop("merged_from", None)
             layers.append(data)
+            self._name_width[nm] = self._path_width(path.parent, op, self._name_width.get(src))
             src = nm
         # sticky factor: where does v expect its data, and where does this path leave it?
         want = path.out_factor
@@ -213,6 +222,7 @@ class Rebuild:
             data = resampling_layer(ratio, self._recalled_ops(v, paths))
             nm = f"{tag}_{data['op'].lower()}"
             layers.append({"name": nm, **data, "inputs": [src]})
+            self._name_width[nm] = self._name_width.get(src)
             src = nm
             have = want
         return src, have, path.role
@@ -256,6 +266,76 @@ class Rebuild:
         nm = f"{letter}_cat"
         layers.append(Concat.layer_data(nm, inputs=names))
         return nm
+
+    def _member_info(self, n):
+        """The parent's shape inference of node ``n``'s first member (its representative)."""
+        tag, layer = self.g.nodes[n]["members"][0]
+        return self.infos[tag][layer]
+
+    def _project(self, n, src: str, srcs: list, layers: list[dict], widths: dict) -> str:
+        """Where a node whose output width follows its input width (an identity-residual
+        block: its body adds its input to its output, so ``out_channels_of()`` is ``None``)
+        would read a different width than its parents gave it (several predecessors
+        concatenated, or a predecessor the budget rescaled), a 1x1 conv + BN projects the input
+        back to that width, as ResNet's downsample shortcut does (He et al., CVPR 2016, sec.
+        3.3, option B). Nodes that accept the width they get are left as they are.
+
+        Returns the name of the layer the node reads."""
+        op = self._rep(n)
+        self._in_ok[n] = False
+        if op.out_channels_of() is not None:
+            return src
+        want = self._member_info(n).in_shapes[0]
+        got = [self._name_width.get(nm) for nm, *_ in srcs]
+        if len(want) != 3 or any(w is None for w in got):
+            return src
+        width = sum(got)  # type: ignore[arg-type]
+        if width == want[0]:
+            self._in_ok[n] = True
+            return src
+        try:
+            op.infer_shape([(width, *want[1:])])
+            return src  # it takes the wider input as it is
+        except SpecError:
+            pass
+        letter = self.letters[n]
+        nm = f"{letter}_proj"
+        layers.append(Conv2d.layer_data(nm, kernel_size=1, out_channels=want[0], batch_norm=True,
+                                        inputs=[src]))
+        self._proj_notes[nm] = (
+            f"{letter} ({self.g.nodes[n]['structure']}) adds its input to its output, so its "
+            f"input is projected back to the {want[0]} channels of its parents by a 1x1 conv + BN "
+            "(as ResNet's downsample shortcut) where it gets another width (predecessors "
+            "concatenated, or rescaled by the budget).")
+        self._in_ok[n] = True
+        return nm
+
+    def _path_width(self, tag: int, op: Op, width: int | None) -> int | None:
+        """Channels after a parent's non-compute layer ``op`` that reads ``width`` channels
+        (its own shape rule on the parent's resolution; ``None`` for vectors or unknown)."""
+        shape = self.infos[tag][op.name].in_shapes[0]
+        if width is None or len(shape) != 3 or len(op.inputs or ()) > 1:
+            return None
+        try:
+            out = op.infer_shape([(width, *shape[1:])])
+        except SpecError:
+            return None
+        return out[0] if len(out) == 3 else None
+
+    def _width_of(self, n, op: Op) -> int | None:
+        """Output channels of node ``n`` as built (``None`` where not known here)."""
+        w = op.out_channels_of()
+        if w is not None:
+            return w
+        if self._in_ok.get(n):
+            shape = self._member_info(n).out_shape
+            return shape[0] if len(shape) == 3 else None
+        return None
+
+    def projection_notes(self, spec: Netspec) -> list[str]:
+        """Report lines for the input projections that ``spec`` (built here) holds."""
+        names = {lay.name for lay in spec.layers}
+        return [text for nm, text in self._proj_notes.items() if nm in names]
 
     def _hidden_style(self, members) -> dict:
         """A last layer that now feeds the shared head takes its parent's hidden-layer style
