@@ -280,6 +280,11 @@ def export_onnx(spec: Netspec | str | Path, path: str | Path, opset: int | None 
         raise ExportError(f"the checkpoint's weights do not fit its netspec: {problem}",
                           file=file)
     layer_ops = {lay.name: lay.op_name for lay in spec.layers}
+    chosen = "torchscript" if (opset or DEFAULT_OPSET) < DYNAMO_MIN_OPSET else exporter
+    for lay in info.layers:  # what an op knows the exporter cannot do, before trying
+        why = lay.op.onnx_unsupported(list(lay.in_shapes), lay.out_shape, chosen)
+        if why:
+            raise ExportError(f"layer '{lay.name}' ({lay.op.op_name}): {why}", file=file)
     dtype = torch.float16 if fp16 else torch.float32
     # the reference is always the fp32 network (torch's fp16 convolutions on CPU are very slow,
     # and what matters is how far the fp16 file is from the float network)

@@ -164,19 +164,44 @@ def sequential(calls: list[Call]) -> Call:
 # --------------------------------------------------------------------------------------------
 # Activations shared by compute layers
 # --------------------------------------------------------------------------------------------
-ActivationName = Literal["relu", "leaky_relu", "elu", "sigmoid", "tanh", "softmax", "none"]
+ACTIVATIONS: dict[str, tuple[str, tuple[tuple[str, Any], ...]]] = {
+    "relu": ("nn.ReLU", ()),
+    "leaky_relu": ("nn.LeakyReLU", ()),  # negative_slope: the layer's field
+    "elu": ("nn.ELU", ()),
+    "sigmoid": ("nn.Sigmoid", ()),
+    "tanh": ("nn.Tanh", ()),
+    "softmax": ("nn.Softmax", (("dim", 1),)),
+    "relu6": ("nn.ReLU6", ()),
+    "silu": ("nn.SiLU", ()),
+    "gelu": ("nn.GELU", ()),
+    "gelu_tanh": ("nn.GELU", (("approximate", "tanh"),)),
+    "hardswish": ("nn.Hardswish", ()),
+    "hardsigmoid": ("nn.Hardsigmoid", ()),
+}
+"""The activations a compute layer may fuse (its ``activation:`` field) and the stand-alone
+activation ops call: name -> (``torch.nn`` class, fixed keyword arguments). Defined once here;
+:data:`ActivationName` and :func:`activation_call` are derived from it, and each stand-alone op
+(``ReLU6``, ``GELU``, ...) names its entry. Sources: ReLU6 (Krizhevsky 2010; MobileNetV2,
+Sandler et al., CVPR 2018, sec. 3.2), SiLU/Swish (Elfwing et al. 2018; Ramachandran et al.
+2017), GELU (Hendrycks & Gimpel 2016, eq. 1 and the tanh approximation of sec. 2),
+Hardswish/Hardsigmoid (MobileNetV3, Howard et al., ICCV 2019, sec. 5.2)."""
+
+ActivationName = Literal[tuple(ACTIVATIONS) + ("none",)]  # type: ignore[valid-type]
+"""An ``activation:`` value: a key of :data:`ACTIVATIONS`, or ``none``."""
 
 
 def activation_call(name: str | None, negative_slope: float = 0.01) -> Call | None:
-    """The module of a fused activation (``None`` for ``"none"``/``None``)."""
+    """The module of a fused activation (``None`` for ``"none"``/``None``).
+
+    Raises:
+        KeyError: ``name`` is not a key of :data:`ACTIVATIONS` (netspecs are validated first).
+    """
     if name in (None, "none"):
         return None
+    target, kwargs = ACTIVATIONS[name]
     if name == "leaky_relu":
-        return Call.of("nn.LeakyReLU", negative_slope=float(negative_slope))
-    if name == "softmax":
-        return Call.of("nn.Softmax", dim=1)
-    return Call.of({"relu": "nn.ReLU", "elu": "nn.ELU", "sigmoid": "nn.Sigmoid",
-                    "tanh": "nn.Tanh"}[name])
+        kwargs = (("negative_slope", float(negative_slope)),)
+    return Call(target, (), kwargs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -266,6 +291,13 @@ class Op(BaseModel):
         variable names of the inputs. Must compute exactly what :meth:`apply` computes.
         """
         return f"self.{attr}({args[0]})"
+
+    def onnx_unsupported(self, ins: list[Shape], out: Shape, exporter: str) -> str | None:
+        """Why ``torch.onnx``'s ``exporter`` (``"dynamo"`` or ``"torchscript"``) cannot export
+        this layer for input shapes ``ins``, or ``None`` when it can; asked by
+        :func:`spdnn.export.export_onnx` before it exports, so the user gets one line naming
+        the layer instead of the exporter's traceback."""
+        return None
 
     # -- SPDNN -------------------------------------------------------------------------------
     def structure(self) -> str | None:

@@ -61,15 +61,23 @@ class _ConvBase(Op):
         return self.out_channels
 
     def with_width(self, width: int) -> Op:
+        """A copy with ``out_channels = width``, rounded to the nearest multiple of ``groups``
+        (at least ``groups``), so a grouped convolution stays valid."""
+        g = self.groups
+        width = max(g, g * round(int(width) / g))
         return self.model_copy(update={"out_channels": int(width)})
 
     def _suffix(self) -> str:
+        """Stride, dilation and groups in the structure code (``3C(s2)``, ``3C(g32)``):
+        convolutions that differ in them compute different things and do not merge."""
         s, d = pair(self.stride), pair(self.dilation)
         out = ""
         if s != (1, 1):
             out += f"(s{_kernel_code(s)})"
         if d != (1, 1):
             out += f"(d{_kernel_code(d)})"
+        if self.groups != 1:
+            out += f"(g{self.groups})"
         return out
 
     def label_parts(self) -> tuple[str, list[str]]:
@@ -132,7 +140,13 @@ class Conv2d(_ConvBase):
     Shapes: ``(C_in, H, W) -> (out_channels, H', W')`` with
     ``H' = floor((H + 2*padding - dilation*(kernel_size-1) - 1) / stride) + 1``.
     ``padding: same`` pads ``dilation*(kernel_size-1)/2`` on each side (odd effective kernels
-    only), which keeps ``H' = ceil(H / stride)``. SPDNN structure code: ``kC`` (thesis ch. 3.1).
+    only), which keeps ``H' = ceil(H / stride)``. SPDNN structure code: ``kC`` (thesis ch. 3.1),
+    with ``(sS)``, ``(dD)``, ``(gG)`` suffixes for a stride, dilation or ``groups`` other than 1.
+    ``groups`` (default 1) splits input and output channels into that many groups, each
+    convolved separately (both counts must be divisible by it; ``groups = C_in = out_channels``
+    is MobileNet's depthwise convolution, Howard et al. 2017, sec. 3.1): parameters
+    ``k_h k_w (C_in / groups) out_channels (+ out_channels bias)``, MACs
+    ``k_h k_w (C_in / groups) out_channels H' W'``.
     ``spectral_norm: true`` divides the weight by its largest singular value
     (``torch.nn.utils.parametrizations.spectral_norm``; Miyato et al., ICLR 2018, sec. 2.1), as
     in SPADE's generator and discriminator (NVlabs/SPADE): same parameter

@@ -314,6 +314,70 @@ class GlobalAvgPool2d(Op):
         return f"{args[0]}.mean(dim=(2, 3))"
 
 
+def adaptive_windows(size: int, out: int) -> list[tuple[int, int]]:
+    """The pooling windows ``[start, end)`` of adaptive pooling along one axis of ``size``
+    values pooled to ``out`` values: ``start = floor(i * size / out)``,
+    ``end = ceil((i + 1) * size / out)`` (torch's ``adaptive_avg_pool2d``; windows overlap by
+    one value where ``out`` does not divide ``size``)."""
+    return [((i * size) // out, -((-(i + 1) * size) // out)) for i in range(out)]
+
+
+@register_op
+class AdaptiveAvgPool2d(Op):
+    """Average pooling to a fixed output size, whatever the input size
+    (``torch.nn.AdaptiveAvgPool2d``).
+
+    Shapes: ``(C, H, W) -> (C, h, w)``; ``output_size`` is ``h`` (square) or a pair ``h, w``
+    (YAML ``[h, w]``). Output value ``(i, j)`` is the mean of the input window that
+    :func:`adaptive_windows` gives. VGG's 7x7 pool before its classifier (Simonyan & Zisserman,
+    ICLR 2015, Table 1, as in torchvision's ``vgg.py``); ``output_size: 1`` is a global pool
+    that keeps a 1x1 map.
+
+    MACs: one add per input value read, ``C * sum(window heights) * sum(window widths)``
+    (``C*H*W`` when ``h`` divides ``H`` and ``w`` divides ``W``).
+    SPDNN: a ``reshape`` op, the sticky pooling factor is read off the new resolution.
+    ONNX: the default (dynamo) exporter handles every size; the TorchScript exporter
+    (``opset`` < 18) only sizes that divide the input, and fails otherwise with a one-line error
+    naming the layer.
+    """
+
+    op: Literal["AdaptiveAvgPool2d"]
+    output_size: Size2
+
+    kind = "reshape"
+
+    def infer_shape(self, ins: list[Shape]) -> Shape:
+        c, _, _ = self.need_spatial(ins[0])
+        h, w = pair(self.output_size)
+        return (c, h, w)
+
+    def macs(self, ins: list[Shape], out: Shape) -> int:
+        c, h, w = ins[0]
+        rows = sum(b - a for a, b in adaptive_windows(h, out[1]))
+        cols = sum(b - a for a, b in adaptive_windows(w, out[2]))
+        return c * rows * cols
+
+    def module(self, ins: list[Shape], out: Shape) -> Call:
+        h, w = pair(self.output_size)
+        return Call.of("nn.AdaptiveAvgPool2d", h if h == w else (h, w))
+
+    def label_parts(self) -> tuple[str, list[str]]:
+        h, w = pair(self.output_size)
+        return f"AdaptiveAvgPool2d {h}x{w}", []
+
+    def onnx_unsupported(self, ins: list[Shape], out: Shape, exporter: str) -> str | None:
+        """The TorchScript exporter exports adaptive pooling only as a fixed pool, i.e. when
+        the output size divides the input size (torch raises "output size that are not factor
+        of input size" otherwise); the dynamo exporter handles every size."""
+        _, h, w = ins[0]
+        if exporter == "torchscript" and (h % out[1] or w % out[2]):
+            return (f"the TorchScript exporter (opset < 18) cannot export adaptive pooling "
+                    f"from {h}x{w} to {out[1]}x{out[2]} (the output size must divide the "
+                    "input size); use opset 18 or more (the default exporter) or an output "
+                    "size that divides the input")
+        return None
+
+
 @register_op
 class Reshape(Op):
     """Reshape each sample to ``shape`` (batch axis kept), e.g. ``[1, 10, 33]`` turns a
@@ -443,9 +507,14 @@ class Add(Op):
 class _Activation(Op):
     kind = "rider"
     act_fn: ClassVar[str] = "none"
+    """The op's entry of :data:`~spdnn.ops.base.ACTIVATIONS`."""
+
+    def activation_name(self) -> str:
+        """The :data:`~spdnn.ops.base.ACTIVATIONS` entry this layer computes."""
+        return self.act_fn
 
     def module(self, ins: list[Shape], out: Shape) -> Call:
-        call = activation_call(self.act_fn, getattr(self, "negative_slope", 0.01))
+        call = activation_call(self.activation_name(), getattr(self, "negative_slope", 0.01))
         assert call is not None
         return call
 
@@ -500,3 +569,57 @@ class Softmax(_Activation):
 
     op: Literal["Softmax"]
     act_fn = "softmax"
+
+
+@register_op
+class ReLU6(_Activation):
+    """ReLU capped at 6, ``min(max(0, x), 6)`` (``torch.nn.ReLU6``), MobileNetV2's activation
+    ("ReLU6 because of its robustness when used with low-precision computation", Sandler et al.,
+    CVPR 2018, sec. 3.2, Table 1). Shape unchanged; ONNX ``Clip(0, 6)``."""
+
+    op: Literal["ReLU6"]
+    act_fn = "relu6"
+
+
+@register_op
+class SiLU(_Activation):
+    """Sigmoid-weighted linear unit ``x * sigmoid(x)`` (``torch.nn.SiLU``; Elfwing et al.,
+    Neural Networks 2018, eq. 4; "Swish-1", Ramachandran et al. 2017). Shape unchanged."""
+
+    op: Literal["SiLU"]
+    act_fn = "silu"
+
+
+@register_op
+class GELU(_Activation):
+    """Gaussian error linear unit ``x * Phi(x)`` (``torch.nn.GELU``; Hendrycks & Gimpel 2016,
+    sec. 2). ``approximate: tanh`` uses their approximation
+    ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``; ``none`` (default) the exact erf form.
+    Shape unchanged; ONNX ``Gelu`` (opset 20)."""
+
+    op: Literal["GELU"]
+    approximate: Literal["none", "tanh"] = "none"
+
+    def activation_name(self) -> str:
+        return "gelu_tanh" if self.approximate == "tanh" else "gelu"
+
+    def label_parts(self) -> tuple[str, list[str]]:
+        return "GELU", (["tanh"] if self.approximate == "tanh" else [])
+
+
+@register_op
+class Hardswish(_Activation):
+    """Hard swish ``x * ReLU6(x + 3) / 6`` (``torch.nn.Hardswish``; MobileNetV3, Howard et al.,
+    ICCV 2019, sec. 5.2, eq. 2). Shape unchanged; ONNX ``HardSwish``."""
+
+    op: Literal["Hardswish"]
+    act_fn = "hardswish"
+
+
+@register_op
+class Hardsigmoid(_Activation):
+    """Hard sigmoid ``ReLU6(x + 3) / 6`` (``torch.nn.Hardsigmoid``; MobileNetV3, Howard et al.,
+    ICCV 2019, sec. 5.2). Shape unchanged, output in [0, 1]; ONNX ``HardSigmoid``."""
+
+    op: Literal["Hardsigmoid"]
+    act_fn = "hardsigmoid"

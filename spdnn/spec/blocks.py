@@ -361,6 +361,15 @@ class BlockOp(Op):
     def macs(self, ins: list[Shape], out: Shape) -> int:
         return self.shaped_body(ins)[1].macs
 
+    def onnx_unsupported(self, ins: list[Shape], out: Shape, exporter: str) -> str | None:
+        """The first body layer that ``exporter`` cannot export (see
+        :meth:`~spdnn.ops.base.Op.onnx_unsupported`)."""
+        for lay in self.shaped_body(ins)[1].layers:
+            why = lay.op.onnx_unsupported(list(lay.in_shapes), lay.out_shape, exporter)
+            if why:
+                return f"in block body, layer '{lay.name}' ({lay.op.op_name}): {why}"
+        return None
+
     # -- torch ---------------------------------------------------------------------------
     def module(self, ins: list[Shape], out: Shape) -> BlockInstance:
         """The instance's module call, resolved into submodules and ``forward`` code by the code
