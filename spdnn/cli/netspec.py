@@ -72,6 +72,15 @@ def merge(
     name: Annotated[str | None, typer.Option(help="Name of the merged network.")] = None,
     report: Annotated[Path | None, typer.Option(metavar="FILE",
                                                 help="Also write the report as markdown.")] = None,
+    weights: Annotated[list[Path] | None, typer.Option(
+        "--weights", metavar="FILE...",
+        help="The parents' trained weights (state dicts of the compiled modules, or spdnn "
+             "train checkpoints), one per netspec in the same order: the merged network "
+             "starts as the parents' exact logit-averaged ensemble (needs --params sum and "
+             "--out-weights).")] = None,
+    out_weights: Annotated[Path | None, typer.Option(
+        "--out-weights", metavar="FILE",
+        help="Write the merged network's weights here (a state dict, with --weights).")] = None,
 ) -> None:
     """Merge networks into one SPDNN network and print the merge report.
 
@@ -79,17 +88,35 @@ def merge(
     then back to a network with concatenations, recalled pooling and a channel budget.
 
     Example: spdnn merge netspecs/iris/appendix_a/*.yaml -o merged.yaml --report merged.md
+
+    With trained weights: spdnn merge a.yaml b.yaml --weights a.pt b.pt --params sum
+    -o m.yaml --out-weights m.pt
     """
     from spdnn import spec as S
     from spdnn.report import merge_markdown, merge_summary, merge_tables
 
+    weights, parents = _split_weights(weights, parents)
     if len(parents) < 2:
         raise SpdnnError(f"merge needs two or more parent netspecs, got {len(parents)}",
                          hint="e.g. spdnn merge netspecs/iris/appendix_a/*.yaml -o merged.yaml; "
                               "check one netspec with spdnn validate or spdnn inspect")
-    check_outputs(parents, [output, report])
+    check_outputs(list(parents) + list(weights or []), [output, report, out_weights])
+    carried = None
     t0 = time.perf_counter()
-    result = _merge(parents, params, distance, head_kernel, name)
+    if weights:
+        if params.strip().lower() != "sum" or output is None or out_weights is None:
+            raise SpdnnError("--weights needs --params sum, -o and --out-weights",
+                             field="--weights", hint="the merged network is the exact ensemble "
+                             "at the 'sum' budget; shrink it afterwards (see the README)")
+        from spdnn.graph.weights import merge_with_weights
+
+        result, carried = merge_with_weights(parents, weights, distance=distance.value,
+                                             head_kernel=head_kernel, name=name)
+    elif out_weights is not None:
+        raise SpdnnError("--out-weights needs --weights", field="--out-weights",
+                         hint="give the parents' weights with --weights a.pt b.pt")
+    else:
+        result = _merge(parents, params, distance, head_kernel, name)
     dt = time.perf_counter() - t0
     for table in merge_tables(result.report):
         out.print(table)
@@ -103,11 +130,33 @@ def merge(
                   f"--distance {distance.value}\n"
                   f"Parameters: {result.report.merged_params:,} "
                   f"({result.report.reduction_vs_sum:.1%} fewer than the parents together).")
-        write_atomic(output, S.dump(result.spec, header=header))
+        write_atomic(output, S.dump(carried.spec if carried else result.spec, header=header))
         out.print(f"Wrote {output}")
+    if carried is not None and out_weights is not None:
+        from spdnn.io import save_torch_atomic
+
+        save_torch_atomic(carried.state_dict, out_weights, what="weights file")
+        out.print(f"Wrote {out_weights}")
     if report:
         write_atomic(report, merge_markdown(result.report))
         out.print(f"Wrote {report}")
+
+
+def _split_weights(weights: list[Path] | None, files: list[Path]
+                   ) -> tuple[list[Path] | None, list[Path]]:
+    """``--weights a.pt b.pt``: the option takes one value, the shell leaves ``b.pt`` among
+    the netspecs; ``.pt``/``.pth`` files there join the weights, in the order given.
+
+    Raises:
+        SpdnnError: a weights file among the netspecs without ``--weights``.
+    """
+    extra = [f for f in files if f.suffix.lower() in (".pt", ".pth")]
+    if extra and not weights:
+        raise SpdnnError("a weights file among the netspecs", file=str(extra[0]),
+                         hint="give the parents' weights with --weights a.pt b.pt")
+    if not extra:
+        return weights, files
+    return list(weights or []) + extra, [f for f in files if f not in extra]
 
 
 def _netspec_files(paths: list[Path]) -> tuple[list[Path], list[SpdnnError]]:

@@ -99,6 +99,8 @@ class MergeResult:
     report: MergeReport
     parent_infos: list[NetInfo] = field(default_factory=list)
     info: NetInfo | None = None
+    rebuild: Rebuild | None = None
+    """The graph -> netspec builder, for other widths (the weight-carrying merge)."""
 
 
 @dataclass(frozen=True)
@@ -287,7 +289,7 @@ def merge(specs: list[Netspec], params: ParamsTarget = "like-each",
         merged_params=info.params, merged_macs=info.macs, merged_nodes=len(letters),
         rule=distance, target_mode=str(params), target_params=target, width_scale=scale,
         labels=labels, skipped=skipped_f + skipped_b, notes=builder.notes)
-    return MergeResult(spec, parents, graphs, par, fwd, bwd, letters, report, infos, info)
+    return MergeResult(spec, parents, graphs, par, fwd, bwd, letters, report, infos, info, builder)
 
 
 def _located(exc: ShapeError, g: nx.DiGraph, letters: dict, names: list[str],

@@ -19,7 +19,7 @@ from spdnn.errors import MergeError, SpecError
 from spdnn.graph.convert import EdgePath
 from spdnn.ops import Op, resampling_layer
 from spdnn.ops.conv import Conv2d
-from spdnn.ops.layers import Concat, Flatten, Linear
+from spdnn.ops.layers import Concat, Flatten, Linear, Reshape
 from spdnn.shapes import NetInfo, infer
 from spdnn.spec import from_data
 from spdnn.spec.blocks import merge_blocks
@@ -71,6 +71,7 @@ class Rebuild:
             if len(preds) == 1 and g.nodes[preds[0]]["kind"] == "compute":
                 self.fixed_width[preds[0]] = g.nodes[preds[0]]["op"].out_channels_of()
         self._notes_done = False
+        self._carry = False
         self._proj_notes: dict[str, str] = {}  # projection layer -> its note (see _project)
         self._layers = [{lay.name: lay for lay in p.layers} for p in parents]
         self._blocks = merge_blocks(parents)  # block instances need their definitions
@@ -107,8 +108,15 @@ class Rebuild:
                     out.append(w)
         return out[-1:] if out else []
 
-    def build(self, widths: dict) -> Netspec:
-        """The netspec with the given width for every scalable node."""
+    def build(self, widths: dict, carry: bool = False) -> Netspec:
+        """The netspec with the given width for every scalable node.
+
+        ``carry``: the widths hold every parent's channels side by side (the weight-carrying
+        merge, :mod:`spdnn.graph.weights`; ``widths`` may then also hold ``Linear`` nodes,
+        whose width the budget never scales since their structure code names it), so a
+        parent's vector -> map ``Reshape`` on an edge keeps its map size and takes as many
+        channels as the wider vector holds (``[1, 10, 33]`` becomes ``[-1, 10, 33]``)."""
+        self._carry = carry
         g, letters = self.g, self.letters
         layers: list[dict] = []
         ends: dict = {}  # node -> layer name producing its output
@@ -139,7 +147,8 @@ class Rebuild:
             upd: dict = {"name": letter, "inputs": ins,
                          "merged_from": sorted(self.g.graph["member_name"][m] for m in d["members"])}
             if n in widths and n not in self.fixed_width:
-                op = op.with_width(widths[n])
+                op = (op.with_width(widths[n]) if op.out_channels_of() is not None
+                      else op.model_copy(update={"out_features": int(widths[n])}))
             elif n in self.fixed_width and self.fixed_width[n] is not None:
                 op = op.with_width(self.fixed_width[n])
             data = op.model_dump(mode="json", exclude_defaults=True)
@@ -206,6 +215,8 @@ class Rebuild:
             data = op.model_dump(mode="json", exclude_defaults=True)
             data.update({"name": nm, "inputs": [src]})
             data.pop("merged_from", None)
+            if self._carry and isinstance(op, Reshape) and len(op.shape) == 3:
+                data["shape"] = [-1, *op.shape[1:]]
             layers.append(data)
             self._name_width[nm] = self._path_width(path.parent, op, self._name_width.get(src))
             src = nm
