@@ -15,6 +15,14 @@ A netspec (or a library file it imports) declares blocks by name::
     layers:
       - {name: fire2, op: Fire, squeeze: 16, expand1x1: 64, expand3x3: 64}
 
+Computed parameters: a parameter default or a layer field may be an integer expression over
+the parameters and ``$in_channels`` (the width of the instance's first input), e.g.
+``params: {c: null, t: 6, hidden: $in_channels * $t}`` or ``out_channels: $c * $t``
+(:mod:`spdnn.spec.expr`: ``+ - * // %``, parentheses, ``min``/``max``; parsed against a
+whitelist, never ``eval``). Names are checked when the block is loaded (an unknown ``$name`` or
+a malformed expression is one error naming the file, line and field); values are computed
+when the instance is built, and those that read ``$in_channels`` when it is shaped.
+
 Each block becomes an op class (``op: Literal["Fire"]`` plus one field per parameter), created
 on demand and cached, so the global op registry is never touched. An instance is one compute
 layer: one SPDNN graph node whose structure code names the block and its shaping arguments, so
@@ -43,6 +51,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from spdnn.errors import ShapeError, SpecError
 from spdnn.ops.base import Call, Op, Shape
+from spdnn.spec.expr import INPUT_WIDTH, ExprError, is_expression
+from spdnn.spec.expr import parse as parse_expr
 from spdnn.spec.models import BlockDef, Netspec
 
 if TYPE_CHECKING:
@@ -51,7 +61,8 @@ if TYPE_CHECKING:
 _PARAM = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _BLOCK = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 # a parameter may not shadow a layer field or one of the op's class variables
-_RESERVED_PARAMS = {"name", "op", "inputs", "merged_from"} | set(Op.__class_vars__)
+_RESERVED_PARAMS = ({"name", "op", "inputs", "merged_from", INPUT_WIDTH}
+                    | set(Op.__class_vars__))
 
 
 def _canon(value: Any) -> str:
@@ -141,7 +152,7 @@ def parse_blocks(data: dict, file: str | None, lines: dict) -> dict[str, BlockDe
         def fail(msg: str, sub: tuple = (), hint: str | None = None,
                  loc: tuple = ("blocks", name)) -> SpecError:
             return SpecError(msg, file=file, line=line_of(lines, loc + sub),
-                             field=".".join(map(str, loc + sub)), hint=hint)
+                             field=_dotted(loc + sub), hint=hint)
 
         if not _BLOCK.match(name):
             raise fail(f"block name '{name}' must be a letter followed by letters, digits or '_'")
@@ -149,13 +160,32 @@ def parse_blocks(data: dict, file: str | None, lines: dict) -> dict[str, BlockDe
             raise fail(f"block '{name}' has the name of a built-in op", hint="rename the block")
         for p in bdef.params:
             if not _PARAM.match(p) or p in _RESERVED_PARAMS or p.startswith("model_"):
+                hint = ("$in_channels is the width of the block's input, given by shape "
+                        "inference" if p == INPUT_WIDTH else
+                        "use a plain identifier other than name, op, inputs, in_channels")
                 raise fail(f"block '{name}': '{p}' cannot be a parameter name", ("params", p),
-                           hint="use a plain identifier other than name, op, inputs")
+                           hint=hint)
+        known = set(bdef.params) | {INPUT_WIDTH}
+        for p, default in bdef.params.items():
+            for sub, ref, exc in _refs(default, ("params", p)):
+                if exc is not None:
+                    raise fail(f"block '{name}': {exc}", sub)
+                if ref not in known or ref == p:
+                    what = "itself" if ref == p else "not one of its params"
+                    raise fail(f"block '{name}': parameter '{p}' uses '${ref}', which is {what}",
+                               sub, hint="a computed parameter reads other params or "
+                               "$in_channels")
+        try:
+            order_params(bdef)
+        except SpecError as exc:
+            raise fail(f"block '{name}': {exc.message}", ("params", exc.field)) from None
         for i, lay in enumerate(bdef.layers):
-            for ref in _refs(lay):
-                if ref not in bdef.params:
+            for sub, ref, exc in _refs(lay, ("layers", i)):
+                if exc is not None:
+                    raise fail(f"block '{name}': {exc}", sub)
+                if ref not in known:
                     raise fail(f"block '{name}' uses '${ref}', which is not one of its params",
-                               ("layers", i), hint=f"add '{ref}' to params")
+                               sub, hint=f"add '{ref}' to params")
             op = lay.get("op")
             if isinstance(op, str) and op in blocks:
                 uses[name].append(op)
@@ -181,23 +211,107 @@ def parse_blocks(data: dict, file: str | None, lines: dict) -> dict[str, BlockDe
     return blocks
 
 
-def _refs(value: Any) -> list[str]:
+def _refs(value: Any, path: tuple) -> list[tuple[tuple, str | None, ExprError | None]]:
+    """``(path, name, None)`` for every ``$name`` in ``value`` (plain or in an expression),
+    ``(path, None, error)`` for a malformed expression; ``path`` locates the value."""
     if isinstance(value, str):
-        return [value[1:]] if value.startswith("$") else []
+        if is_expression(value):
+            try:
+                return [(path, n, None) for n in parse_expr(value).names]
+            except ExprError as exc:
+                return [(path, None, exc)]
+        return [(path, value[1:], None)] if value.startswith("$") else []
     if isinstance(value, dict):
-        return [r for v in value.values() for r in _refs(v)]
+        return [r for k, v in value.items() for r in _refs(v, path + (k,))]
     if isinstance(value, list):
-        return [r for v in value for r in _refs(v)]
+        return [r for i, v in enumerate(value) for r in _refs(v, path + (i,))]
     return []
 
 
-def _substitute(value: Any, args: dict[str, Any]) -> Any:
+def _dotted(path: tuple) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def order_params(bdef: BlockDef) -> list[str]:
+    """The block's parameters in an order where every computed default (an expression) comes
+    after the parameters it reads.
+
+    Raises:
+        SpecError: computed defaults read each other in a cycle (``field``: the first
+            parameter of it).
+    """
+    deps = {p: [n for _, n, _ in _refs(d, ()) if n in bdef.params]
+            for p, d in bdef.params.items()}
+    done: list[str] = []
+    todo = list(bdef.params)
+    while todo:
+        ready = [p for p in todo if all(d in done for d in deps[p])]
+        if not ready:
+            raise SpecError("computed parameters read each other in a cycle: "
+                            + " -> ".join(todo), field=todo[0])
+        done += ready
+        todo = [p for p in todo if p not in ready]
+    return done
+
+
+def resolve_params(bdef: BlockDef, values: dict[str, Any],
+                   width: int | None) -> dict[str, Any]:
+    """The parameter values with every computed one (an expression, as a default or as the
+    instance's value) evaluated; ``width`` is ``$in_channels`` (``None``: unknown, and the
+    parameters that read it stay expressions).
+
+    Raises:
+        SpecError: an expression cannot be evaluated (``field`` names the parameter).
+    """
+    env: dict[str, Any] = {} if width is None else {INPUT_WIDTH: width}
+    out = dict(values)
+    for p in order_params(bdef):
+        v = values.get(p)
+        if isinstance(v, str) and v.startswith("$") and not is_expression(v):
+            ref = v[1:]  # a plain $name default: a copy of that value, once it is known
+            if ref in env and not is_expression(env[ref]):
+                out[p] = env[p] = env[ref]
+            else:
+                env[p] = v
+            continue
+        if not is_expression(v):
+            env[p] = v
+            continue
+        try:
+            expr = parse_expr(v)
+            if all(n in env and not is_expression(env[n]) for n in expr.names):
+                out[p] = env[p] = expr.evaluate(env)
+            else:
+                env[p] = v
+        except ExprError as exc:
+            raise SpecError(str(exc), field=f"params.{p}") from None
+    return out
+
+
+def _substitute(value: Any, args: dict[str, Any], path: tuple = ()) -> Any:
+    """``value`` with ``$name`` replaced by ``args[name]`` and expressions evaluated.
+
+    Raises:
+        SpecError: an expression cannot be evaluated (``field`` locates it in the body).
+    """
+    if isinstance(value, str) and is_expression(value):
+        try:
+            return parse_expr(value).evaluate(args)
+        except ExprError as exc:
+            raise SpecError(str(exc), field=_dotted(path)) from None
     if isinstance(value, str) and value.startswith("$"):
-        return args[value[1:]]
+        got = args[value[1:]]
+        if is_expression(got):  # a computed parameter that could not be evaluated here
+            raise SpecError(f"${value[1:]} = '{got}' cannot be computed here",
+                            field=_dotted(path))
+        return got
     if isinstance(value, dict):
-        return {k: _substitute(v, args) for k, v in value.items()}
+        return {k: _substitute(v, args, path + (k,)) for k, v in value.items()}
     if isinstance(value, list):
-        return [_substitute(v, args) for v in value]
+        return [_substitute(v, args, path + (i,)) for i, v in enumerate(value)]
     return value
 
 
@@ -300,53 +414,96 @@ class BlockOp(Op):
             try:
                 self.body(None)
             except SpecError as exc:
-                fld = f"{exc.field}: " if exc.field else ""
-                raise ValueError(f"in block '{self.block_name}': {fld}{exc.message}"
-                                 + (f" ({exc.hint})" if exc.hint else "")) from None
+                if not self.reads_input_width():  # else: checked once the input is shaped
+                    fld = f"{exc.field}: " if exc.field else ""
+                    raise ValueError(f"in block '{self.block_name}': {fld}{exc.message}"
+                                     + (f" ({exc.hint})" if exc.hint else "")) from None
         return self
 
     def args(self) -> dict[str, Any]:
-        """The instance's parameter values (defaults applied), as plain data."""
+        """The instance's parameter values (defaults applied), as plain data; computed
+        parameters are evaluated, except those that read ``$in_channels`` (their expression
+        text is kept: the input width is known only once the instance is shaped)."""
         data = self.model_dump(mode="json")
-        return {p: data[p] for p in self.block.params}
+        return resolve_params(self.block, {p: data[p] for p in self.block.params}, None)
+
+    def reads_input_width(self) -> bool:
+        """Whether the body or a computed parameter reads ``$in_channels``."""
+        return _reads_width(type(self))
+
+    def env(self, width: int | None) -> dict[str, Any]:
+        """What ``$name`` means in the body: the parameter values (all computed ones
+        evaluated) and ``in_channels = width``.
+
+        Raises:
+            SpecError: a computed parameter cannot be evaluated.
+        """
+        data = self.model_dump(mode="json")
+        env = resolve_params(self.block, {p: data[p] for p in self.block.params}, width)
+        if width is not None:
+            env[INPUT_WIDTH] = width
+        return env
 
     def body(self, ins: list[Shape] | None) -> tuple[Netspec, Any]:
         """``(body netspec, its NetInfo)`` for input shapes ``ins`` (``None``: unshaped dummy
-        inputs, no inference). Cached."""
+        inputs, no inference; a block that reads ``$in_channels`` is then built for the first
+        of the probe widths :data:`PROBE_WIDTHS` its body accepts). Cached.
+
+        Raises:
+            SpecError: the body (parameters substituted) is not a valid netspec, or a computed
+                value cannot be evaluated; ShapeError: its shapes do not fit ``ins``.
+        """
         key = (type(self), _canon(self.args()), None if ins is None else tuple(map(tuple, ins)))
         if key not in _BODIES:
             from spdnn.shapes import infer
-            from spdnn.spec import from_data
 
-            bdef = self.block
-            shapes = ins if ins is not None else [(1,)] * len(bdef.inputs)
-            data: dict[str, Any] = {
-                "name": self.block_name,
-                "inputs": [_input_data(n, s) for n, s in zip(bdef.inputs, shapes)],
-                "layers": _substitute(bdef.layers, self.args()),
-            }
-            if bdef.output is not None:  # named like no input (else the default output is)
-                out = next(n for n in ("out", *(f"out_{k}" for k in range(1, len(bdef.inputs) + 1)))
-                           if n not in bdef.inputs)
-                data["output"] = {"name": out, "from": bdef.output}
-            if self.blocks:
-                data["blocks"] = {k: b.to_data() for k, b in self.blocks.items()}
-            spec = from_data(data, file=None)
-            info = None
             if ins is not None:
-                info = infer(spec)
-            _BODIES[key] = (spec, info)
+                width: int | None = ins[0][0] if ins[0] else None
+                spec = self._body_spec(ins, width)
+                _BODIES[key] = (spec, infer(spec))
+            elif not self.reads_input_width():
+                _BODIES[key] = (self._body_spec(None, None), None)
+            else:
+                first: SpecError | None = None
+                for width in PROBE_WIDTHS:
+                    try:
+                        _BODIES[key] = (self._body_spec(None, width), None)
+                        break
+                    except SpecError as exc:
+                        first = first or exc
+                else:
+                    assert first is not None
+                    raise first
         return _BODIES[key]
+
+    def _body_spec(self, ins: list[Shape] | None, width: int | None) -> Netspec:
+        from spdnn.spec import from_data
+
+        bdef = self.block
+        shapes = ins if ins is not None else [(1,)] * len(bdef.inputs)
+        data: dict[str, Any] = {
+            "name": self.block_name,
+            "inputs": [_input_data(n, s) for n, s in zip(bdef.inputs, shapes)],
+            "layers": _substitute(bdef.layers, self.env(width), ("layers",)),
+        }
+        if bdef.output is not None:  # named like no input (else the default output is)
+            out = next(n for n in ("out", *(f"out_{k}" for k in range(1, len(bdef.inputs) + 1)))
+                       if n not in bdef.inputs)
+            data["output"] = {"name": out, "from": bdef.output}
+        if self.blocks:
+            data["blocks"] = {k: b.to_data() for k, b in self.blocks.items()}
+        return from_data(data, file=None)
 
     def shaped_body(self, ins: list[Shape]) -> tuple[Netspec, Any]:
         """``(body netspec, its NetInfo)`` for input shapes ``ins`` (see :meth:`body`).
 
         Raises:
-            ShapeError: the body does not fit ``ins``, located at this instance.
+            ShapeError: the body does not fit ``ins`` or cannot be built for them (a computed
+                value that is not valid for this input width), located at this instance.
         """
         try:
             return self.body(ins)
-        except ShapeError as exc:
+        except SpecError as exc:
             fld = f"{exc.field}: " if exc.field else ""
             raise self.fail(f"in block body, {fld}{exc.message}", hint=exc.hint) from None
 
@@ -426,7 +583,7 @@ class BlockOp(Op):
         if self.block.structure is not None:
             return self.block.structure.format(**args)
         vals = [str(v) if isinstance(v, (int, float, str, bool)) else _canon(v)
-                for v in args.values()]
+                for v in args.values() if not is_expression(v)]  # (derived from the input)
         return f"{self.block_name}({','.join(vals)})"
 
     def resample_factor(self) -> Fraction:
@@ -445,6 +602,19 @@ class BlockOp(Op):
             else:
                 factor[lay.name] = max(fs) * lay.resample_factor()
         return factor[spec.outputs[0].from_] or Fraction(1)
+
+
+PROBE_WIDTHS = (64, 1024, 3, 1)
+"""The input widths an unshaped block instance that reads ``$in_channels`` is validated with
+(the first its body accepts); the real width is checked when the instance is shaped."""
+_READS_WIDTH: dict[type, bool] = {}
+
+
+def _reads_width(cls: type[BlockOp]) -> bool:
+    if cls not in _READS_WIDTH:
+        values = list(cls.block.params.values()) + list(cls.block.layers)
+        _READS_WIDTH[cls] = any(n == INPUT_WIDTH for v in values for _, n, _ in _refs(v, ()))
+    return _READS_WIDTH[cls]
 
 
 _CHANNEL_FIELDS = ("out_channels", "out_features")

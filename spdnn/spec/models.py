@@ -105,10 +105,14 @@ class BlockDef(BaseModel):
     """A block: a parameterized sub-graph declared once and used as a layer (``op: Name``).
 
     Fields:
-        params: parameter name -> default value; ``null`` marks a required parameter.
+        params: parameter name -> default value; ``null`` marks a required parameter. A
+            default may be computed from other parameters and from ``$in_channels`` (the
+            width of the block's first input): ``hidden: $in_channels * $t`` (see
+            :mod:`spdnn.spec.expr`); an instance may still give it a value.
         inputs: the block's input names (default ``[x]``); an instance reads as many layers.
         layers: ordinary netspec layers (plain data); a string ``"$name"`` anywhere in them is
-            replaced by the instance's value of parameter ``name``.
+            replaced by the instance's value of parameter ``name``, and an integer expression
+            such as ``$c * $t`` or ``max(8, $in_channels // 4)`` by its value.
         output: the body layer whose result the block returns (default: the last layer).
         structure: the SPDNN structure code of an instance, a ``str.format`` template over the
             parameters, e.g. ``"Fire({squeeze},{expand1x1})"``; default ``Name(arg1,arg2,...)``.
