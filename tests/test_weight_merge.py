@@ -79,7 +79,7 @@ def _in_merge_order(result, specs, states):
                                      "netspecs/depth/parent_*.yaml"])
 def test_carried_merge_is_the_exact_ensemble_of_paper_parents(pattern):
     paths = sorted(ROOT.glob(pattern))
-    result = merge_files(paths, params="sum")
+    result = merge_files(paths, params="keep")  # the carrying widths replace the budget's
     states = _states(result.parents)
     carried, err = _carry(result, states)
     assert carried.exact, carried.notes
@@ -101,7 +101,7 @@ def test_carried_merge_is_the_exact_ensemble_of_paper_parents(pattern):
 
 def test_two_small_conv_nets_merge_exactly_with_a_shared_output_layer():
     a, b = small_a(), small_b()
-    result = merge([a, b], params="sum")
+    result = merge([a, b], params="keep")
     states = _in_merge_order(result, [a, b], _states([a, b]))
     carried, err = _carry(result, states)
     assert carried.exact and err < 1e-5, carried.notes
@@ -125,7 +125,7 @@ def test_identical_trained_stem_is_kept_once():
     for k in list(sb):
         if k.startswith("conv1."):
             sb[k] = sa[k].clone()  # a common pretrained stem
-    result = merge([a, b], params="sum")
+    result = merge([a, b], params="keep")
     states = _in_merge_order(result, [a, b], [sa, sb])
     carried, err = _carry(result, states)
     assert carried.exact and err < 1e-5, carried.notes
@@ -149,7 +149,7 @@ def test_identical_trained_stem_is_kept_once():
 
 def test_merge_of_different_pools_is_reported_not_exact():
     a, c = small_a(), small_a("AvgPool2d")
-    result = merge([a, c], params="sum")
+    result = merge([a, c], params="keep")
     states = _in_merge_order(result, [a, c], _states([a, c]))
     carried, err = _carry(result, states)
     assert not carried.exact and err > 1e-4

@@ -17,7 +17,7 @@ from tests.helpers import ROOT, randomize_norms
 
 @pytest.fixture(scope="module")
 def carried():
-    result = merge_files(sorted(ROOT.glob("netspecs/iris/appendix_a/*.yaml")), params="sum")
+    result = merge_files(sorted(ROOT.glob("netspecs/iris/appendix_a/*.yaml")), params="keep")
     states = []
     for i, p in enumerate(result.parents):
         torch.manual_seed(i)

@@ -127,7 +127,9 @@ def merge(
         header = (f"SPDNN merge of {plural(len(parents), 'network')}, written by spdnn "
                   f"{__version__}:\n"
                   f"  spdnn merge {' '.join(str(p) for p in parents)} --params {params} "
-                  f"--distance {distance.value}\n"
+                  f"--distance {distance.value}"
+                  + (f" --weights {' '.join(str(w) for w in weights)}" if weights else "")
+                  + "\n"
                   f"Parameters: {result.report.merged_params:,} "
                   f"({result.report.reduction_vs_sum:.1%} fewer than the parents together).")
         write_atomic(output, S.dump(carried.spec if carried else result.spec, header=header))

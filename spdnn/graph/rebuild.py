@@ -115,7 +115,10 @@ class Rebuild:
         merge, :mod:`spdnn.graph.weights`; ``widths`` may then also hold ``Linear`` nodes,
         whose width the budget never scales since their structure code names it), so a
         parent's vector -> map ``Reshape`` on an edge keeps its map size and takes as many
-        channels as the wider vector holds (``[1, 10, 33]`` becomes ``[-1, 10, 33]``)."""
+        channels as the wider vector holds (``[1, 10, 33]`` becomes ``[-1, 10, 33]``), and the
+        last layers that feed a shared head take their hidden style without batch norm (they
+        carry the parents' signed outputs, which a batch norm in training mode would
+        renormalise)."""
         self._carry = carry
         g, letters = self.g, self.letters
         layers: list[dict] = []
@@ -154,8 +157,10 @@ class Rebuild:
             data = op.model_dump(mode="json", exclude_defaults=True)
             data.update(upd)
             if n in self.freed:  # only the style fields the op has (not a block's or SPADE's)
-                data.update({k: v for k, v in self._hidden_style(d["members"]).items()
-                             if k in type(op).model_fields})
+                style = self._hidden_style(d["members"])
+                if carry:  # the parents' signed outputs, not renormalised in training mode
+                    style["batch_norm"] = False
+                data.update({k: v for k, v in style.items() if k in type(op).model_fields})
             layers.append(data)
             ends[n] = letter
             self._name_width[letter] = self._width_of(n, op)

@@ -456,6 +456,10 @@ def carry_weights(result: MergeResult, states: list[dict], dedupe: bool = True) 
             fail(f"{lay.name} ({lay.op.op_name}) is not a convolution or linear layer")
             continue
         mop = lay.op
+        if getattr(mop, "groups", 1) != 1:
+            fail(f"{lay.name}: grouped convolutions (groups {mop.groups}) are not carried; it "
+                 "keeps its default initialisation")
+            continue
         transposed = mop.op_name == "ConvTranspose2d"
         wkey = _key(ident, mlin, "weight")
         W = torch.zeros_like(state[wkey].transpose(0, 1) if transposed else state[wkey])
@@ -714,7 +718,8 @@ def merge_with_weights(paths: list, weight_paths: list, distance: str = "longest
     loaded = [load_inferred(p) for p in paths]
     given = [s for s, _ in loaded]
     states_in = [load_weights(w, s) for w, s in zip(weight_paths, given)]
-    result = merge(given, params="sum", distance=distance, head_kernel=head_kernel, name=name,
+    # the carrying widths replace the budget's, so the budget search is skipped ("keep")
+    result = merge(given, params="keep", distance=distance, head_kernel=head_kernel, name=name,
                    infos=[i for _, i in loaded], files=[str(p) for p in paths])
     by_id = {id(s): i for i, s in enumerate(given)}
     states = [states_in[by_id[id(p)]] for p in result.parents]
@@ -723,6 +728,7 @@ def merge_with_weights(paths: list, weight_paths: list, distance: str = "longest
     r = result.report
     r.merged_params, r.merged_macs = carried.params, _macs(carried.spec)
     total = sum(p["params"] for p in r.parents)
+    r.target_mode, r.target_params = "sum", total
     r.notes.append(f"weights: every merged node holds each parent's channels side by side, "
                    f"{carried.params:,} parameters of which {carried.nonzero_params:,} are not "
                    f"zero (the parents have {total:,})")
