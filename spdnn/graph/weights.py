@@ -630,9 +630,11 @@ def carry_weights(result: MergeResult, states: list[dict], dedupe: bool = True) 
 # --------------------------------------------------------------------------------------------
 # the ensemble and the check
 # --------------------------------------------------------------------------------------------
-def ensemble_forward(specs: list[Netspec], states: list[dict], *inputs: torch.Tensor):
-    """The logit-averaged ensemble of trained networks in evaluation mode: for each output,
-    the output layer's activation applied to the mean of the parents' pre-activation outputs.
+def ensemble_forward(specs: list[Netspec], states: list[dict], *inputs: torch.Tensor,
+                     train: bool = False):
+    """The logit-averaged ensemble of trained networks in evaluation mode (``train``: in
+    training mode, batch norm on batch statistics): for each output, the output layer's
+    activation applied to the mean of the parents' pre-activation outputs.
 
     Returns one tensor for a single output, else a dict ``{output name: tensor}``.
     """
@@ -646,7 +648,7 @@ def ensemble_forward(specs: list[Netspec], states: list[dict], *inputs: torch.Te
     for spec, st in zip(specs, states):
         net = build_module(spec)
         net.load_state_dict(st)
-        net.eval()
+        net.train(train)
         idents = layer_identifiers(spec)[1]
         caught: dict[str, torch.Tensor] = {}
         hooks = []
@@ -674,9 +676,10 @@ def ensemble_forward(specs: list[Netspec], states: list[dict], *inputs: torch.Te
 
 
 def verify(carried: CarriedMerge, result: MergeResult, states: list[dict], batch: int = 2,
-           seed: int = 0) -> float:
-    """``max |merged - ensemble|`` over the outputs on ``batch`` random inputs (evaluation
-    mode); stored in ``carried.max_abs_err`` and returned."""
+           seed: int = 0, train: bool = False) -> float:
+    """``max |merged - ensemble|`` over the outputs on ``batch`` random inputs, in evaluation
+    mode (``train``: both in training mode, for networks without dropout); stored in
+    ``carried.max_abs_err`` (evaluation mode only) and returned."""
     import torch
 
     from spdnn.codegen import build_module
@@ -686,14 +689,15 @@ def verify(carried: CarriedMerge, result: MergeResult, states: list[dict], batch
     xs = example_inputs(carried.spec, batch=batch, generator=g)
     net = build_module(carried.spec)
     net.load_state_dict(carried.state_dict)
-    net.eval()
+    net.train(train)
     with torch.no_grad():
         got = net(*xs)
-    want = ensemble_forward(result.parents, states, *xs)
+    want = ensemble_forward(result.parents, states, *xs, train=train)
     if not isinstance(got, dict):
         got, want = {"": got}, {"": want}
     err = max(float((got[k] - want[k]).abs().max()) for k in got)
-    carried.max_abs_err = err
+    if not train:
+        carried.max_abs_err = err
     return err
 
 
