@@ -27,6 +27,33 @@ from spdnn.train.task import ImageToMapTask
 EPS = 1e-7  # the authors add float32 eps to the sigmoid output before the loss (sec. 1.1)
 
 
+def iris_datasets(d) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset]:
+    """``(train, validation)`` eye datasets of ``(image, mask)`` items (``(1, 96, 128)`` float32
+    each) for a recipe's ``data`` section ``d``: ``source: synthetic`` (two seeds, the App. D 2.3
+    degradations unless ``options.degrade: false``) or ``source: folder`` (``d.root`` in the
+    ``images/`` + ``masks/`` layout, split by ``options.val_fraction``, default 0.2). The iris
+    task and the GAN+aspect tasks (:mod:`spdnn.tasks.aspect`) read their eyes here.
+
+    Raises:
+        SpdnnError: ``folder`` without ``data.root``, a bad folder, an unknown source.
+    """
+    opts = dict(d.options)
+    if d.source == "synthetic":
+        degrade = bool(opts.pop("degrade", True))
+        return (SyntheticIrisDataset(d.train_size, seed=d.seed, degrade=degrade, cache=d.cache),
+                SyntheticIrisDataset(d.val_size, seed=d.seed + 10_000, degrade=degrade,
+                                     cache=d.cache))
+    if d.source == "folder":
+        if not d.root:
+            raise SpdnnError("data.source 'folder' needs data.root", field="data.root",
+                             hint="point it at a folder with images/ and masks/")
+        ds = IrisFolderDataset(d.root, degrade=bool(opts.get("degrade", False)), seed=d.seed,
+                               cache=d.cache)
+        return split_dataset(ds, float(opts.get("val_fraction", 0.2)), d.seed)
+    raise SpdnnError(f"unknown iris data source '{d.source}'", field="data.source",
+                     hint="use synthetic or folder")
+
+
 @register_task
 class IrisTask(ImageToMapTask):
     """Binary iris segmentation of 96x128 grayscale eye images."""
@@ -36,23 +63,7 @@ class IrisTask(ImageToMapTask):
     default_best_mode = "max"
 
     def datasets(self):
-        d = self.recipe.data
-        opts = dict(d.options)
-        if d.source == "synthetic":
-            degrade = bool(opts.pop("degrade", True))
-            return (SyntheticIrisDataset(d.train_size, seed=d.seed, degrade=degrade,
-                                         cache=d.cache),
-                    SyntheticIrisDataset(d.val_size, seed=d.seed + 10_000, degrade=degrade,
-                                         cache=d.cache))
-        if d.source == "folder":
-            if not d.root:
-                raise SpdnnError("data.source 'folder' needs data.root", field="data.root",
-                                 hint="point it at a folder with images/ and masks/")
-            ds = IrisFolderDataset(d.root, degrade=bool(opts.get("degrade", False)), seed=d.seed,
-                                   cache=d.cache)
-            return split_dataset(ds, float(opts.get("val_fraction", 0.2)), d.seed)
-        raise SpdnnError(f"unknown iris data source '{d.source}'", field="data.source",
-                         hint="use synthetic or folder")
+        return iris_datasets(self.recipe.data)
 
     def loss(self, pred, target, mask=None):
         return F.binary_cross_entropy(pred.clamp(EPS, 1 - EPS), target)
