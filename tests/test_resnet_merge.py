@@ -136,6 +136,23 @@ def test_width_reduced_resnet18_34_merge_compiles_exports_and_trains(tmp_path: P
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
 
 
+def test_carried_resnet_merge_says_where_it_is_not_exact():
+    """Merged residual blocks share their channels, so carrying weights cannot be exact there:
+    the merge says which blocks, and the rest of the network still builds with the weights."""
+    from spdnn.codegen import build_module
+    from spdnn.graph.weights import carry_weights, verify
+
+    r18 = resnet([2, 2, 2, 2], "resnet18_w8", size=32, width=8, classes=10)
+    r34 = resnet([3, 4, 6, 3], "resnet34_w8", size=32, width=8, classes=10)
+    result = merge([r18, r34], params="keep")
+    states = [build_module(p).state_dict() for p in result.parents]
+    carried = carry_weights(result, states)
+    assert not carried.exact and verify(carried, result, states) > 1e-4
+    shared = [n for n in carried.notes if "its channels are shared" in n]
+    assert shared and all("BasicBlock" in n or "DownBlock" in n for n in shared)
+    assert any("_proj" in n for n in carried.notes)
+
+
 @pytest.mark.slow
 def test_full_resnet18_34_merge_trains(tmp_path: Path):
     """Full width (28.6M parameters) at 32x32 input (the parameter count does not depend on

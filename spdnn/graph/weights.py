@@ -49,6 +49,9 @@ __all__ = ["CarriedMerge", "carry_weights", "ensemble_forward", "load_weights", 
 _EVAL_IDENTITY = ("Dropout", "GaussianNoise")
 """Non-compute ops that are the identity in evaluation mode (provenance passes through)."""
 
+_CARRIED = ("Conv2d", "ConvTranspose2d", "Linear")
+"""The ops whose merged nodes hold their members' channels side by side."""
+
 _ODD_ACTS = {"relu": 0.0, "leaky_relu": None}  # activations with f(z) - f(-z) linear in z
 
 
@@ -350,8 +353,10 @@ def carry_weights(result: MergeResult, states: list[dict], dedupe: bool = True) 
         return bool(sm) and sm.keys() == sk.keys() and all(torch.equal(sm[x], sk[x]) for x in sm)
 
     # 1. kept members per node (dedupe in topological order) and carrying widths
-    base = b.widths()
-    for n in letters:  # Linear nodes widen too when carrying (see Rebuild.build)
+    # the nodes that hold their members side by side: convolutions and Linear layers (Linear
+    # widens too when carrying, see Rebuild.build); block instances keep their parents' width
+    base = {n: w for n, w in b.widths().items() if g.nodes[n]["op"].op_name in _CARRIED}
+    for n in letters:
         if n not in base and isinstance(g.nodes[n]["op"], Linear):
             base[n] = g.nodes[n]["op"].out_features
     kept: dict = {}
@@ -447,9 +452,15 @@ def carry_weights(result: MergeResult, states: list[dict], dedupe: bool = True) 
                     if k.startswith(ident + "."):
                         state[k] = states[t][pid + k[len(ident):]].clone()
                 continue
-            fail(f"{lay.name} ({d['structure']}, merged from "
-                 f"{', '.join(member_name[m] for m in d['members'])}) cannot hold its members "
-                 "side by side; it keeps its default initialisation")
+            if len(d["members"]) > 1:
+                fail(f"{lay.name} ({d['structure']}, merged from "
+                     f"{', '.join(member_name[m] for m in d['members'])}) cannot hold its "
+                     "members side by side (its channels are shared); it keeps its default "
+                     "initialisation")
+            else:
+                fail(f"{lay.name} ({d['structure']}, from {member_name[d['members'][0]]}) "
+                     "reads channels an earlier shared layer mixes; it keeps its default "
+                     "initialisation")
             continue
         mlin, mbn = _parts(mmod)
         if mlin is None:
