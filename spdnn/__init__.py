@@ -7,3 +7,12 @@ a standalone file) -> :mod:`spdnn.render` (graphviz diagrams) -> :mod:`spdnn.cli
 """
 
 __version__ = "0.1.0"
+
+
+def from_module(module, example_input, weights: bool = True, name: str | None = None):
+    """Import a ``torch.nn.Module`` as a netspec with its weights (torch.fx trace); see
+    :func:`spdnn.importers.from_module` (imported on first use, so ``import spdnn`` stays
+    light)."""
+    from spdnn.importers import from_module as _from_module
+
+    return _from_module(module, example_input, weights=weights, name=name)

@@ -23,7 +23,7 @@ from rich.markup import escape
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from spdnn import __version__
-from spdnn.cli import demo, deploy, latent, netspec, train, zoo
+from spdnn.cli import demo, deploy, imports, latent, netspec, train, zoo
 from spdnn.cli.console import err, out
 from spdnn.errors import SpdnnError
 
@@ -185,7 +185,7 @@ def _main(
         set_limits(limits)
 
 
-for _module in (netspec, deploy, train, latent, demo, zoo):  # the order of `spdnn --help`
+for _module in (netspec, imports, deploy, train, latent, demo, zoo):  # the order of `spdnn --help`
     _module.register(app)
 for _info in app.registered_commands:
     if _info.cls in (None, TyperCommand):
