@@ -19,9 +19,13 @@ missing (a node that merges layers of different strides or pools, a recalled poo
 quality, an activation that differs between members), the merge is not exact and says so.
 
 Batch norm is per channel, so a member's BN statistics are copied channel by channel (exact in
-training and evaluation mode); a member without BN in a merged BN layer gets an identity BN
-(running variance ``1 - eps``), and a member's BN in a merged layer without BN is folded into
-its convolution: both are exact in evaluation mode only (noted).
+training and evaluation mode); the last layers feeding the shared head are built without BN
+(:meth:`~spdnn.graph.rebuild.Rebuild.build` with ``carry``), so a network whose members all have
+their own BN and no dropout is the ensemble in training mode too and fine-tuning starts from
+it. A member without BN in a merged BN layer gets an identity BN (running variance
+``1 - eps``), and a member's BN in a merged layer without BN is folded into its convolution:
+both are exact in evaluation mode only (noted). Grouped convolutions and block instances that
+merge several parents' layers are not carried (noted).
 
 Identical trained layers (issue 15 item 6: the same op, the same weights and the same input
 channels, e.g. a common pretrained stem) keep one copy; the other parent reads that copy.
