@@ -211,3 +211,35 @@ def test_cli_weight_errors_are_one_line(tmp_path: Path, capsys):
     torch.save(states, wa)
     assert main(base + ["--weights", str(wa), str(wb), "--params", "sum"]) == 2
     assert "'extra.weight' is not in netspec" in capsys.readouterr().err
+
+
+def test_two_imported_torch_networks_merge_into_their_exact_ensemble():
+    """Two torch modules imported with spdnn.from_module (torch.fx), merged with their
+    weights: the merged network computes the mean of the original modules' logits."""
+    from torch import nn
+
+    from spdnn import from_module
+
+    torch.manual_seed(0)
+    one = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                        nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16),
+                        nn.ReLU(), nn.Flatten(), nn.Linear(16 * 8 * 8, 10))
+    two = nn.Sequential(nn.Conv2d(3, 12, 3, padding=1), nn.BatchNorm2d(12), nn.ReLU(),
+                        nn.MaxPool2d(2), nn.Conv2d(12, 8, 5, padding=2), nn.BatchNorm2d(8),
+                        nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 32), nn.ReLU(),
+                        nn.Linear(32, 10))
+    for i, m in enumerate((one, two)):
+        randomize_norms(m, i)
+        m.eval()
+    x = torch.rand(2, 3, 16, 16)
+    imported = [from_module(m, x, name=n) for m, n in ((one, "torch_one"), (two, "torch_two"))]
+    specs = [r.spec for r in imported]
+    result = merge(specs, params="keep")
+    states = _in_merge_order(result, specs, [r.state_dict for r in imported])
+    carried, err = _carry(result, states)
+    assert carried.exact and err < 1e-5, carried.notes
+    net = build_module(carried.spec)
+    net.load_state_dict(carried.state_dict)
+    net.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), (one(x) + two(x)) / 2, atol=1e-5, rtol=0)
