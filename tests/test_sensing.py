@@ -207,7 +207,8 @@ def test_generative_sensing_run_writes_its_netspec_and_ranking(tmp_path):
                          SMALL + ["options.top={conv1: 4, conv3: 0.125}", "data.source=digits"])
     tr = trainer_for(recipe, outdir=tmp_path / "gs", progress=False)
     trainable = tr.param_counts()["net"]
-    tr.run()
+    batch = tuple(t[:2] for t in (tr.val_ds.images, tr.val_ds.labels))
+    tr.task.figures(tr.eval_models(), batch, tmp_path / "gs")  # what a run writes at its end
     written = load_spec(tmp_path / "gs" / "generative.yaml")
     assert [lay.corrected for lay in written.layers if lay.op == "GenerativeUnit"] == [4, 12]
     assert trainable == sum(infer(written)[n].params for n in ("conv1_gen", "conv3_gen"))

@@ -510,8 +510,9 @@ def _unwrap(net: torch.nn.Module) -> torch.nn.Module:
 
 
 def ranking_plot(data: dict, path: Path, title: str) -> Path:
-    """One panel per ranked layer: accuracy drop of each filter when its clean output is
-    replaced by the blurred one, sorted (most hurt first), the corrected filters in colour."""
+    """One column per ranked layer, filters in rank order (most hurt first), the corrected ones
+    in colour: top, the top-1 drop (points) when a filter's clean output is replaced by the
+    blurred one; bottom, the cross-entropy rise that breaks the (frequent) ties."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -519,17 +520,23 @@ def ranking_plot(data: dict, path: Path, title: str) -> Path:
 
     from spdnn.io import save_figure
 
-    fig, axes = plt.subplots(1, len(data), figsize=(3.0 * len(data), 2.8), squeeze=False,
+    fig, axes = plt.subplots(2, len(data), figsize=(3.0 * len(data), 4.4), squeeze=False,
                              layout="constrained")
-    for ax, (name, r) in zip(axes[0], data.items()):
-        drops = [r["acc_drop"][k] * 100 for k in r["order"]]
+    for col, (name, r) in enumerate(data.items()):
         n = r.get("corrected") or 0
-        colours = ["tab:red" if i < n else "0.6" for i in range(len(drops))]
-        ax.bar(range(len(drops)), drops, color=colours, width=1.0)
-        ax.set_title(f"{name}: {n} of {len(drops)} corrected", fontsize=9)
-        ax.set_xlabel("filter (ranked)", fontsize=8)
-        ax.tick_params(labelsize=7)
+        for row, (key, scale) in enumerate((("acc_drop", 100.0), ("ce_rise", 1.0))):
+            ax = axes[row][col]
+            vals = [r[key][k] * scale for k in r["order"]]
+            ax.bar(range(len(vals)), vals, width=1.0,
+                   color=["tab:red" if i < n else "0.6" for i in range(len(vals))])
+            ax.axhline(0, color="0.3", lw=0.5)
+            ax.tick_params(labelsize=7)
+            if row == 0:
+                ax.set_title(f"{name}: {n} of {len(vals)} corrected (red)", fontsize=9)
+            else:
+                ax.set_xlabel("filter (ranked)", fontsize=8)
     axes[0][0].set_ylabel("top-1 drop (points)", fontsize=8)
-    fig.suptitle(f"{title}: filters ranked by the accuracy drop when their feature is blurred "
-                 "(DeepCorrect ranking)", fontsize=9)
+    axes[1][0].set_ylabel("cross-entropy rise", fontsize=8)
+    fig.suptitle(f"{title}: filters ranked by the harm of replacing their clean feature by the "
+                 "blurred one (DeepCorrect ranking)", fontsize=9)
     return save_figure(fig, path, dpi=120)
