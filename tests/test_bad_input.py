@@ -487,7 +487,7 @@ def test_every_shipped_netspec_is_far_inside_the_default_limits():
         spec, info = S.load_inferred(p)
         acts = sum(math.prod(i.shape) for i in spec.inputs) + sum(
             math.prod(lay.out_shape) for lay in info.layers)
-        assert info.params * 100 < DEFAULT_LIMITS.params, p
+        assert info.params * 50 < DEFAULT_LIMITS.params, p  # VGG-11 (133 M) is 75x inside
         assert info.macs * 100 < DEFAULT_LIMITS.macs, p
         assert acts * 100 < DEFAULT_LIMITS.activations, p
 

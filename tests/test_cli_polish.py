@@ -21,7 +21,7 @@ from spdnn.cli import main
 from spdnn.cli.console import plural
 from spdnn.graph import merge_files
 from spdnn.shapes import infer
-from tests.helpers import NETSPECS, ROOT
+from tests.helpers import NETSPECS, NOT_BUILT, ROOT
 
 IRIS_A = sorted(str(p) for p in (NETSPECS / "iris/appendix_a").glob("*.yaml"))
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None,
@@ -429,7 +429,8 @@ def test_inspect_agrees_with_torch_on_every_netspec():
     from spdnn.spec.blocks import netspec_paths
 
     torch.manual_seed(0)
-    paths = netspec_paths(NETSPECS)
+    paths = [p for p in netspec_paths(NETSPECS)  # VGG-11 is too big to build (NOT_BUILT)
+             if p.relative_to(NETSPECS).as_posix() not in NOT_BUILT]
     assert len(paths) >= 70
     differ = 0
     for path in paths:

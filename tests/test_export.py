@@ -21,7 +21,7 @@ from spdnn.codegen import build_module
 from spdnn.errors import SpdnnError
 from spdnn.graph import merge
 from spdnn.io import CheckpointError, save_checkpoint
-from tests.helpers import ROOT, all_netspec_paths, load_glob
+from tests.helpers import NOT_EXPORTED, ROOT, load_glob, netspec_paths_except
 
 TINY = """
 name: tiny_concat
@@ -59,7 +59,7 @@ def _check_file(path: Path, spec: S.Netspec, dynamic: bool) -> onnx.ModelProto:
     return model
 
 
-@pytest.mark.parametrize("path", all_netspec_paths(),
+@pytest.mark.parametrize("path", netspec_paths_except(NOT_EXPORTED),  # reasons: NOT_EXPORTED
                          ids=lambda p: str(p.relative_to(ROOT / "netspecs")))
 def test_every_netspec_exports_with_parity(path: Path, tmp_path: Path):
     spec = S.load(path)
