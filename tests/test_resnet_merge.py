@@ -127,7 +127,7 @@ def test_width_reduced_resnet18_34_merge_compiles_exports_and_trains(tmp_path: P
     y = torch.randint(0, 10, (4,))
     opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
     losses = []
-    for _ in range(6):
+    for _ in range(3):
         opt.zero_grad()
         loss = torch.nn.functional.cross_entropy(net(x), y)
         loss.backward()
