@@ -206,10 +206,12 @@ def test_groups_labels_structure_and_width():
     assert g.label_parts() == ("Conv2d 3x3, 12 ch", ["groups 4", "pad same"])
     assert dw.label_parts() == ("Conv2d 3x3, 12 ch", ["stride 2", "groups 12", "pad 1", "BN",
                                                      "relu6"])
-    assert (g.structure(), dw.structure(), up.structure()) == ("3C(g4)", "3C(s2)(g12)",
+    assert (g.structure(), dw.structure(), up.structure()) == ("3C(g4)", "3C(s2)(dw)",
                                                                 "2D(s2)(g3)")
     assert g.with_width(17).out_channels == 16  # the nearest multiple of groups
     assert g.with_width(1).out_channels == 4
+    wide = dw.with_width(20)  # a depthwise conv stays depthwise
+    assert (wide.out_channels, wide.groups) == (20, 20) and wide.structure() == dw.structure()
     assert loads(GROUPED.replace("kernel_size: 3, out_channels: 12, groups: 4",
                                  "kernel_size: 3, out_channels: 12")).layers[0].structure() == "3C"
 

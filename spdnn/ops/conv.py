@@ -61,23 +61,29 @@ class _ConvBase(Op):
         return self.out_channels
 
     def with_width(self, width: int) -> Op:
-        """A copy with ``out_channels = width``, rounded to the nearest multiple of ``groups``
-        (at least ``groups``), so a grouped convolution stays valid."""
-        g = self.groups
-        width = max(g, g * round(int(width) / g))
-        return self.model_copy(update={"out_channels": int(width)})
+        """A copy with ``out_channels = width``. A depthwise convolution (``groups`` equal to
+        ``out_channels``, above 1) stays depthwise: ``groups = width`` too (its input must then
+        have ``width`` channels, as a merge that widens every layer alike gives it). Another
+        grouped convolution keeps ``groups`` and rounds ``width`` to the nearest multiple of
+        it (at least ``groups``)."""
+        g, width = self.groups, int(width)
+        if g > 1 and g == self.out_channels:
+            return self.model_copy(update={"out_channels": width, "groups": width})
+        width = max(g, g * round(width / g))
+        return self.model_copy(update={"out_channels": width})
 
     def _suffix(self) -> str:
-        """Stride, dilation and groups in the structure code (``3C(s2)``, ``3C(g32)``):
-        convolutions that differ in them compute different things and do not merge."""
+        """Stride, dilation and groups in the structure code (``3C(s2)``, ``3C(g4)``, and
+        ``3C(dw)`` for a depthwise conv, ``groups == out_channels``): convolutions that differ
+        in them compute different things and do not merge."""
         s, d = pair(self.stride), pair(self.dilation)
         out = ""
         if s != (1, 1):
             out += f"(s{_kernel_code(s)})"
         if d != (1, 1):
             out += f"(d{_kernel_code(d)})"
-        if self.groups != 1:
-            out += f"(g{self.groups})"
+        if self.groups != 1:  # a depthwise conv is one whatever its width
+            out += "(dw)" if self.groups == self.out_channels else f"(g{self.groups})"
         return out
 
     def label_parts(self) -> tuple[str, list[str]]:
@@ -141,7 +147,8 @@ class Conv2d(_ConvBase):
     ``H' = floor((H + 2*padding - dilation*(kernel_size-1) - 1) / stride) + 1``.
     ``padding: same`` pads ``dilation*(kernel_size-1)/2`` on each side (odd effective kernels
     only), which keeps ``H' = ceil(H / stride)``. SPDNN structure code: ``kC`` (thesis ch. 3.1),
-    with ``(sS)``, ``(dD)``, ``(gG)`` suffixes for a stride, dilation or ``groups`` other than 1.
+    with ``(sS)``, ``(dD)``, ``(gG)`` suffixes for a stride, dilation or ``groups`` other than 1
+    (``(dw)`` for a depthwise convolution, ``groups == out_channels``, whatever its width).
     ``groups`` (default 1) splits input and output channels into that many groups, each
     convolved separately (both counts must be divisible by it; ``groups = C_in = out_channels``
     is MobileNet's depthwise convolution, Howard et al. 2017, sec. 3.1): parameters
