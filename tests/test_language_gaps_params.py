@@ -214,3 +214,22 @@ def test_cli_validate_reports_one_line(tmp_path, capsys):
     assert main(["validate", str(f)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "blocks.B.layers[1].out_channels" in err[0] and "'**'" in err[0]
+
+
+def test_default_structure_code_leaves_out_width_derived_values():
+    """Without a structure template the code names the arguments; a value derived from the
+    input width is not an argument of the instance and is left out (it is not known before
+    the instance is shaped)."""
+    spec = loads("""name: t
+input: {channels: 4, height: 4, width: 4}
+blocks:
+  B:
+    params: {c: null, t: 2, hidden: $in_channels * $t, half: $c // 2}
+    layers:
+      - {name: a, op: Conv2d, kernel_size: 1, out_channels: $hidden}
+      - {name: b, op: Conv2d, kernel_size: 1, out_channels: $half}
+layers:
+  - {name: x1, op: B, c: 6}
+""")
+    assert spec.layers[0].structure() == "B(6,2,3)"
+    assert [lay.out_shape[0] for lay in spec.layers[0].shaped_body([(4, 4, 4)])[1].layers] == [8, 3]
