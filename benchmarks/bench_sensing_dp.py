@@ -34,7 +34,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
 
-from spdnn.tasks.sensing.pipeline import cached, run_step  # noqa: E402
+from spdnn.tasks.sensing.pipeline import cached, run_step, step_walls  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -146,6 +146,7 @@ def main() -> None:
     clf, _ = run_step(RECIPES / "dp_classifier.yaml", budget["classifier"],
                       out / "dp_classifier", console)
     results = {}
+    walls: dict[str, str] = {}
     for cond in args.conditions:
         unit_recipe, joint_recipe = CONDITIONS[cond]
         ft, _ = run_step(RECIPES / "dp_finetune.yaml", budget["finetune"] + [
@@ -157,6 +158,7 @@ def main() -> None:
             f"options.noise={cond}", f"options.unit_pretrained={unit}",
             f"options.classifier_pretrained={clf}"], out / f"joint_{cond}", console)
         runs = {"classifier": clf, "finetune": ft, "unit": unit, "joint": joint}
+        walls[cond] = step_walls(runs)
         key = [str(p) + (p / "step_done.json").read_text() for p in runs.values()]
         fig = RESULTS / f"{stem}_restoration_{cond}.png"
         results[cond] = cached(out / f"eval_{cond}.json", key + [budget["test"]],
@@ -179,7 +181,8 @@ def main() -> None:
           f"`{' '.join(budget['finetune'])}`, unit `{' '.join(budget['unit'])}`, joint "
           f"`{' '.join(budget['joint'])}`; test: {budget['test']} validation images degraded "
           f"once (seed 12345); seed 0; 2 shared CPU cores; this run's wall time (new steps "
-          f"only): {wall / 60:.1f} min.", ""]
+          f"only): {wall / 60:.1f} min; training wall time per step (n/a: not recorded): "
+          + "; ".join(f"{c}: {w}" for c, w in walls.items()) + ".", ""]
     for cond, r in results.items():
         p = PAPER[cond]
         md += [f"## {cond}", "", "| method | top-1 (ours) | PSNR of the classifier's input, dB "

@@ -215,6 +215,13 @@ def test_generative_sensing_run_writes_its_netspec_and_ranking(tmp_path):
     ranking = json.loads((tmp_path / "gs" / "ranking.json").read_text())
     assert sorted(ranking["conv1"]["order"]) == list(range(16))
     assert (tmp_path / "gs" / "ranking.png").stat().st_size > 1000
+    # untrained units (last conv zero) are the identity: phi_gen's table equals the baseline's
+    tr.task.opts.targets, tr.task.opts.target_train, tr.task.opts.target_test = ("faces",), 10, 10
+    table = tr.task.report(tr.eval_models(), tmp_path / "eval", torch.device("cpu"))
+    for k in range(7):
+        assert table[f"faces_gs_s{k}"] == table[f"faces_base_s{k}"] == table[f"faces_gs_own_s{k}"]
+    assert table["unit_params"] == trainable and table["faces_test"] == 10
+    assert json.loads((tmp_path / "eval" / "probe.json").read_text()) == table
 
 
 @pytest.mark.parametrize("recipe,override,field", [

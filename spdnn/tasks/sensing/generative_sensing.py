@@ -464,7 +464,9 @@ class GenerativeSensingTask(Task):
 
     def report(self, models, outdir: Path, device) -> dict[str, float]:
         """Tables 1-2 in kind (module docstring, step 4): ``<target>_<base|gs>_s<k>`` top-1
-        accuracies, ``<target>_<base|gs>_avg``, ``unit_params`` and ``base_params``; writes
+        accuracies, ``<target>_<base|gs>_avg``, ``unit_params`` and ``base_params``; also
+        ``<target>_gs_own_*``: phi_gen with a probe fitted on its own clean features (a
+        diagnostic, not the paper's protocol); writes
         ``probe.json`` under ``outdir``."""
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
@@ -490,15 +492,23 @@ class GenerativeSensingTask(Task):
             f_tr = features(net, layer, tr.images.to(device), baseline=True).cpu().numpy()
             clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
             clf.fit(f_tr, tr.labels.numpy())
-            for method, baseline in (("base", True), ("gs", False)):
-                accs = []
-                for lev in BLUR_LEVELS:
-                    xb = gaussian_blur(te.images, lev).to(device)
-                    f = features(net, layer, xb, baseline=baseline).cpu().numpy()
-                    acc = float((clf.predict(f) == te.labels.numpy()).mean())
+            # not the paper's protocol, a diagnostic: a probe fitted on phi_gen's own clean
+            # features tells feature drift at sigma_b = 0 apart from lost information
+            own = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+            own.fit(features(net, layer, tr.images.to(device), baseline=False).cpu().numpy(),
+                    tr.labels.numpy())
+            accs: dict[str, list[float]] = {"base": [], "gs": [], "gs_own": []}
+            for lev in BLUR_LEVELS:
+                xb = gaussian_blur(te.images, lev).to(device)
+                f_base = features(net, layer, xb, baseline=True).cpu().numpy()
+                f_gs = features(net, layer, xb, baseline=False).cpu().numpy()
+                for method, probe, f in (("base", clf, f_base), ("gs", clf, f_gs),
+                                         ("gs_own", own, f_gs)):
+                    acc = float((probe.predict(f) == te.labels.numpy()).mean())
                     out[f"{target}_{method}_s{lev}"] = acc
-                    accs.append(acc)
-                out[f"{target}_{method}_avg"] = sum(accs) / len(accs)
+                    accs[method].append(acc)
+            for method, values in accs.items():
+                out[f"{target}_{method}_avg"] = sum(values) / len(values)
             out[f"{target}_train"], out[f"{target}_test"] = n_tr, n_te
         outdir.mkdir(parents=True, exist_ok=True)
         write_atomic(outdir / "probe.json", json.dumps(out, indent=1))

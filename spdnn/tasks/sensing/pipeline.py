@@ -1,6 +1,7 @@
 """Resumable multi-step pipelines for the sensing tables: each step is a recipe trained into its
 own run folder; a finished step (``step_done.json`` with the hash of its recipe after the
-overrides) is not recomputed, an interrupted one continues from its ``last.pt``, and a changed
+overrides, the final metrics and the wall time of the (last) training session) is not
+recomputed, an interrupted one continues from its ``last.pt``, and a changed
 recipe or override trains anew. Evaluations are cached the same way (:func:`cached`).
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,11 +45,12 @@ def run_step(recipe_path: str | Path, overrides: list[str], run_dir: Path, conso
             shutil.rmtree(run_dir)  # a different recipe: start over
     run_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(run_dir / "step_started.json", json.dumps({"recipe_hash": key}))
+    t0 = time.perf_counter()
     trainer = trainer_for(recipe, outdir=run_dir, resume="auto", console=console,
                           progress=False, log_lines=console is not None)
     final = trainer.run()
-    write_atomic(done, json.dumps({"recipe_hash": key, "final": final, "steps": trainer.step},
-                                  indent=1))
+    write_atomic(done, json.dumps({"recipe_hash": key, "final": final, "steps": trainer.step,
+                                   "wall_s": time.perf_counter() - t0}, indent=1))
     return run_dir, True
 
 
@@ -62,3 +65,14 @@ def cached(path: Path, key: Any, compute: Callable[[], dict]) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps({"key": h, "value": value}, indent=1))
     return value
+
+
+def step_walls(runs: dict[str, Path]) -> str:
+    """``name: minutes`` of each finished step that recorded its wall time (a resumed step:
+    its last session only)."""
+    parts = []
+    for name, run in runs.items():
+        done = run / DONE
+        wall = json.loads(done.read_text()).get("wall_s") if done.is_file() else None
+        parts.append(f"{name} {wall / 60:.1f} min" if wall is not None else f"{name} n/a")
+    return ", ".join(parts)
