@@ -25,8 +25,13 @@ Measurements (written to ``benchmarks/results/aspect_iris.md`` / ``.json``):
   generated pairs, 3 seeds (each seed draws the real subset and the initialisation), MCC on the
   held-out real eyes; the mean difference with its spread.
 
-    python benchmarks/bench_aspect.py            # ~20-25 min on 2 shared cores
-    python benchmarks/bench_aspect.py --quick    # a smoke run of every stage (~2 min)
+    python benchmarks/bench_aspect.py            # ~30 min on 2 cores shared by six sessions
+    python benchmarks/bench_aspect.py --quick    # a smoke run of every stage (~5 min)
+    python benchmarks/bench_aspect.py --name aspect_iris_lk01 --began-set options.lambda_k=0.01
+
+``--name`` names the results (``benchmarks/results/<name>.md``) and the work folder
+(``runs/bench_<name>``); ``--began-set`` overrides the BEGAN recipe (the second line is the
+run with a ten times faster k_t control, lambda_k 0.01, next to the recipe's 0.001).
 """
 
 from __future__ import annotations
@@ -203,10 +208,12 @@ def main() -> None:
     ap.add_argument("--began-set", action="append", default=[],
                     help="recipe override of the BEGAN stage (e.g. optim.lr=0.0003)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--name", default="aspect_iris",
+                    help="results file stem and work folder (runs/bench_<name>)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     b = QUICK if args.quick else FULL
-    work = ROOT / "runs" / ("bench_aspect_quick" if args.quick else "bench_aspect")
+    work = ROOT / "runs" / (f"bench_{args.name}" + ("_quick" if args.quick else ""))
     work.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
 
@@ -284,7 +291,7 @@ def main() -> None:
     cli(["generate", str(work / "iris_began"), "--aspect", str(work / "iris_mask"), "-n", "64",
          "-o", str(work / "generated"), "--overwrite"])
     write_results(work, b, began, inv, aspect, seg, real, agree, use_rows,
-                  time.perf_counter() - t_start, args.quick)
+                  time.perf_counter() - t_start, args.quick, args.name)
 
 
 def _spread(xs: list[float]) -> str:
@@ -293,7 +300,8 @@ def _spread(xs: list[float]) -> str:
     return f"{statistics.mean(xs):+.3f} ± {statistics.stdev(xs):.3f}"
 
 
-def write_results(work, b, began, inv, aspect, seg, real, agree, use_rows, seconds, quick):
+def write_results(work, b, began, inv, aspect, seg, real, agree, use_rows, seconds, quick,
+                  name):
     from spdnn.io import write_atomic
 
     rep = began["report"]
@@ -383,18 +391,18 @@ def write_results(work, b, began, inv, aspect, seg, real, agree, use_rows, secon
                         "they do **not** help beyond the seed spread at this budget."))
     lines.append("")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    write_atomic(RESULTS / "aspect_iris.md", "\n".join(lines))
-    write_atomic(RESULTS / "aspect_iris.json", json.dumps(
+    write_atomic(RESULTS / f"{name}.md", "\n".join(lines))
+    write_atomic(RESULTS / f"{name}.json", json.dumps(
         {"budget": b, "quick": quick, "seconds": seconds, "began": began, "inversion": inv,
          "aspect": aspect, "segmenter": seg, "real": real, "agree": agree, "use": use_rows},
         indent=2))
-    for src, dst in ((work / "iris_began/samples.png", "aspect_iris_began_samples.png"),
-                     (work / "invert_mae.png", "aspect_iris_mae.png"),
-                     (work / "generated/preview.png", "aspect_iris_preview.png"),
-                     (work / "generated/interpolation.png", "aspect_iris_interpolation.png")):
+    for src, dst in ((work / "iris_began/samples.png", f"{name}_began_samples.png"),
+                     (work / "invert_mae.png", f"{name}_mae.png"),
+                     (work / "generated/preview.png", f"{name}_preview.png"),
+                     (work / "generated/interpolation.png", f"{name}_interpolation.png")):
         if src.is_file():
             shutil.copyfile(src, RESULTS / dst)
-    print((RESULTS / "aspect_iris.md").read_text())
+    print((RESULTS / f"{name}.md").read_text())
 
 
 if __name__ == "__main__":

@@ -299,6 +299,7 @@ def register(app: typer.Typer) -> None:
         histogram of the reconstruction MAE beside it (<output stem>_mae.png).
 
         Examples:
+
           spdnn invert runs/iris_began -o runs/iris_latents.pt
           spdnn invert runs/iris_began --method encoder --split val -o runs/iris_val_enc.pt
         """
