@@ -17,7 +17,8 @@ from torch import nn  # noqa: E402
 
 from spdnn.cli import main  # noqa: E402
 from spdnn.codegen import build_module  # noqa: E402
-from spdnn.importers import ModelImportError, load_weights  # noqa: E402
+from spdnn.errors import SpdnnError  # noqa: E402
+from spdnn.graph.weights import load_weights  # noqa: E402
 from spdnn.spec import load_checked  # noqa: E402
 
 
@@ -49,7 +50,7 @@ def test_import_onnx_writes_netspec_and_weights(tmp_path, capsys):
     assert [lay.op for lay in spec.layers] == ["Conv2d", "MaxPool2d", "Conv2d"]
     assert spec.layers[0].batch_norm and spec.layers[2].activation == "sigmoid"
     assert spec.inputs[0].name == "image" and spec.outputs[0].name == "mask"
-    state = load_weights(spec, pt)
+    state = load_weights(pt, spec)
     module = build_module(spec)
     module.load_state_dict(state, strict=True)
     x = torch.rand(3, 1, 16, 16)
@@ -82,16 +83,16 @@ def test_weights_that_do_not_match(tmp_path):
     state = torch.load(pt, weights_only=True)
     renamed = {("x" + k if i == 0 else k): v for i, (k, v) in enumerate(state.items())}
     torch.save(renamed, tmp_path / "renamed.pt")
-    with pytest.raises(ModelImportError, match=r"missing key '.*' \(1 missing, 1 unexpected\)"):
-        load_weights(spec, tmp_path / "renamed.pt")
+    with pytest.raises(SpdnnError, match=r"key '.*' of netspec '.*' is missing"):
+        load_weights(tmp_path / "renamed.pt", spec)
     first = next(iter(state))
     state[first] = torch.zeros(7)
     torch.save(state, tmp_path / "shape.pt")
-    with pytest.raises(ModelImportError, match=r"has shape \(7,\), the netspec"):
-        load_weights(spec, tmp_path / "shape.pt")
+    with pytest.raises(SpdnnError, match=r"has shape \(7,\), netspec"):
+        load_weights(tmp_path / "shape.pt", spec)
     (tmp_path / "cut.pt").write_bytes(pt.read_bytes()[:100])
-    with pytest.raises(ModelImportError, match="cannot read the weights"):
-        load_weights(spec, tmp_path / "cut.pt")
+    with pytest.raises(SpdnnError, match="not a readable weights file"):
+        load_weights(tmp_path / "cut.pt", spec)
 
 
 def test_cli_bad_input(tmp_path, capsys):

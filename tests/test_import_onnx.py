@@ -245,6 +245,12 @@ def test_asymmetric_padding_and_weights_computed_at_run_time(tmp_path):
     line = _error(import_onnx, _write(tmp_path, nodes, [_t("w", 4, 3, 2, 2)], (3, 4, 4),
                                       (4, 4, 4), name="same"))
     assert "SAME_UPPER" in line and "not symmetric" in line
+    # before opset 13, Softmax(axis=1) of a map is over C*H*W, not over the channels
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("Softmax", ["c"], ["y"], name="sm", axis=1)]
+    line = _error(import_onnx, _write(tmp_path, nodes, [_t("w", 4, 3, 1, 1)], (3, 4, 4),
+                                      (4, 4, 4), opset=11, name="sm11"))
+    assert "node 'sm' (Softmax): softmax over axis 1" in line
     w = helper.make_tensor_value_info("w", TensorProto.FLOAT, [4, 3, 1, 1])
     nodes = [helper.make_node("Conv", ["x", "w"], ["y"], name="conv")]
     line = _error(import_onnx, _write(tmp_path, nodes, [], (3, 4, 4), (4, 4, 4), name="rt",

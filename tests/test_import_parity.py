@@ -97,7 +97,7 @@ def test_batch_norms_fold_into_their_convolutions(models, tmp_path):
     assert "BatchNorm2d" not in ops
     convs = [lay for lay in result.spec.layers if lay.op == "Conv2d"]
     assert all(c.batch_norm for c in convs)
-    assert result.spec.layer("layer2.0.downsample.0").stride == 2
+    assert result.spec.layer("layer2.0.downsample").stride == 2  # Sequential(conv, BN)
     assert result.spec.layer("conv1").activation == "relu"
     # depthwise convolutions keep their groups
     mnv2 = from_module(models["mobilenet_v2"], torch.rand(1, 3, 32, 32), weights=False)
@@ -115,3 +115,26 @@ def test_vgg11_full_size_parameter_count():
     assert result.state_dict is None
     assert result.params == 132_863_336
     assert result.spec.layer("avgpool").op == "AdaptiveAvgPool2d"
+
+
+@pytest.mark.slow
+def test_dynamo_exported_file(models, tmp_path):
+    """A file of torch's default (dynamo) exporter, optimized as it ships (batch norms folded
+    into the convolutions, which then carry a bias): names come from the exporter's recorded
+    module scopes, outputs match to 1e-5; the parameter count is the folded network's."""
+    module = models["unet"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prog = torch.onnx.export(module, (torch.rand(1, 1, 32, 32),), None, dynamo=True,
+                                 opset_version=20, verbose=False)
+    path = tmp_path / "unet_dynamo.onnx"
+    prog.save(str(path))
+    result = import_onnx(path)
+    assert max(parity(result, module).values()) <= ATOL
+    convs = [lay for lay in result.spec.layers if lay.op in ("Conv2d", "ConvTranspose2d")]
+    assert convs and not any(c.batch_norm for c in convs)
+    names = {lay.name for lay in result.spec.layers}
+    # a folded conv carries the scope of its batch norm (down.0.1), the exporter's record
+    assert {"up.0", "head"} <= names and any(n.startswith("down.0.") for n in names)
+    bn = sum(m.num_features for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert result.params == sum(p.numel() for p in module.parameters()) - bn

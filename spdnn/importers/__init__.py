@@ -30,7 +30,7 @@ from typing import Any
 from spdnn.importers.graph import ImportResult, ModelImportError
 
 __all__ = ["ImportResult", "ModelImportError", "from_module", "import_onnx", "load_factory",
-           "load_weights", "parity", "save"]
+           "parity", "save"]
 
 
 def import_onnx(path: str | Path, weights: bool = True,
@@ -106,50 +106,6 @@ def save(result: ImportResult, netspec_path: str | Path,
         if result.state_dict is None:
             raise ModelImportError("no weights were imported", file=str(weights_path))
         save_torch_atomic(result.state_dict, weights_path, what="weights")
-
-
-def load_weights(spec: Any, path: str | Path) -> dict[str, Any]:
-    """Read a weights file written by :func:`save` for ``spec`` and check that it loads
-    strictly into ``spdnn.codegen.build_module(spec)``.
-
-    Raises:
-        ModelImportError: the file is missing, unreadable, not a state dict, or its keys or
-            shapes do not match the netspec (the first missing/unexpected key or the first
-            shape mismatch is named).
-    """
-    import torch
-
-    from spdnn.codegen import build_module
-
-    file = str(path)
-    if not Path(path).is_file():
-        raise ModelImportError("weights file not found", file=file)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - truncated, foreign or unsafe files
-        msg = " ".join(str(exc).split())[:160]
-        raise ModelImportError(f"cannot read the weights ({type(exc).__name__}: {msg})",
-                               file=file, hint="give a state dict written by spdnn import"
-                               ) from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
-                                              for v in state.values()):
-        raise ModelImportError("not a state dict of tensors", file=file,
-                               hint="give a state dict written by spdnn import")
-    want = build_module(spec).state_dict()
-    missing = [k for k in want if k not in state]
-    extra = [k for k in state if k not in want]
-    if missing or extra:
-        what = (f"missing key '{missing[0]}'" if missing else f"unexpected key '{extra[0]}'")
-        raise ModelImportError(f"the weights do not match netspec '{spec.name}': {what} "
-                               f"({len(missing)} missing, {len(extra)} unexpected)", file=file,
-                               hint="give the weights imported together with this netspec")
-    for k, v in want.items():
-        if tuple(state[k].shape) != tuple(v.shape):
-            raise ModelImportError(f"the weights do not match netspec '{spec.name}': '{k}' has "
-                                   f"shape {tuple(state[k].shape)}, the netspec {tuple(v.shape)}",
-                                   file=file, hint="give the weights imported together with "
-                                   "this netspec")
-    return state
 
 
 def parity(result: ImportResult, reference: Any, seed: int = 0) -> dict[str, float]:

@@ -252,9 +252,9 @@ def _name_groups(nodes: list[Node]) -> None:
     for k, n in enumerate(nodes):
         if not n.members:
             continue
-        parents = {m.rpartition(".")[0] for m in (n.name, *n.members)}
-        parent = parents.pop() if len(parents) == 1 else ""
-        if parent and owner.get(parent) == k:
+        parent = n.name.rpartition(".")[0]
+        if (parent and owner.get(parent) == k
+                and any(m.rpartition(".")[0] == parent for m in n.members)):
             n.name = parent
 
 

@@ -493,11 +493,16 @@ class _Reader:
         self._act(node, "GELU", {"approximate": "tanh"} if approx == "tanh" else {})
 
     def op_Softmax(self, node, a):
-        rank = len(self.shape(node.input[0], node))
+        shape = self.shape(node.input[0], node)
+        rank = len(shape)
         axis = int(a.get("axis", -1 if self.opset >= 13 else 1))
-        if axis % rank != 1:
-            raise _fail(node, f"softmax over axis {axis}; the netspec's Softmax is over the "
-                        "channel axis (1)", self.file, hint="nearest supported: Softmax(axis=1)")
+        # before opset 13 the axes after `axis` are flattened into it
+        flattened = self.opset < 13 and math.prod(shape[axis % rank + 1:]) != 1
+        if axis % rank != 1 or flattened:
+            what = f"axis {axis}" + (" and the axes after it (opset < 13)" if flattened else "")
+            raise _fail(node, f"softmax over {what}; the netspec's Softmax is over the channel "
+                        "axis (1) alone", self.file, hint="nearest supported: Softmax(axis=1), "
+                        "opset >= 13")
         self._act(node, "Softmax")
 
     def op_Clip(self, node, a):
