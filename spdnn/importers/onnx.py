@@ -57,6 +57,8 @@ __all__ = ["SUPPORTED", "read_onnx"]
 
 _ACTS = {"Relu": "ReLU", "Sigmoid": "Sigmoid", "Tanh": "Tanh", "HardSwish": "Hardswish",
          "Softplus": "Softplus"}
+"""Parameter-free ONNX activations -> the netspec op (fused into the layer before where it can
+be, by :mod:`spdnn.importers.graph`)."""
 SUPPORTED = sorted(["Conv", "ConvTranspose", "BatchNormalization", "InstanceNormalization",
                     "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Softmax", "Elu", "Clip",
                     "HardSwish", "HardSigmoid", "Gelu", "Softplus", "MaxPool", "AveragePool",
@@ -328,6 +330,9 @@ class _Reader:
     # -- the ops -----------------------------------------------------------------------------
     def read(self, node) -> None:
         t = node.op_type
+        if t in _ACTS:  # parameter-free activations
+            self._act(node, _ACTS[t])
+            return
         handler = getattr(self, f"op_{t}", None)
         if handler is None:
             if t in ("Constant",):
@@ -456,21 +461,6 @@ class _Reader:
             raise _fail(node, f"this spdnn has no {op} op", self.file,
                         hint=f"nearest supported: {nearest(node.op_type, SUPPORTED)}")
         self.add(node, op, fields or {}, [node.input[0]])
-
-    def op_Relu(self, node, a):
-        self._act(node, "ReLU")
-
-    def op_Sigmoid(self, node, a):
-        self._act(node, "Sigmoid")
-
-    def op_Tanh(self, node, a):
-        self._act(node, "Tanh")
-
-    def op_HardSwish(self, node, a):
-        self._act(node, "Hardswish")
-
-    def op_Softplus(self, node, a):
-        self._act(node, "Softplus")
 
     def op_HardSigmoid(self, node, a):
         if abs(a.get("alpha", 0.2) - 1 / 6) > 1e-6 or abs(a.get("beta", 0.5) - 0.5) > 1e-6:
