@@ -309,3 +309,110 @@ def test_attributes_of_the_attribute_module():
     want = attributes.measure("ink_slant", torch.cat([tr.images, va.images]))
     assert torch.equal(va.attributes, want[40:]) and va.attributes.shape == (10, 2)
     assert len(va[0]) == 3 and 0 <= float(tr.attributes.min()) <= float(tr.attributes.max()) <= 1
+
+
+# -- OpenCV's digits.png, folders with unreadable files, mixtures, the test split ------------
+def write_sheet(path: Path) -> None:
+    """A 1000 x 2000 sheet whose cell (row r, column c) holds r at pixel (0, 0), c at (0, 1)."""
+    from skimage import io
+
+    sheet = np.zeros((1000, 2000), np.uint8)
+    for r in range(50):
+        for c in range(100):
+            sheet[20 * r, 20 * c], sheet[20 * r, 20 * c + 1] = r, c
+    path.mkdir()
+    io.imsave(path / "digits.png", sheet, check_contrast=False)
+
+
+def test_opencv_digits_cells_are_row_major_five_rows_per_digit(tmp_path: Path):
+    write_sheet(tmp_path / "cv")
+    tr, va = I.image_datasets(spec("opencv_digits", 4000, 1000, seed=2, root=str(tmp_path / "cv")),
+                              (1, 20, 20))
+    images, labels = torch.cat([tr.images, va.images]), torch.cat([tr.labels, va.labels])
+    r = (images[:, 0, 0, 0] * 255).round().long()
+    c = (images[:, 0, 0, 1] * 255).round().long()
+    assert torch.equal(r * 100 + c, perm(5000, 2))  # item i is cell i, row-major
+    assert torch.equal(labels, r // 5) and tr.class_names == [str(i) for i in range(10)]
+    assert torch.bincount(labels).tolist() == [500] * 10
+
+
+@pytest.mark.skipif(not I.OPENCV_DIGITS_PATH.is_file(), reason="opencv-doc's digits.png absent")
+def test_opencv_digits_of_the_debian_package():
+    tr, va = I.image_datasets(spec("opencv_digits", 100, 50, options={"stratify": True}),
+                              (1, 20, 20))
+    assert tr.images.shape == (100, 1, 20, 20) and torch.bincount(tr.labels).tolist() == [10] * 10
+    assert 0 <= float(tr.images.min()) and float(tr.images.max()) == 1.0
+
+
+def test_missing_opencv_digits_says_how_to_install(tmp_path: Path, monkeypatch):
+    I.clear_cache()
+    monkeypatch.setattr(I, "OPENCV_DIGITS_PATH", tmp_path / "absent.png")
+    e = error(spec("opencv_digits", 1, 1))
+    assert e.field == "data.source" and "make opencv-digits" in e.hint
+    assert "digits.png" in error(spec("opencv_digits", 1, 1, root=str(tmp_path))).message
+    I.clear_cache()
+
+
+def test_unreadable_folder_images_are_skipped_with_a_count(tmp_path: Path):
+    from skimage import io
+
+    for cls, n in (("happy", 3), ("sad", 3)):
+        (tmp_path / cls).mkdir()
+        for i in range(n):
+            io.imsave(tmp_path / cls / f"{i}.png", np.full((4, 4), 40 * i, np.uint8),
+                      check_contrast=False)
+    (tmp_path / "sad" / "9.png").write_bytes(b"not a png")
+    data = spec("folder", 5, 2, seed=0, root=str(tmp_path))
+    with pytest.warns(UserWarning, match=r"1 of 7 image\(s\) .* skipped .*9\.png"):
+        tr, va = I.image_datasets(data, (1, 4, 4))
+    bad_in_train = 6 in perm(7, 0)[:5].tolist()  # sad/9.png is the 7th file (sorted)
+    assert (len(tr), len(va)) == ((4, 2) if bad_in_train else (5, 1))
+    assert tr.class_names == ["happy", "sad"]
+
+
+def test_a_folder_of_loose_images_has_no_class_sub_folders(tmp_path: Path):
+    from skimage import io
+
+    io.imsave(tmp_path / "a.png", np.zeros((4, 4), np.uint8), check_contrast=False)
+    e = error(spec("folder", 1, 1, root=str(tmp_path)))
+    assert "no class sub-folders (1 image file(s) lie directly in it)" in e.message
+
+
+def test_mixture_is_the_parts_splits_one_after_the_other():
+    mix = spec("mixture", 30, 20, seed=4, options={"parts": ["mnist", "digits"], "stratify": True})
+    tr, va = I.image_datasets(mix, (1, 16, 16))
+    parts = [I.image_datasets(spec(s, 30, 20, seed=4, options={"stratify": True}), (1, 16, 16))
+             for s in ("mnist", "digits")]
+    assert torch.equal(tr.images, torch.cat([parts[0][0].images, parts[1][0].images]))
+    assert torch.equal(va.labels, torch.cat([parts[0][1].labels, parts[1][1].labels]))
+    assert tr.class_names == [str(i) for i in range(10)]
+
+
+@pytest.mark.parametrize("options, field, words", [
+    ({"parts": ["mnist", "faces"]}, "data.options.parts[1]", "same class set"),
+    ({"parts": ["mnist"]}, "data.options.parts", "at least two parts"),
+    ({"parts": ["mnist", "nowhere"]}, "data.options.parts[1]", "unknown image data source"),
+    ({"parts": ["mnist", {"source": "digits", "size": 3}]}, "data.options.parts[1]", "a part is"),
+])
+def test_mixture_errors(options, field, words):
+    e = error(spec("mixture", 4, 2, options=options))
+    assert e.field == field and words in e.message
+    assert error(spec("digits", 4, 2, options={"parts": ["mnist", "digits"]})).field \
+        == "data.options.parts"
+
+
+@pytest.mark.parametrize("stratify", [False, True])
+def test_test_split_is_disjoint_from_train_and_validation(stratify: bool):
+    data = spec("digits", 1000, 300, seed=5, options={"stratify": stratify})
+    tr, va = I.image_datasets(data, (1, 8, 8))
+    te = I.test_dataset(data, (1, 8, 8), 400)
+    assert len(te) == 400
+    rows = {bytes(x.numpy()) for x in torch.cat([tr.images, va.images])}
+    # no image of the test split is a train or validation image (sklearn's digits hold a few
+    # duplicates: allow those few)
+    assert sum(bytes(x.numpy()) in rows for x in te.images) <= 5
+    assert torch.equal(te.images, I.test_dataset(data, (1, 8, 8), 400).images)  # deterministic
+    if stratify:
+        assert torch.bincount(te.labels, minlength=10).min() >= 35
+    with pytest.raises(SpdnnError, match="test size"):
+        I.test_dataset(data, (1, 8, 8), 600)

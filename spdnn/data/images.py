@@ -21,10 +21,29 @@ Sources (``data.source``):
   ``non-face`` (100 background crops of the same photographs). It is the in-kind stand-in for
   the two-class CelebA gender experiment of thesis App. G: the classes are face / non-face,
   **not** gender; real gender crops load with ``folder``.
+* ``opencv_digits``: OpenCV's ``digits.png`` sample (5,000 real handwritten digits, 20x20
+  gray, 500 per class: a 1000 x 2000 sheet of 50 rows x 100 columns, every 5 rows one digit
+  ``0`` .. ``9``, as OpenCV's ``samples/python/digits.py`` reads it), 0..255 scaled to [0, 1].
+  Read from the Debian package ``opencv-doc`` (:data:`OPENCV_DIGITS_PATH`; ``make
+  opencv-digits`` extracts the one file from the package without installing it), or from
+  ``data.root`` naming a folder with ``digits.png``. A third digit source that differs from
+  ``mnist`` and ``digits`` in acquisition (the inter-dataset evaluation of thesis App. C).
 * ``folder``: ``data.root`` holds one sub-folder per class (class names: the sub-folder names,
   sorted; labels: their index) of image files (:data:`IMAGE_EXTENSIONS`, read with
   ``skimage.io``); other files and hidden entries are ignored, an alpha channel is dropped. Only
-  the files the split selects are read. The layout of e.g. CelebA crops sorted by gender.
+  the files the split selects are read; an unreadable one is skipped (a warning counts them and
+  names the first; the split is then that much smaller), and a split left with no image is a
+  one-line error. The layout of e.g. CelebA crops sorted by gender, and of the facial-expression
+  databases of thesis App. C as they are usually prepared (RaFD, CK+, JAFFE: one folder per
+  expression, e.g. ``angry/ disgusted/ fearful/ happy/ neutral/ sad/ surprised/``).
+* ``mixture``: the union of several sources (thesis App. C sec. III.B: one network trained on a
+  mixture of databases): ``data.options.parts`` lists them, each a source name or ``{source:
+  NAME, root: FOLDER}``; each part is split as if it were the data section's source (its own
+  ``train_size`` / ``val_size`` / ``seed`` / ``stratify``), and the mixture's train and
+  validation sets are the parts' train and validation sets one after the other (so the mixture
+  holds ``len(parts) * train_size`` training images, and a part's validation images are the ones
+  a network trained on that part alone is validated on). Every part must have the same class
+  names in the same order; ``mixture`` itself reads no ``data.root``.
 
 Shape (:func:`fit_images`): every source is brought to the networks' ``(C, H, W)``. H x W that
 differ from the source's are resized bilinearly with anti-aliasing (``torch.nn.functional.
@@ -45,6 +64,11 @@ share in both (deterministic per seed; it needs at least one item per class in e
   C, H, W)`` in [0, 1] (the resized train images followed by the validation images, measured
   in one call) gives ``(N, A)`` float32 in [0, 1], the items' third element.
 * ``stratify: true | false`` (default false): the stratified split above.
+* ``parts: [...]``: the parts of the ``mixture`` source (above); an error with other sources.
+
+:func:`test_dataset` gives a third, held-out split of the same data section (disjoint from
+training and validation) for a test accuracy reported apart from the validation set that
+chose the checkpoint (thesis App. E sec. V; App. C Table 1's train / validation / test).
 
 Cache: the sources' raw arrays are kept in-process (``functools.lru_cache`` by source and root;
 a folder's listing also by the modification times of it and its class folders), and so are
@@ -58,6 +82,7 @@ from __future__ import annotations
 import functools
 import gzip
 import os
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,13 +104,17 @@ __all__ = [
     "FACES_CLASSES",
     "IMAGE_EXTENSIONS",
     "LUMA_601",
+    "OPENCV_DIGITS_PATH",
     "SOURCES",
     "TensorImages",
+    "class_names_of",
     "clear_cache",
     "fit_images",
     "image_datasets",
     "load_digits_images",
     "read_idx",
+    "read_image",
+    "test_dataset",
 ]
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -104,7 +133,10 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 LUMA_601 = (0.299, 0.587, 0.114)
 """ITU-R BT.601 luma weights of R, G, B: RGB -> gray for 1-channel networks."""
 
-DATA_OPTIONS = ("attribute", "stratify")
+OPENCV_DIGITS_PATH = Path("/usr/share/doc/opencv-doc/examples/data/digits.png")
+"""Where the Debian package ``opencv-doc`` installs OpenCV's ``digits.png`` sample."""
+
+DATA_OPTIONS = ("attribute", "stratify", "parts")
 """The ``data.options`` keys the image sources understand."""
 
 CACHE_BYTES = 512 << 20
@@ -175,23 +207,27 @@ def _fit(images: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
 @dataclass(frozen=True)
 class _Source:
     """A loaded source: labels ``(N,)`` int64, class names, and ``fitted(idx, shape)`` giving
-    the images at ``idx`` as ``(len(idx), *shape)`` float32 in [0, 1]."""
+    the images at ``idx`` as ``(len(idx), *shape)`` float32 in [0, 1], a ``(len(idx),)``
+    bool mask of the ones that could be read (all of them but for unreadable folder files) and
+    the first read error (``None`` when all were read)."""
 
     labels: torch.Tensor
     class_names: list[str]
-    fitted: Callable[[torch.Tensor, tuple[int, int, int]], torch.Tensor]
+    fitted: Callable[[torch.Tensor, tuple[int, int, int]],
+                     tuple[torch.Tensor, torch.Tensor, str | None]]
 
 
 def _array_source(images: torch.Tensor, labels: torch.Tensor, class_names: list[str],
                   scale: float) -> _Source:
     """A source held in memory as ``(N, C, H, W)`` values in ``[0, scale]``."""
 
-    def fitted(idx: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+    def fitted(idx: torch.Tensor, shape: tuple[int, int, int]
+               ) -> tuple[torch.Tensor, torch.Tensor, str | None]:
         out = torch.empty((len(idx), *shape), dtype=torch.float32)
         for s in range(0, len(idx), _CHUNK):
             part = images[idx[s:s + _CHUNK]].float()
             out[s:s + _CHUNK] = _fit(part.div_(scale) if scale != 1 else part, shape)
-        return out
+        return out, torch.ones(len(idx), dtype=torch.bool), None
 
     return _Source(labels.long(), class_names, fitted)
 
@@ -254,6 +290,36 @@ def _faces(root: str | None) -> _Source:
     return _array_source(images, labels, list(FACES_CLASSES), scale)
 
 
+def _opencv_digits(root: str | None) -> _Source:
+    path = OPENCV_DIGITS_PATH if root is None else Path(root) / "digits.png"
+    if not path.is_file():
+        if root is not None:
+            raise SpdnnError(f"{Path(root)} holds no digits.png", field="data.root",
+                             hint="point it at a folder with OpenCV's samples/data/digits.png")
+        raise SpdnnError(
+            f"OpenCV's digits.png is not installed (the Debian package opencv-doc puts it at "
+            f"{OPENCV_DIGITS_PATH})", field="data.source",
+            hint="`make opencv-digits` extracts it from the package (as root), or set data.root "
+                 "to a folder with digits.png; `source: mnist` or `digits` need no package")
+    from skimage import io
+
+    try:
+        sheet = np.asarray(io.imread(str(path)))
+    except Exception as e:  # decoders raise many kinds
+        raise SpdnnError(f"cannot read {path}: {type(e).__name__}: {e}", field="data.source"
+                         ) from None
+    if sheet.ndim == 3:
+        sheet = sheet[..., 0]
+    if sheet.shape != (1000, 2000):
+        raise SpdnnError(f"{path} is {sheet.shape[1]}x{sheet.shape[0]} pixels, not OpenCV's "
+                         f"2000x1000 sheet of 20x20 digits", field="data.source")
+    # 50 rows x 100 columns of 20x20 cells, row-major; rows 5c .. 5c+4 hold digit c
+    cells = sheet.reshape(50, 20, 100, 20).transpose(0, 2, 1, 3).reshape(5000, 1, 20, 20)
+    labels = torch.arange(10).repeat_interleave(500)
+    return _array_source(torch.from_numpy(np.ascontiguousarray(cells, dtype=np.uint8)), labels,
+                         [str(i) for i in range(10)], 255.0)
+
+
 def _folder(root: str | None) -> _Source:
     if root is None:
         raise SpdnnError("the folder source reads images from data.root, which is not set",
@@ -264,11 +330,11 @@ def _folder(root: str | None) -> _Source:
 
 SOURCES: dict[str, Callable[[str | None], _Source]] = {
     "digits": _digits, "mnist": _mnist, "fashion_mnist": _fashion_mnist, "faces": _faces,
-    "folder": _folder,
+    "opencv_digits": _opencv_digits, "folder": _folder,
 }
-"""Loaders by ``data.source`` name (module docstring)."""
+"""Loaders by ``data.source`` name (module docstring); ``mixture`` combines them."""
 
-_ROOT_SOURCES = ("mnist", "fashion_mnist", "folder")  # the sources that read data.root
+_ROOT_SOURCES = ("mnist", "fashion_mnist", "opencv_digits", "folder")  # read data.root
 
 
 # -- IDX files ------------------------------------------------------------------------------------
@@ -345,8 +411,12 @@ def _folder_listing(root: str, signature: tuple) -> _Source:
     folder = Path(root)
     classes = list(signature[1:])  # (name, mtime) of each class folder
     if not classes:
-        raise SpdnnError(f"{folder} has no class sub-folders", field="data.root",
-                         hint="put the images of each class in a sub-folder named after it")
+        loose = sum(1 for p in folder.iterdir()
+                    if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        what = f" ({loose} image file(s) lie directly in it)" if loose else ""
+        raise SpdnnError(f"{folder} has no class sub-folders{what}", field="data.root",
+                         hint="put the images of each class in a sub-folder named after it "
+                              "(e.g. happy/, sad/, ...)")
     paths: list[Path] = []
     labels: list[int] = []
     for label, (name, _) in enumerate(classes):
@@ -360,17 +430,32 @@ def _folder_listing(root: str, signature: tuple) -> _Source:
         paths += files
         labels += [label] * len(files)
 
-    def fitted(idx: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+    def fitted(idx: torch.Tensor, shape: tuple[int, int, int]
+               ) -> tuple[torch.Tensor, torch.Tensor, str | None]:
         out = torch.empty((len(idx), *shape), dtype=torch.float32)
+        kept = torch.ones(len(idx), dtype=torch.bool)
+        bad: list[str] = []
         for k, i in enumerate(idx.tolist()):
-            out[k] = _fit(_read_image(paths[i]), shape)[0]
-        return out
+            try:
+                out[k] = _fit(read_image(paths[i]), shape)[0]
+            except SpdnnError as e:
+                kept[k] = False
+                bad.append(e.message)
+        if bad:
+            warnings.warn(f"{len(bad)} of {len(idx)} image(s) in {folder} could not be read "
+                          f"and are skipped (first: {bad[0]})", stacklevel=4)
+        return out, kept, (bad[0] if bad else None)
 
     return _Source(torch.tensor(labels, dtype=torch.long), [n for n, _ in classes], fitted)
 
 
-def _read_image(path: Path) -> torch.Tensor:
-    """One image file as ``(1, C, H, W)`` float32 in [0, 1], C 1 (gray) or 3 (RGB)."""
+def read_image(path: Path) -> torch.Tensor:
+    """One image file as ``(1, C, H, W)`` float32 in [0, 1], C 1 (gray) or 3 (RGB) (read with
+    ``skimage.io``, integer types divided by their maximum, an alpha channel dropped).
+
+    Raises:
+        SpdnnError (``data.root``): the file cannot be decoded, or is not gray / RGB(A).
+    """
     from skimage import io
     from skimage.util import img_as_float32
 
@@ -420,30 +505,44 @@ def _remember(key: tuple, value: tuple[torch.Tensor, ...]) -> bool:
 
 
 # -- splits and datasets --------------------------------------------------------------------------
-def _split(labels: torch.Tensor, data, stratify: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _split(labels: torch.Tensor, data, stratify: bool, test_size: int = 0
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Indices of the train, validation and (``test_size`` > 0) test parts (module docstring,
+    :func:`test_dataset`)."""
     n = len(labels)
-    if data.train_size + data.val_size > n:
-        raise SpdnnError(f"train_size + val_size = {data.train_size + data.val_size:,} exceeds "
-                         f"the {n:,} images of '{data.source}'", field="data.train_size",
-                         hint=f"use at most {n:,} images in all")
+    total = data.train_size + data.val_size + test_size
+    if total > n:
+        what = "train_size + val_size" + (f" + test size {test_size:,}" if test_size else "")
+        raise SpdnnError(f"{what} = {total:,} exceeds the {n:,} images of '{data.source}'",
+                         field="data.train_size", hint=f"use at most {n:,} images in all")
+    empty = torch.zeros(0, dtype=torch.long)
     if stratify:
         from sklearn.model_selection import train_test_split
 
+        y = labels.numpy()
         try:
             tr, va = train_test_split(np.arange(n), train_size=data.train_size,
-                                      test_size=data.val_size, stratify=labels.numpy(),
+                                      test_size=data.val_size, stratify=y,
                                       random_state=data.seed % 2**32)
+            te = empty.numpy()
+            if test_size:
+                rest = np.setdiff1d(np.arange(n), np.concatenate([tr, va]))
+                te = (rest if len(rest) == test_size else train_test_split(
+                    rest, train_size=test_size, stratify=y[rest],
+                    random_state=data.seed % 2**32)[0])
         except ValueError as e:
             raise SpdnnError(f"cannot split '{data.source}' by class: {e}",
                              field="data.options.stratify",
                              hint="give train_size and val_size at least one image per class, "
                                   "or drop stratify") from None
-        return torch.from_numpy(tr), torch.from_numpy(va)
+        return torch.from_numpy(tr), torch.from_numpy(va), torch.from_numpy(np.asarray(te))
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(data.seed))
-    return perm[:data.train_size], perm[n - data.val_size:]
+    return (perm[:data.train_size], perm[n - data.val_size:],
+            perm[data.train_size:data.train_size + test_size])
 
 
-def _check_options(options: dict[str, Any]) -> tuple[str | None, bool]:
+def _check_options(options: dict[str, Any], source: str
+                   ) -> tuple[str | None, bool, list[tuple[str, str | None]]]:
     for key in options:
         if key not in DATA_OPTIONS:
             raise SpdnnError(f"unknown image data option '{key}'", field=f"data.options.{key}",
@@ -456,7 +555,37 @@ def _check_options(options: dict[str, Any]) -> tuple[str | None, bool]:
     if not isinstance(stratify, bool):
         raise SpdnnError(f"stratify must be true or false, not {stratify!r}",
                          field="data.options.stratify")
-    return attribute, stratify
+    return attribute, stratify, _parts(options.get("parts"), source)
+
+
+def _parts(parts: Any, source: str) -> list[tuple[str, str | None]]:
+    """``(source, root)`` of each part of a ``mixture`` (``data.options.parts``)."""
+    if source != "mixture":
+        if parts is not None:
+            raise SpdnnError("parts are the sources of a mixture", field="data.options.parts",
+                             hint="set data.source: mixture, or drop parts")
+        return []
+    if not isinstance(parts, list) or len(parts) < 2:
+        raise SpdnnError("a mixture needs a list of at least two parts in data.options.parts",
+                         field="data.options.parts",
+                         hint="e.g. parts: [mnist, digits, opencv_digits]")
+    out = []
+    for i, p in enumerate(parts):
+        field = f"data.options.parts[{i}]"
+        if isinstance(p, str):
+            p = {"source": p}
+        if (not isinstance(p, dict) or set(p) - {"source", "root"}
+                or not isinstance(p.get("source"), str)
+                or not isinstance(p.get("root", ""), str)):
+            raise SpdnnError(f"a part is a source name or {{source: NAME, root: FOLDER}}, not "
+                             f"{p!r}", field=field)
+        if p["source"] not in SOURCES:
+            raise SpdnnError(f"unknown image data source '{p['source']}'", field=field,
+                             hint=f"use one of: {', '.join(SOURCES)}")
+        if p.get("root") is not None and p["source"] not in _ROOT_SOURCES:
+            raise SpdnnError(f"the '{p['source']}' source reads no folder", field=field)
+        out.append((p["source"], p.get("root")))
+    return out
 
 
 def _attributes(name: str, images: torch.Tensor) -> torch.Tensor:
@@ -473,56 +602,123 @@ def _attributes(name: str, images: torch.Tensor) -> torch.Tensor:
     return a
 
 
-def image_datasets(data, image_shape: tuple[int, int, int]) -> tuple[TensorImages, TensorImages]:
-    """``(train, validation)`` datasets of the recipe's ``data`` section (a
-    :class:`spdnn.train.recipe.DataSpec`) for networks that read images of ``image_shape``
-    ``(C, H, W)``: items ``(image float32 (C, H, W) in [0, 1], label int64 ())``, plus
-    ``attribute float32 (A,)`` in [0, 1] with ``data.options.attribute``. Sources, resizing,
-    channel conversion, the split, options and caching: module docstring.
-
-    Raises:
-        SpdnnError: unknown ``data.source``; a ``data.root`` the source does not read, or that
-            is missing / lacks its files; Fashion-MNIST not installed (``data.source``);
-            ``data.train_size`` + ``data.val_size`` beyond the source; an unknown
-            ``data.options.<key>``; an unreadable image (naming the file); channel counts
-            other than 1 or 3.
-    """
-    if data.source not in SOURCES:
-        raise SpdnnError(f"unknown image data source '{data.source}'", field="data.source",
-                         hint=f"use one of: {', '.join(SOURCES)}")
-    if data.root is not None and data.source not in _ROOT_SOURCES:
-        raise SpdnnError(f"the '{data.source}' source reads no folder", field="data.root",
-                         hint=f"drop data.root, or use a source that reads one: "
-                              f"{', '.join(_ROOT_SOURCES)}")
-    attribute, stratify = _check_options(dict(data.options))
+def _shape(image_shape) -> tuple[int, int, int]:
     shape = tuple(int(v) for v in image_shape)
     if len(shape) != 3 or min(shape) < 1 or shape[0] not in (1, 3):
         raise SpdnnError(f"the networks read images of shape {shape}; image sources give "
                          f"(C, H, W) with C = 1 (gray) or 3 (RGB)", field="data.source",
                          hint="give the networks' input 1 or 3 channels")
+    return shape  # type: ignore[return-value]
+
+
+def _source_of(data) -> tuple[_Source, str | None, tuple]:
+    """The loaded source of a (non-mixture) data section, its resolved root and signature."""
+    if data.source not in SOURCES:
+        raise SpdnnError(f"unknown image data source '{data.source}'", field="data.source",
+                         hint=f"use one of: {', '.join([*SOURCES, 'mixture'])}")
+    if data.root is not None and data.source not in _ROOT_SOURCES:
+        raise SpdnnError(f"the '{data.source}' source reads no folder", field="data.root",
+                         hint=f"drop data.root, or use a source that reads one: "
+                              f"{', '.join(_ROOT_SOURCES)}")
     if data.source == "folder":
         if data.root is None:
             _folder(None)  # raises
         root, signature = _folder_key(data.root)
-        src = _folder_listing(root, signature)  # listed anew when the folder changed
-    else:
-        root = str(Path(data.root).expanduser().resolve()) if data.root is not None else None
-        signature = ()
-        src = _loaded(data.source, root)
+        return _folder_listing(root, signature), root, signature  # listed anew on changes
+    root = str(Path(data.root).expanduser().resolve()) if data.root is not None else None
+    return _loaded(data.source, root), root, ()
+
+
+def _part_specs(data, parts: list[tuple[str, str | None]]) -> list:
+    """The data section of each part of a mixture (the mixture's sizes, seed and stratify)."""
+    options = {k: v for k, v in data.options.items() if k not in ("parts", "attribute")}
+    return [data.model_copy(update={"source": s, "root": r, "options": options})
+            for s, r in parts]
+
+
+def _check_classes(names: list[list[str]], parts) -> None:
+    for i, n in enumerate(names[1:], 1):
+        if n != names[0]:
+            raise SpdnnError(f"part '{parts[i][0]}' has the classes {n}, part '{parts[0][0]}' "
+                             f"{names[0]}; a mixture needs the same class set in the same order",
+                             field=f"data.options.parts[{i}]",
+                             hint="mix sources of the same classes (e.g. mnist, digits, "
+                                  "opencv_digits)")
+
+
+def _prepared(data, shape: tuple[int, int, int], stratify: bool
+              ) -> tuple[torch.Tensor, torch.Tensor, int, list[str], bool]:
+    """Train images followed by validation images, their labels, the number of train images
+    (after unreadable files are skipped), the class names and whether the tensors are the
+    cache's own (callers then copy)."""
+    src, root, signature = _source_of(data)
     key = (data.source, root, signature, shape, data.seed, data.train_size, data.val_size,
            stratify)
     if key in _PREPARED:
         _PREPARED.move_to_end(key)
-        images, labels = _PREPARED[key]
-        shared = True
+        images, labels, n_tr = _PREPARED[key]
+        return images, labels, int(n_tr), src.class_names, True
+    tr, va, _ = _split(src.labels, data, stratify)
+    idx = torch.cat([tr, va])
+    images, kept, first = src.fitted(idx, shape)
+    labels = src.labels[idx]
+    n_tr = int(kept[:len(tr)].sum())
+    if not bool(kept.all()):
+        images, labels = images[kept], labels[kept]
+        for part, n in (("training", n_tr), ("validation", len(images) - n_tr)):
+            if n == 0:
+                raise SpdnnError(f"no image of the {part} split of {root} could be read "
+                                 f"(first: {first})", field="data.root",
+                                 hint="remove or replace the unreadable files")
+    shared = _remember(key, (images, labels, torch.tensor(n_tr)))
+    return images, labels, n_tr, src.class_names, shared
+
+
+def class_names_of(data) -> list[str]:
+    """The class names of a data section's source (of the first part of a mixture, whose parts
+    must agree), without reading or resizing any image of a folder.
+
+    Raises:
+        SpdnnError: as :func:`image_datasets` for an unknown or missing source.
+    """
+    if data.source == "mixture":
+        parts = _parts(data.options.get("parts"), "mixture")
+        names = [_source_of(p)[0].class_names for p in _part_specs(data, parts)]
+        _check_classes(names, parts)
+        return names[0]
+    return list(_source_of(data)[0].class_names)
+
+
+def image_datasets(data, image_shape: tuple[int, int, int]) -> tuple[TensorImages, TensorImages]:
+    """``(train, validation)`` datasets of the recipe's ``data`` section (a
+    :class:`spdnn.train.recipe.DataSpec`) for networks that read images of ``image_shape``
+    ``(C, H, W)``: items ``(image float32 (C, H, W) in [0, 1], label int64 ())``, plus
+    ``attribute float32 (A,)`` in [0, 1] with ``data.options.attribute``. Sources, resizing,
+    channel conversion, the split, mixtures, options and caching: module docstring.
+
+    Raises:
+        SpdnnError: unknown ``data.source``; a ``data.root`` the source does not read, or that
+            is missing / lacks its files; Fashion-MNIST or OpenCV's digits not installed
+            (``data.source``); ``data.train_size`` + ``data.val_size`` beyond the source; an
+            unknown ``data.options.<key>``; a folder split with no readable image; mixture
+            parts that are not a list of two or more sources, or whose class sets differ
+            (``data.options.parts[i]``); channel counts other than 1 or 3.
+    """
+    attribute, stratify, parts = _check_options(dict(data.options), data.source)
+    shape = _shape(image_shape)
+    if parts and data.root is not None:
+        raise SpdnnError("a mixture reads no folder itself", field="data.root",
+                         hint="give a part its folder: parts: [{source: folder, root: DIR}, ...]")
+    if parts:
+        specs = _part_specs(data, parts)
+        _check_classes([_source_of(p)[0].class_names for p in specs], parts)  # before splitting
+        pieces = [image_datasets(p, shape) for p in specs]
+        images = torch.cat([t.images for t, _ in pieces] + [v.images for _, v in pieces])
+        labels = torch.cat([t.labels for t, _ in pieces] + [v.labels for _, v in pieces])
+        n_tr, names, shared = sum(len(t) for t, _ in pieces), pieces[0][0].class_names, False
     else:
-        tr, va = _split(src.labels, data, stratify)
-        idx = torch.cat([tr, va])
-        images, labels = src.fitted(idx, shape), src.labels[idx]
-        shared = _remember(key, (images, labels))
-    n_tr = data.train_size
+        images, labels, n_tr, names, shared = _prepared(data, shape, stratify)
     attrs = _attributes(attribute, images) if attribute is not None else None
-    names = src.class_names
 
     def part(sl: slice) -> TensorImages:  # copies of what the cache keeps, else views
         im, lab = (images[sl].clone(), labels[sl].clone()) if shared else (images[sl],
@@ -530,3 +726,33 @@ def image_datasets(data, image_shape: tuple[int, int, int]) -> tuple[TensorImage
         return TensorImages(im, lab, names, None if attrs is None else attrs[sl], attribute)
 
     return part(slice(0, n_tr)), part(slice(n_tr, None))
+
+
+def test_dataset(data, image_shape: tuple[int, int, int], test_size: int) -> TensorImages:
+    """A held-out test split of ``test_size`` images of the data section, disjoint from its
+    training and validation splits (:func:`image_datasets`): the ``test_size`` permutation
+    entries after the training ones, or with ``stratify`` a stratified draw of that size from
+    the images neither split uses (seeded by ``data.seed``); of a mixture, every part's test
+    split one after the other. Items as :func:`image_datasets` (no attribute). Not cached.
+
+    Raises:
+        SpdnnError: as :func:`image_datasets`; train + validation + test sizes beyond the
+            source (``data.train_size``); no readable test image in a folder.
+    """
+    if test_size < 1:
+        raise ValueError(f"test_size must be positive, not {test_size}")
+    _, stratify, parts = _check_options(dict(data.options), data.source)
+    shape = _shape(image_shape)
+    if parts:
+        specs = _part_specs(data, parts)
+        _check_classes([_source_of(p)[0].class_names for p in specs], parts)
+        pieces = [test_dataset(p, shape, test_size) for p in specs]
+        return TensorImages(torch.cat([t.images for t in pieces]),
+                            torch.cat([t.labels for t in pieces]), pieces[0].class_names)
+    src, root, _ = _source_of(data)
+    _, _, te = _split(src.labels, data, stratify, test_size)
+    images, kept, first = src.fitted(te, shape)
+    if not bool(kept.any()):
+        raise SpdnnError(f"no image of the test split of {root} could be read (first: {first})",
+                         field="data.root")
+    return TensorImages(images[kept], src.labels[te][kept], src.class_names)
