@@ -94,3 +94,32 @@ def test_forward_shape(stem: str):
         out = model(torch.rand(2, 1, SIZE, SIZE))
     assert out.shape == (2, CLASSES)
     assert torch.isfinite(out).all()
+
+
+# -- the digit adaptations (32 x 32 gray, 10 classes; headers) for the inter-dataset table ---
+DIGITS = {"digits_network1_32": "network1_rafd", "digits_network2_32": "network2_ckplus",
+          "digits_network3_mixed_32": "network3_mixed"}
+
+
+@pytest.mark.parametrize("stem", sorted(DIGITS))
+def test_digit_adaptations_keep_the_tables(stem: str):
+    convs, dense = TABLES[DIGITS[stem]]
+    dense = [*dense[:-1], (10, dense[-1][1])]  # 10 digit classes instead of 7 expressions
+    n, cin, h = 0, 1, 32
+    for cout in convs:
+        n += 3 * 3 * cin * cout + cout
+        h = (h - 2) // 2  # 32 -> 30 -> 15 -> 13 -> 6 -> 4 -> 2
+        cin = cout
+    fin = cin * h * h
+    assert h == 2
+    for width, _ in dense:
+        n += fin * width + width
+        fin = width
+    spec = load(DIR / f"{stem}.yaml")
+    assert tuple(spec.inputs[0].shape) == (1, 32, 32)
+    drops = [lay.p for lay in spec.layers if type(lay).__name__ == "Dropout"]
+    assert drops == [p for _, p in dense]
+    net = build_module(spec)
+    assert sum(p.numel() for p in net.parameters()) == n
+    net.eval()
+    assert net(torch.rand(2, 1, 32, 32)).shape == (2, 10)

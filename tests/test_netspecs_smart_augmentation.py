@@ -135,3 +135,41 @@ def test_a_feeds_b(a_stem: str, b_stem: str):
     with torch.no_grad():
         out = net_b(net_a(*[torch.rand(2, c, size, size) for _ in range(k)]))
     assert out.shape == (2, 2)
+
+
+# -- the 28 x 28 adaptations of this project's reproduction (headers: half-width A, B1 at 28) --
+A28_TABLE = [(8, 3), (8, 5), (16, 7), (16, 5)]
+
+
+def a28_count(k: int) -> int:
+    n, cin = 0, k
+    for cout, kk in [*A28_TABLE, (1, 3)]:
+        n += kk * kk * cin * cout + cout
+        cin = cout
+    return n
+
+
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_network_a_28(k: int):
+    spec = load(DIR / f"network_a_28_k{k}.yaml")
+    assert [tuple(i.shape) for i in spec.inputs] == [(1, 28, 28)] * k
+    assert a28_count(2) == (9 * 2 * 8 + 8) + (25 * 8 * 8 + 8) + (49 * 8 * 16 + 16) \
+        + (25 * 16 * 16 + 16) + (9 * 16 + 1) == 14_609
+    net = build_module(spec)
+    assert sum(p.numel() for p in net.parameters()) == a28_count(k)
+    xs = [torch.rand(3, 1, 28, 28) for _ in range(k)]
+    assert net(*xs).shape == (3, 1, 28, 28)
+    # the inputs are stacked in order: swapping two inputs changes the output
+    assert not torch.allclose(net(*xs), net(*xs[::-1]))
+
+
+@pytest.mark.parametrize("classes", [2, 10])
+def test_network_b_28(classes: int):
+    spec = load(DIR / f"network_b_28_{classes}class.yaml")
+    # 28 -> 26 -> 8 -> 6 -> 2: flatten 8*2*2 = 32
+    want = (9 * 16 + 32) + (9 * 16 * 8 + 16) + (32 * 1024 + 1024) + (1024 * classes + classes)
+    net = build_module(spec)
+    assert sum(p.numel() for p in net.parameters()) == want
+    assert list(infer(spec).output_shapes().values())[0] == (classes,)
+    net.eval()
+    assert net(torch.rand(4, 1, 28, 28)).shape == (4, classes)
