@@ -63,8 +63,10 @@ def import_model(
     one error line naming the node, its op type and the nearest supported op.
 
     Examples:
-        spdnn import resnet18.onnx -o resnet18.yaml --weights resnet18.pt
-        spdnn import models.py:make_unet --shape 1,64,64 -o unet.yaml --weights unet.pt
+
+      spdnn import resnet18.onnx -o resnet18.yaml --weights resnet18.pt
+
+      spdnn import models.py:make_unet --shape 1,64,64 -o unet.yaml --weights unet.pt
     """
     from spdnn import importers
 
