@@ -8,7 +8,7 @@ Commands that need more say which extra to install, in one line, before they sta
   onnxscript (torch's ONNX exporter), scikit-image (the photographs of the parity check);
 * ``train`` -- ``spdnn train``/``evaluate``/``predict``/``compare``/``demo``: matplotlib
   (plots), scikit-image, scipy (data, degradations), scikit-learn, mlxtend (datasets, the GAN
-  evaluation), torchmetrics (FID, SSIM);
+  evaluation), torchmetrics (FID, SSIM, accuracy), kornia (traditional augmentation);
 * ``tensorboard`` -- ``spdnn train --tensorboard``;
 * ``all`` -- every one of them (``pip install 'spdnn[all]'``).
 
@@ -26,7 +26,8 @@ EXTRAS: dict[str, dict[str, str]] = {
     "export": {"onnx": "onnx", "onnxruntime": "onnxruntime", "onnxscript": "onnxscript",
                "skimage": "scikit-image"},
     "train": {"matplotlib": "matplotlib", "skimage": "scikit-image", "scipy": "scipy",
-              "sklearn": "scikit-learn", "mlxtend": "mlxtend", "torchmetrics": "torchmetrics"},
+              "sklearn": "scikit-learn", "mlxtend": "mlxtend", "torchmetrics": "torchmetrics",
+              "kornia": "kornia"},
     "tensorboard": {"tensorboard": "tensorboard"},
 }
 """Extra name -> {module imported: the distribution that provides it}."""

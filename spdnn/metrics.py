@@ -85,7 +85,7 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     # segmentation / classification (thesis App. A, D; iris task)
     "accuracy": True, "sensitivity": True, "specificity": True, "precision": True, "npv": True,
     "f1": True, "mcc": True, "informedness": True, "markedness": True, "fnr": False,
-    "loss": False,
+    "loss": False, "error": False, "balanced_accuracy": True,
     # depth (thesis App. B Table 10) and image quality
     "psnr": True, "snr": True, "ssim": True, "uqi": True, "pcc": True, "mse": False,
     "rmse": False, "mae": False, "abs_rel": False, "sq_rel": False, "rmse_log": False,
