@@ -234,7 +234,7 @@ def test_truncated_and_invalid_files(tmp_path):
     assert "com.microsoft" in line
 
 
-def test_asymmetric_padding_and_weights_computed_at_run_time(tmp_path):
+def test_forms_without_netspec_equivalent(tmp_path):
     nodes = [helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[0, 0, 1, 1],
                               kernel_shape=[2, 2])]
     line = _error(import_onnx, _write(tmp_path, nodes, [_t("w", 4, 3, 2, 2)], (3, 4, 4),
@@ -251,6 +251,13 @@ def test_asymmetric_padding_and_weights_computed_at_run_time(tmp_path):
     line = _error(import_onnx, _write(tmp_path, nodes, [_t("w", 4, 3, 1, 1)], (3, 4, 4),
                                       (4, 4, 4), opset=11, name="sm11"))
     assert "node 'sm' (Softmax): softmax over axis 1" in line
+    # nearest with half-pixel coordinates and floor rounding is not torch's nearest
+    sc = numpy_helper.from_array(np.array([1, 1, 3, 3], np.float32), "sc")
+    nodes = [helper.make_node("Resize", ["x", "", "sc"], ["y"], name="up", mode="nearest",
+                              nearest_mode="floor")]
+    line = _error(import_onnx, _write(tmp_path, nodes, [sc], (3, 4, 4), (3, 12, 12),
+                                      name="resize"))
+    assert "nearest interpolation with half_pixel coordinates and floor rounding" in line
     w = helper.make_tensor_value_info("w", TensorProto.FLOAT, [4, 3, 1, 1])
     nodes = [helper.make_node("Conv", ["x", "w"], ["y"], name="conv")]
     line = _error(import_onnx, _write(tmp_path, nodes, [], (3, 4, 4), (4, 4, 4), name="rt",
@@ -265,3 +272,14 @@ def test_cli_bad_onnx_exits_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "onnx.checker" in err
     assert not (tmp_path / "n.yaml").exists()
+
+
+def test_half_pixel_nearest_resize_by_three(tmp_path):
+    """ONNX's default Resize (half-pixel, round_prefer_floor) by an integer factor is torch's
+    nearest upsampling (checked against onnxruntime)."""
+    sc = numpy_helper.from_array(np.array([1, 1, 3, 3], np.float32), "sc")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("Resize", ["c", "", "sc"], ["y"], name="up", mode="nearest")]
+    spec = _imported(_write(tmp_path, nodes, [_t("w", 2, 3, 1, 1), sc], (3, 5, 4),
+                            (2, 15, 12))).spec
+    assert (spec.layers[1].op, spec.layers[1].scale_factor) == ("Upsample", 3)

@@ -647,10 +647,19 @@ class _Reader:
         self.add(node, "Concat", {}, list(node.input))
 
     def _resize(self, node, a) -> None:
-        mode = a.get("mode", b"nearest")
-        mode = mode.decode() if isinstance(mode, bytes) else mode
-        ctm = a.get("coordinate_transformation_mode", b"half_pixel")
-        ctm = ctm.decode() if isinstance(ctm, bytes) else ctm
+        """Resize / Upsample by an integer factor. Nearest matches torch's (``floor(i / s)``)
+        with ``asymmetric`` coordinates and ``floor`` rounding, or half-pixel coordinates and
+        round-half rounding (equal for integer factors); linear matches torch's bilinear
+        (``align_corners=False``) with half-pixel coordinates. The old ``Upsample`` op uses
+        asymmetric coordinates."""
+        def text(key: str, default: str) -> str:
+            v = a.get(key, default)
+            return v.decode() if isinstance(v, bytes) else v
+
+        mode = text("mode", "nearest")
+        old = node.op_type == "Upsample"
+        ctm = "asymmetric" if old else text("coordinate_transformation_mode", "half_pixel")
+        rounding = "floor" if old else text("nearest_mode", "round_prefer_floor")
         src, dst = self.shape(node.input[0], node), self.shape(node.output[0], node)
         if src == dst:
             self.alias[node.output[0]] = self.v(node.input[0])
@@ -660,13 +669,17 @@ class _Reader:
             raise _fail(node, f"resizes {src} to {dst}; the netspec upsamples H and W by one "
                         "integer factor", self.file, hint="nearest supported: Resize by an "
                         "integer scale")
-        if mode == "nearest":
+        half = ctm in ("half_pixel", "pytorch_half_pixel")
+        if mode == "nearest" and ((ctm == "asymmetric" and rounding == "floor") or (
+                half and rounding.startswith("round_prefer"))):
             fields: dict[str, Any] = {}
-        elif mode == "linear" and ctm in ("half_pixel", "pytorch_half_pixel"):
+        elif mode == "linear" and half:
             fields = {"mode": "bilinear"}
         else:
-            raise _fail(node, f"{mode} interpolation with {ctm} coordinates", self.file,
-                        hint="nearest supported: Resize nearest, or linear with half_pixel")
+            how = f"{mode} interpolation with {ctm} coordinates" + (
+                f" and {rounding} rounding" if mode == "nearest" else "")
+            raise _fail(node, how, self.file, hint="nearest supported: Resize nearest "
+                        "(asymmetric, floor), or linear with half_pixel coordinates")
         factor = dst[2] // src[2]
         if factor != 2:
             fields["scale_factor"] = factor
