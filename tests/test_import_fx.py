@@ -42,7 +42,8 @@ class Functional(nn.Module):
         a = a * g
         b = F.leaky_relu(self.side(x), 0.1)
         c = torch.cat([a, b], dim=1)
-        u = self.pool(F.gelu(self.up(F.interpolate(c, scale_factor=2))))
+        c = F.avg_pool2d(F.max_pool2d(c, 3, 1, 1), 2, ceil_mode=True)
+        u = self.pool(F.gelu(self.up(F.interpolate(c, scale_factor=4))))
         return F.softmax(self.head(self.drop(u).view(u.size(0), -1)), dim=1)
 
 
@@ -66,7 +67,9 @@ def test_functional_module_parity():
     # dropped (Linear flattens)
     assert {x.op for x in result.spec.layers} == {
         "Conv2d", "BatchNorm2d", "SiLU", "AdaptiveAvgPool2d", "Mul", "Concat", "Upsample",
-        "ConvTranspose2d", "AvgPool2d", "Dropout", "Linear"}
+        "ConvTranspose2d", "AvgPool2d", "MaxPool2d", "Dropout", "Linear"}
+    assert (lay["max_pool2d"].stride, lay["max_pool2d"].padding) == (1, 1)
+    assert lay["avg_pool2d"].ceil_mode is True and lay["interpolate"].scale_factor == 4
     assert lay["pool"].count_include_pad is False
     assert result.params == sum(p.numel() for p in m.parameters())
 

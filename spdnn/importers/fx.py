@@ -14,8 +14,9 @@ coverage as the ONNX importer, from torch's side:
   ``Flatten``, ``Dropout``/``Dropout2d``, ``Upsample``, ``PixelShuffle``, ``Identity``;
 * functions and methods: ``+`` / ``torch.add``, ``*`` / ``torch.mul``, ``torch.cat`` (dim 1),
   ``torch.flatten``, ``view``/``reshape``/``flatten``/``squeeze``/``unsqueeze``,
-  ``mean`` over H, W, ``F.adaptive_avg_pool2d``, ``F.interpolate``, ``F.dropout`` and the
-  functional activations (``F.relu``, ``torch.sigmoid``, ``x.relu()``, ...);
+  ``mean`` over H, W, ``F.max_pool2d``, ``F.avg_pool2d``, ``F.adaptive_avg_pool2d``,
+  ``F.interpolate``, ``F.dropout`` and the functional activations (``F.relu``,
+  ``torch.sigmoid``, ``x.relu()``, ...);
 * ``contiguous``/``clone``/``detach`` are the identity; ``size``/``shape`` reads are not layers.
 
 Anything else (a ``get_attr`` of a parameter used directly, ``F.conv2d``, data-dependent
@@ -348,6 +349,23 @@ class _Reader:
             self._global_pool(node, keepdims=bool(self.arg(node, 2, "keepdim", False)))
         elif t is F.adaptive_avg_pool2d:
             self._adaptive(node, self.arg(node, 1, "output_size"))
+        elif t in (F.max_pool2d, F.avg_pool2d):
+            k = _pair(self.arg(node, 1, "kernel_size"))
+            stride = self.arg(node, 2, "stride")
+            s = _pair(stride) if stride not in (None, []) else k
+            is_max = t is F.max_pool2d
+            ceil = self.arg(node, 5 if is_max else 4, "ceil_mode", False)
+            if is_max and (_pair(self.arg(node, 4, "dilation", 1)) != (1, 1)
+                           or self.arg(node, 6, "return_indices", False)):
+                raise self.fail(node, "max pool with indices or dilation",
+                                hint="nearest supported: F.max_pool2d(x, kernel_size, stride)")
+            if not is_max and self.arg(node, 6, "divisor_override") is not None:
+                raise self.fail(node, "average pool with divisor_override",
+                                hint="nearest supported: F.avg_pool2d(x, kernel_size, stride)")
+            include = True if is_max else self.arg(node, 5, "count_include_pad", True)
+            fields = pool_fields(k, s, _pair(self.arg(node, 3, "padding", 0)), bool(ceil),
+                                 bool(include))
+            self.add(node, "MaxPool2d" if is_max else "AvgPool2d", fields, xs[:1])
         elif t is F.interpolate:
             self._upsample(node, self.arg(node, 3, "mode", "nearest"),
                            self.arg(node, 4, "align_corners"))
@@ -374,8 +392,6 @@ class _Reader:
                             "tanh", "softmax", "interpolate", "dropout",
                             "adaptive_avg_pool2d"], {"conv2d": "an nn.Conv2d module",
                                                      "linear": "an nn.Linear module",
-                                                     "max_pool2d": "an nn.MaxPool2d module",
-                                                     "avg_pool2d": "an nn.AvgPool2d module",
                                                      "sub": "add", "div": "mul",
                                                      "matmul": "an nn.Linear module"}))
 
