@@ -169,7 +169,7 @@ def test_photo_patches_are_seeded_and_val_photos_differ():
 def test_bm3d_in_the_anscombe_domain_restores_noisy_patches():
     from spdnn.data.degrade import poisson_gaussian
 
-    x = photo_patches(4, 32, 1)
+    x = photo_patches(4, 32, 1, channels=1)  # one BM3D call (a 2 x 2 mosaic of one plane)
     y = poisson_gaussian(x, "6lux", torch.Generator().manual_seed(0))
     restored = conventional_restore(y, "6lux", tile=2)
     assert restored.shape == x.shape and float(restored.min()) >= 0

@@ -68,11 +68,13 @@ def cached(path: Path, key: Any, compute: Callable[[], dict]) -> dict:
 
 
 def step_walls(runs: dict[str, Path]) -> str:
-    """``name: minutes`` of each finished step that recorded its wall time (a resumed step:
-    its last session only)."""
+    """``name minutes`` of each finished step: its recorded wall time (a resumed step: its last
+    session only), else the time between its ``step_started.json`` and ``step_done.json``."""
     parts = []
     for name, run in runs.items():
-        done = run / DONE
+        done, started = run / DONE, run / "step_started.json"
         wall = json.loads(done.read_text()).get("wall_s") if done.is_file() else None
+        if wall is None and done.is_file() and started.is_file():  # older runs: timestamps
+            wall = done.stat().st_mtime - started.stat().st_mtime
         parts.append(f"{name} {wall / 60:.1f} min" if wall is not None else f"{name} n/a")
     return ", ".join(parts)
