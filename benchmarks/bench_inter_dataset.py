@@ -161,9 +161,9 @@ def write_table(plan, rows, srcs, steps, suffix, wall) -> None:
 
     names = [n for n, *_ in plan if any((n, s) in mean for s in srcs)]
     m = np.array([[mean.get((n, s), np.nan) for s in srcs] for n in names])
-    fig, ax = plt.subplots(figsize=(1.9 * len(srcs) + 3, 0.6 * len(names) + 1.6))
+    fig, ax = plt.subplots(figsize=(1.3 * len(srcs) + 4.2, 0.55 * len(names) + 1.8))
     im = ax.imshow(m, cmap="magma_r", vmin=0, vmax=max(1.0, float(np.nanmax(m))))
-    ax.set_xticks(range(len(srcs)), [NAMES[s] for s in srcs], fontsize=8)
+    ax.set_xticks(range(len(srcs)), [NAMES[s] for s in srcs], fontsize=8, rotation=20, ha="right")
     ax.set_yticks(range(len(names)), names, fontsize=8)
     for i in range(len(names)):
         for j in range(len(srcs)):
