@@ -144,7 +144,8 @@ def test_depth_merge_structure():
     o_cat = spec.layer(spec.layer("O").inputs[0])
     assert o_cat.op_name == "Concat" and len(o_cat.inputs) == 4
     info = infer(spec)
-    assert all(info.shapes[i] == (6, 10, 33) for i in o_cat.inputs)
+    # keep: every merged branch end is as wide as its widest member (36, networks 1-4)
+    assert all(info.shapes[i] == (36, 10, 33) for i in o_cat.inputs)
     pools = [op for op in spec.layers if op.op_name == "MaxPool2d" and op.name.endswith("_O_maxpool2d0")]
     assert sorted(p.kernel_size for p in pools) == [2, 4, 8]
     # output: the FCN branch and the autoencoder branch meet in a shared 3x3 sigmoid head

@@ -5,7 +5,7 @@
 Regenerate with `spdnn compile NETSPEC -o FILE`.
 """
 # netspec: depth_parent_2
-# netspec sha256: 27b1e75c656bb925
+# netspec sha256: 13fd3eeb79b22e9f
 # Depth App. B network 2: 2x2 max-pooling, fully convolutional.
 
 import torch
@@ -13,7 +13,7 @@ from torch import nn
 
 
 class DepthParent2(nn.Module):
-    """Parameters: 2,137; MACs per sample: 28,068,480.
+    """Parameters: 71,137; MACs per sample: 938,234,880.
 
     Inputs:
         image: (N, 1, 80, 264)
@@ -24,53 +24,53 @@ class DepthParent2(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.conv1 = nn.Sequential(
-            nn.Conv2d(1, 6, kernel_size=3, padding=1, bias=False),
-            nn.BatchNorm2d(6),
+            nn.Conv2d(1, 36, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(36),
             nn.ReLU(),
         )
         self.pool1 = nn.MaxPool2d(kernel_size=2)
         self.conv2 = nn.Sequential(
-            nn.Conv2d(6, 6, kernel_size=3, padding=1, bias=False),
-            nn.BatchNorm2d(6),
+            nn.Conv2d(36, 36, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(36),
             nn.ReLU(),
         )
         self.conv3 = nn.Sequential(
-            nn.Conv2d(6, 6, kernel_size=3, padding=1, bias=False),
-            nn.BatchNorm2d(6),
+            nn.Conv2d(36, 36, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(36),
             nn.ReLU(),
         )
         self.conv4 = nn.Sequential(
-            nn.Conv2d(6, 6, kernel_size=3, padding=1, bias=False),
-            nn.BatchNorm2d(6),
+            nn.Conv2d(36, 36, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(36),
             nn.ReLU(),
         )
         self.unpool1 = nn.Upsample(scale_factor=2.0, mode='nearest')
         self.conv5 = nn.Sequential(
-            nn.Conv2d(6, 6, kernel_size=3, padding=1, bias=False),
-            nn.BatchNorm2d(6),
+            nn.Conv2d(36, 36, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(36),
             nn.ReLU(),
         )
         self.conv6 = nn.Sequential(
-            nn.Conv2d(6, 6, kernel_size=3, padding=1, bias=False),
-            nn.BatchNorm2d(6),
+            nn.Conv2d(36, 36, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(36),
             nn.ReLU(),
         )
         self.conv7 = nn.Sequential(
-            nn.Conv2d(6, 6, kernel_size=3, padding=1, bias=False),
-            nn.BatchNorm2d(6),
+            nn.Conv2d(36, 36, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(36),
             nn.ReLU(),
         )
-        self.conv8 = nn.Sequential(nn.Conv2d(6, 1, kernel_size=3, padding=1), nn.Sigmoid())
+        self.conv8 = nn.Sequential(nn.Conv2d(36, 1, kernel_size=3, padding=1), nn.Sigmoid())
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        conv1 = self.conv1(image)  # (N, 6, 80, 264)
-        pool1 = self.pool1(conv1)  # (N, 6, 40, 132)
-        conv2 = self.conv2(pool1)  # (N, 6, 40, 132)
-        conv3 = self.conv3(conv2)  # (N, 6, 40, 132)
-        conv4 = self.conv4(conv3)  # (N, 6, 40, 132)
-        unpool1 = self.unpool1(conv4)  # (N, 6, 80, 264)
-        conv5 = self.conv5(unpool1)  # (N, 6, 80, 264)
-        conv6 = self.conv6(conv5)  # (N, 6, 80, 264)
-        conv7 = self.conv7(conv6)  # (N, 6, 80, 264)
+        conv1 = self.conv1(image)  # (N, 36, 80, 264)
+        pool1 = self.pool1(conv1)  # (N, 36, 40, 132)
+        conv2 = self.conv2(pool1)  # (N, 36, 40, 132)
+        conv3 = self.conv3(conv2)  # (N, 36, 40, 132)
+        conv4 = self.conv4(conv3)  # (N, 36, 40, 132)
+        unpool1 = self.unpool1(conv4)  # (N, 36, 80, 264)
+        conv5 = self.conv5(unpool1)  # (N, 36, 80, 264)
+        conv6 = self.conv6(conv5)  # (N, 36, 80, 264)
+        conv7 = self.conv7(conv6)  # (N, 36, 80, 264)
         conv8 = self.conv8(conv7)  # (N, 1, 80, 264)
         return conv8

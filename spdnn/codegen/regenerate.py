@@ -45,7 +45,7 @@ MERGED: dict[str, tuple[str, dict[str, Any]]] = {
     # name -> (glob of the parents relative to the root, keyword arguments of merge())
     "iris_appendix_a": ("netspecs/iris/appendix_a/*.yaml", {}),
     "iris_appendix_d": ("netspecs/iris/appendix_d/parent_*.yaml", {"params": "keep"}),
-    "depth": ("netspecs/depth/parent_*.yaml", {"params": "keep"}),
+    "depth": ("netspecs/depth/parent_*.yaml", {"params": "like-each"}),
 }
 """The merged networks of the papers: ``generators/merged/<name>.py`` is the module of
 ``merge_files(sorted(root.glob(glob)), **kwargs).spec``."""

@@ -43,6 +43,8 @@ from spdnn.errors import SpdnnError
 __all__ = [
     "DEPTH_HEIGHT",
     "DEPTH_WIDTH",
+    "MOTORCYCLE_TARGETS",
+    "SYNTHETIC_TARGETS",
     "MotorcycleScene",
     "load_motorcycle",
     "resize_with_mask",
@@ -55,6 +57,8 @@ __all__ = [
 
 DEPTH_HEIGHT = 80
 DEPTH_WIDTH = 264
+MOTORCYCLE_TARGETS = ("normalised", "disparity")
+SYNTHETIC_TARGETS = ("depth", "inverse_depth", "scaled_depth")
 
 
 def _to_tensor(x: np.ndarray) -> torch.Tensor:
@@ -157,16 +161,33 @@ class MotorcycleDepthDataset(CachedItems, Dataset):
 
     **Crops.** For item ``i`` a generator ``default_rng([seed, i, split])`` draws an aspect
     ratio ``(264 / 80) · j`` with ``j`` log-uniform in [0.8, 1.25], a crop height uniform between
-    48 px (or less if the band is too narrow) and the largest height whose width fits the band,
-    and a position uniform within the band. The crop (image, normalised disparity, validity) is
+    48 px (or less if the band is too narrow) and the largest height whose width fits the
+    narrower of the two bands (``matched_zoom=True``, the default: 48-75 px in both splits, so
+    training and validation crops share one zoom distribution; the disparity target does not
+    change with the zoom, so a network trained on 48-159 px crops meets unseen magnifications
+    on the 199-column validation band, and with ``matched_zoom=False`` none of the App. B
+    parents beat the constant prediction there), and a position uniform within the band. The crop (image, normalised disparity, validity) is
     resized to ``height x width`` with :func:`resize_with_mask` (an output pixel is valid when at
     least half its interpolation weight comes from valid ground truth). Training items are then
-    flipped horizontally and vertically, each with probability 1/2 (``flips`` defaults to
-    ``split == "train"``).
+    flipped horizontally with probability 1/2 (``flips`` defaults to ``split == "train"``);
+    ``vertical_flips=True`` also flips them upside down with probability 1/2. That is off by
+    default: an upside-down crop puts the floor (near) at the top, against the monocular cue
+    "lower in the image = nearer" the networks learn (with it on, no App. B parent beat the
+    constant prediction on the held-out band, ``benchmarks/results/compare_depth.md``). The flip
+    coins are drawn either way, so crops and horizontal flips do not depend on the setting.
+
+    **Targets.** ``target="normalised"`` (default): ``(d - d_min) / (d_max - d_min)`` as below.
+    ``target="disparity"``: ``d / d_max`` in [0.12, 1], proportional to the disparity, so the
+    ratio measures delta < 1.25^k of Eigen et al. are those of the depth itself
+    (max(p/t, t/p) is the same for a quantity and its inverse); on the normalised target they
+    are not (its far end is 0).
 
     Item ``i`` is ``(image, target, mask)``: ``(1, 80, 264)`` float32 each; the target is the
     disparity normalised by the scene's global finite min/max (see :class:`MotorcycleScene`),
-    i.e. inverse depth up to an affine map, not rescaled by the crop's zoom.
+    i.e. inverse depth up to an affine map, not rescaled by the crop's zoom (or ``d / d_max``).
+
+    Raises:
+        SpdnnError: an unknown ``split`` or ``target``.
 
     ``cache``: keep computed items (see the module docstring; default: when <= 1 GiB).
     """
@@ -179,14 +200,22 @@ class MotorcycleDepthDataset(CachedItems, Dataset):
         height: int = DEPTH_HEIGHT,
         width: int = DEPTH_WIDTH,
         flips: bool | None = None,
+        vertical_flips: bool = False,
+        target: str = "normalised",
         val_fraction: float = 0.28,
         gap: int = 16,
         min_valid_fraction: float = 0.5,
+        matched_zoom: bool = True,
         cache: bool | None = None,
     ):
         if split not in ("train", "val"):
             raise SpdnnError(f"unknown split '{split}'", hint="use split='train' or split='val'")
+        if target not in MOTORCYCLE_TARGETS:
+            raise SpdnnError(f"unknown target '{target}'", field="data.options.target",
+                             hint="use " + " or ".join(MOTORCYCLE_TARGETS))
         self.split = split
+        self.target = target
+        self.vertical_flips = bool(vertical_flips)
         self.n = int(n if n is not None else (512 if split == "train" else 64))
         self.seed = int(seed)
         self.height = height
@@ -202,6 +231,9 @@ class MotorcycleDepthDataset(CachedItems, Dataset):
         else:
             self.col_range = (b + (gap - gap // 2), w_img)
         self._split_id = 0 if split == "train" else 1
+        bands = (b - gap // 2, w_img - b - (gap - gap // 2))  # train, val widths (526, 199)
+        band = self.col_range[1] - self.col_range[0]
+        self.zoom_band = min(bands) if matched_zoom else band
         self.cache = make_cache(cache, self.n, [(1, height, width)] * 3)
 
     def __len__(self) -> int:
@@ -219,7 +251,7 @@ class MotorcycleDepthDataset(CachedItems, Dataset):
         c0, c1 = self.col_range
         band = c1 - c0
         aspect = self.width / self.height * math.exp(rng.uniform(math.log(0.8), math.log(1.25)))
-        h_max = max(8, min(h_img, int(band / aspect)))
+        h_max = max(8, min(h_img, int(self.zoom_band / aspect)))
         h_lo = min(48, h_max)
         ch = int(rng.integers(h_lo, h_max + 1))
         cw = min(band, max(1, int(round(ch * aspect))))
@@ -244,11 +276,14 @@ class MotorcycleDepthDataset(CachedItems, Dataset):
             self.min_valid_fraction,
         )
         tgt = np.clip(tgt, 0.0, 1.0)
+        if self.target == "disparity":  # d / d_max: proportional to disparity (an affine map)
+            s = self.scene
+            tgt = np.where(ok, (tgt * (s.d_max - s.d_min) + s.d_min) / s.d_max, 0.0)
         mask = ok.astype(np.float64)
         if self.flips:
             if hflip:
                 img, tgt, mask = img[:, ::-1], tgt[:, ::-1], mask[:, ::-1]
-            if vflip:
+            if vflip and self.vertical_flips:
                 img, tgt, mask = img[::-1], tgt[::-1], mask[::-1]
         return _to_tensor(img), _to_tensor(tgt), _to_tensor(mask)
 
@@ -457,6 +492,12 @@ class SyntheticDepthDataset(CachedItems, Dataset):
     there). ``target="depth"`` (default): ``(z - z_near) / (z_far - z_near)``, 0 = 1 m, 1 = 60 m,
     larger = farther. ``target="inverse_depth"``: ``(1/z - 1/z_far) / (1/z_near - 1/z_far)``,
     larger = nearer, the same sense as the motorcycle's and KITTI's normalised disparity.
+    ``target="scaled_depth"``: ``z / z_far`` in [1/60, 1], proportional to depth, so that the
+    ratio measures delta < 1.25^k and Abs Rel are those of the depth itself (the two affine
+    targets above put 0 at one end of the range, where every ratio explodes).
+
+    Raises:
+        SpdnnError: an unknown ``target``.
 
     ``cache``: keep computed items (see the module docstring; default: when <= 1 GiB).
     """
@@ -472,10 +513,9 @@ class SyntheticDepthDataset(CachedItems, Dataset):
         target: str = "depth",
         cache: bool | None = None,
     ):
-        if target not in ("depth", "inverse_depth"):
-            raise SpdnnError(
-                f"unknown target '{target}'", hint="use target='depth' or target='inverse_depth'"
-            )
+        if target not in SYNTHETIC_TARGETS:
+            raise SpdnnError(f"unknown target '{target}'", field="data.options.target",
+                             hint="use " + ", ".join(SYNTHETIC_TARGETS))
         self.target = target
         self.n = int(n)
         self.seed = int(seed)
@@ -499,6 +539,8 @@ class SyntheticDepthDataset(CachedItems, Dataset):
         s = self.scene(index)
         if self.target == "depth":
             tgt = np.where(s.valid, s.depth01, 0.0)
+        elif self.target == "scaled_depth":
+            tgt = np.where(s.valid, np.clip(s.depth / self.z_far, 0.0, 1.0), 0.0)
         else:
             z = np.where(s.valid, s.depth, self.z_far)
             inv = (1.0 / np.maximum(z, self.z_near) - 1.0 / self.z_far) / (

@@ -262,7 +262,7 @@ def merge(specs: list[Netspec], params: ParamsTarget = "like-each",
     pparams = [i.params for i in infos]
     target = target_params(params, pparams)
     try:
-        fit = fit_budget(builder.build, base, target)
+        fit = fit_budget(builder.build, base, target, names=letters)
     except ShapeError as exc:
         raise _located(exc, bwd, letters, names, files) from None
     scale, spec, info, reachable = fit.scale, fit.spec, fit.info, fit.reachable

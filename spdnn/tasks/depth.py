@@ -1,9 +1,12 @@
 """Monocular depth (thesis App. B, the depth paper).
 
 * Data: ``source: motorcycle`` (default; the Middlebury pair bundled with scikit-image, random
-  crops and flips at 80x264, validation crops disjoint from training crops), ``synthetic``
-  (ray-cast scenes with exact depth) or ``kitti`` with ``root:`` at a KITTI 2015 stereo folder.
-  Targets are normalised to [0, 1]; pixels without ground truth are masked out everywhere.
+  crops and horizontal flips at 80x264, validation crops disjoint from training crops;
+  ``data.options``: ``target`` normalised | disparity, ``vertical_flips``, ``matched_zoom``),
+  ``synthetic`` (ray-cast scenes with exact depth; ``data.options.target`` depth |
+  inverse_depth | scaled_depth) or ``kitti`` with ``root:`` at a KITTI 2015 stereo folder
+  (``data.options.val_fraction``). Targets are in [0, 1]; pixels without ground truth are
+  masked out everywhere.
 * Loss: mean squared error over valid pixels (App. B sec. 2.3).
 * Metrics (App. B sec. 3, Table 5): PSNR, MSE, RMSE, SNR, MAE, SSIM, UQI, PCC and Abs Rel,
   Sq Rel, RMSE log, delta < 1.25^k. The best checkpoint has the lowest validation loss.
@@ -37,20 +40,33 @@ class DepthTask(ImageToMapTask):
 
     name = "depth"
 
+    def _options(self, allowed: tuple[str, ...]) -> dict:
+        """``data.options`` of the chosen source; an option it does not take is an error."""
+        opts = dict(self.recipe.data.options)
+        for key in opts:
+            if key not in allowed:
+                raise SpdnnError(f"data.options.{key} is not an option of data.source "
+                                 f"'{self.recipe.data.source}'", field=f"data.options.{key}",
+                                 hint="options: " + ", ".join(allowed))
+        return opts
+
     def datasets(self):
         d = self.recipe.data
         if d.source == "motorcycle":
-            return (MotorcycleDepthDataset("train", n=d.train_size, seed=d.seed, cache=d.cache),
-                    MotorcycleDepthDataset("val", n=d.val_size, seed=d.seed, cache=d.cache))
+            o = self._options(("target", "vertical_flips", "matched_zoom"))
+            return (MotorcycleDepthDataset("train", n=d.train_size, seed=d.seed, cache=d.cache, **o),
+                    MotorcycleDepthDataset("val", n=d.val_size, seed=d.seed, cache=d.cache, **o))
         if d.source == "synthetic":
-            return (SyntheticDepthDataset(d.train_size, seed=d.seed, cache=d.cache),
-                    SyntheticDepthDataset(d.val_size, seed=d.seed + 10_000, cache=d.cache))
+            o = self._options(("target",))
+            return (SyntheticDepthDataset(d.train_size, seed=d.seed, cache=d.cache, **o),
+                    SyntheticDepthDataset(d.val_size, seed=d.seed + 10_000, cache=d.cache, **o))
         if d.source == "kitti":
             if not d.root:
                 raise SpdnnError("data.source 'kitti' needs data.root", field="data.root",
                                  hint="point it at the KITTI 2015 stereo folder (training/image_2, ...)")
+            o = self._options(("val_fraction",))
             return split_dataset(KittiDepthDataset(d.root, cache=d.cache),
-                                 float(d.options.get("val_fraction", 0.2)), d.seed)
+                                 float(o.get("val_fraction", 0.2)), d.seed)
         raise SpdnnError(f"unknown depth data source '{d.source}'", field="data.source",
                          hint="use motorcycle, synthetic or kitti")
 
