@@ -180,9 +180,11 @@ def main() -> None:
           f"Budget: classifier `{' '.join(budget['classifier'])}`, fine-tune "
           f"`{' '.join(budget['finetune'])}`, unit `{' '.join(budget['unit'])}`, joint "
           f"`{' '.join(budget['joint'])}`; test: {budget['test']} validation images degraded "
-          f"once (seed 12345); seed 0; 2 shared CPU cores; this run's wall time (new steps "
-          f"only): {wall / 60:.1f} min; training wall time per step (n/a: not recorded): "
-          + "; ".join(f"{c}: {w}" for c, w in walls.items()) + ".", ""]
+          f"once (seed 12345); seed 0; 2 shared CPU cores (load ~12 from six sessions in the "
+          f"recorded run); this invocation's wall time (finished steps and evaluations are "
+          f"reused): {wall / 60:.1f} min; training wall time per step: "
+          + "; ".join(f"{c}: {w}" for c, w in walls.items()) + " (the classifier is shared).",
+          ""]
     for cond, r in results.items():
         p = PAPER[cond]
         md += [f"## {cond}", "", "| method | top-1 (ours) | PSNR of the classifier's input, dB "
@@ -224,6 +226,10 @@ def main() -> None:
                f"{r['conventional']['psnr']:.1f} dB (the paper: the joint unit scores worse "
                f"PSNR while the classifier does better: "
                f"{'agrees' if r['joint']['psnr'] < r['conventional']['psnr'] else 'disagrees'})."]
+    n = next(iter(results.values()))["n"]
+    md += [f"- One standard error of a top-1 near 84% on {n} test images is "
+           f"{100 * (0.84 * 0.16 / n) ** 0.5:.1f} points: differences between fine-tuned and "
+           "joint below about twice that are not resolved by this table."]
     md += ["- Fine-tuned and joint both recover most of the clean accuracy "
            f"({100 * next(iter(results.values()))['clean_pretrained']['acc']:.1f}% on clean "
            "images); our 3lux noise (b = 0.32 of the range, ~11 dB) is far stronger relative to "
