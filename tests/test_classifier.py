@@ -69,7 +69,12 @@ def test_classifier_trains_predicts_and_reports_per_source_errors(tmp_path: Path
                           "options.flip=false"])
     tr = trainer_for(recipe, outdir=tmp_path / "run", progress=False, quiet=True)
     assert len(tr.train_ds) == 40  # 20 from each part
-    final = tr.run()
+    batch = tuple(tr.to_device(t) for t in
+                  next(iter(torch.utils.data.DataLoader(tr.train_ds, batch_size=8))))
+    w0 = [p.detach().clone() for p in tr.models["net"].parameters()]
+    assert tr.task.training_step(tr, batch)["loss"] > 0
+    assert any(not torch.equal(a, b) for a, b in zip(w0, tr.models["net"].parameters()))
+    final = tr.evaluate()
     assert final["val_error"] == pytest.approx(1 - final["val_accuracy"])
     rep = tr.task.report(tr.eval_models(), tmp_path, tr.device)
     assert set(rep) == {"error_mnist", "error_digits"} and all(0 <= v <= 1 for v in rep.values())
