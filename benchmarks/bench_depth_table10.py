@@ -310,6 +310,14 @@ def report(quick: bool) -> None:
         for n, r in long_rows.items():
             md.append(f"| {n} | {r['params']:,} | {r['train_s']:.0f} | "
                       + " | ".join(_fmt(r.get(f"val_{c}"), c) for c in COLUMNS) + " |")
+        if len(long_rows) == 2:
+            m, o = long_rows["depth_merged"], long_rows[LONG_NETS[1]]
+            wins = [c for c in COLUMNS if (m[f"val_{c}"] > o[f"val_{c}"]) == (c in HIGHER)]
+            md += ["", f"At 400 steps the merged network is ahead of {LONG_NETS[1]} in: "
+                   f"{', '.join(wins) or 'nothing'}; behind in: "
+                   f"{', '.join(c for c in COLUMNS if c not in wins) or 'nothing'}. At the "
+                   "80-step budget of the tables above the synthetic curves are still falling "
+                   "(`compare_depth_curves.png`): those rows compare networks early in training."]
         md += ["", "Curves: `compare_depth_long.png`.", ""]
         fig_l.tight_layout()
         save_figure(fig_l, results / "compare_depth_long.png")
