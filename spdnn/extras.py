@@ -27,7 +27,7 @@ EXTRAS: dict[str, dict[str, str]] = {
                "skimage": "scikit-image"},
     "train": {"matplotlib": "matplotlib", "skimage": "scikit-image", "scipy": "scipy",
               "sklearn": "scikit-learn", "mlxtend": "mlxtend", "torchmetrics": "torchmetrics",
-              "kornia": "kornia"},
+              "kornia": "kornia", "bm3d": "bm3d"},
     "tensorboard": {"tensorboard": "tensorboard"},
 }
 """Extra name -> {module imported: the distribution that provides it}."""

@@ -18,11 +18,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from spdnn.errors import SpecError
+from spdnn.tasks import aspect as _aspect  # noqa: F401  (began_iris, aspect)
 from spdnn.tasks import classifier as _classifier  # noqa: F401  (registers the task)
 from spdnn.tasks import depth as _depth  # noqa: F401  (registers the task)
 from spdnn.tasks import gan as _gan  # noqa: F401  (registers the GAN tasks)
 from spdnn.tasks import iris as _iris  # noqa: F401
-from spdnn.tasks import aspect as _aspect  # noqa: F401  (began_iris, aspect)
 from spdnn.tasks import sensing as _sensing  # noqa: F401  (Generative Sensing, Dirty Pixels)
 from spdnn.tasks import smart_augmentation as _smart_augmentation  # noqa: F401
 from spdnn.tasks.registry import TASKS, get_task, register_task, unregister_task
