@@ -43,9 +43,12 @@ def dense(fin: int, fout: int, bn: bool = False) -> int:
 NN = 64
 
 
-def began_decoder(code: int, start: int, ups: int, out_ch: int) -> int:
-    """dense code -> start*start*NN, (2 convs + unpool) x ups, 2 convs, 3x3 conv to out_ch."""
-    return dense(code, start * start * NN) + (2 * ups + 2) * conv(NN, NN) + conv(NN, out_ch)
+def began_decoder(code: int, start: int | tuple[int, int], ups: int, out_ch: int,
+                  nn: int = NN) -> int:
+    """dense code -> start*start*nn (start: a side, or (height, width)), (2 convs + unpool) x
+    ups, 2 convs, 3x3 conv to out_ch; all convs at width nn."""
+    h, w = (start, start) if isinstance(start, int) else start
+    return dense(code, h * w * nn) + (2 * ups + 2) * conv(nn, nn) + conv(nn, out_ch)
 
 
 def began_encoder(in_ch: int, pools: int, res: int, code: int) -> int:
@@ -56,6 +59,12 @@ def began_encoder(in_ch: int, pools: int, res: int, code: int) -> int:
         n += 2 * conv(k * NN, k * NN) + conv(k * NN, (k + 1) * NN, k=1)
     top = (pools + 1) * NN
     return n + 2 * conv(top, top) + dense(top * res * res, code)
+
+
+def eres_down(cin: int, cout: int) -> int:
+    """SPADE-SR encoder ResBlock down (EResBlockDown / EResBlockDownIn): 1x1 skip conv and two
+    3x3 convs, all without bias, and a BN (gamma, beta) before each 3x3 conv (on cin, cout)."""
+    return cin * cout + 2 * cin + cin * cout * 9 + 2 * cout + cout * cout * 9
 
 
 EXPECTED = {
@@ -133,6 +142,20 @@ EXPECTED = {
         + dense(64, 7 * 7 * 16) + 6 * conv(16, 16) + conv(16, 1)),
     "vac/faces_classifier_28_gray.yaml": (conv(1, 16) + conv(16, 8) + dense(8 * 5 * 5, 1024)
                                           + dense(1024, 1)),
+    # the GAN+aspect iris experiment (App. F sec. 3.2 at 24x32, NN 16): BEGAN G and D (encoder
+    # widths 16, 32, 48, 48 down to 3x4), the aspect mask generator (G's layer table), and the
+    # SPADE-SR-style inversion encoder (32, 64, 128 channels down to 3x4, BN, Linear no bias)
+    "began/iris_generator_24x32.yaml": began_decoder(64, (3, 4), 3, 1, nn=16),
+    "began/iris_discriminator_24x32.yaml": (
+        conv(1, 16) + 2 * conv(16, 16) + conv(16, 32, 1) + 2 * conv(32, 32) + conv(32, 48, 1)
+        + 2 * conv(48, 48) + conv(48, 48, 1) + 2 * conv(48, 48) + dense(48 * 3 * 4, 64)
+        + began_decoder(64, (3, 4), 3, 1, nn=16)),
+    "aspect/iris_mask_generator_24x32.yaml": began_decoder(64, (3, 4), 3, 1, nn=16),
+    "aspect/iris_encoder_24x32.yaml": (eres_down(1, 32) + eres_down(32, 64) + eres_down(64, 128)
+                                       + 2 * 128 + 128 * 3 * 4 * 64),
+    # App. F Table II with 68 points (136 coordinates)
+    "aspect/landmark_generator_68.yaml": (dense(64, 128) + 2 * dense(128, 128)
+                                          + dense(128, 136)),
 }
 
 # the same sums, written out as numbers (also in the netspec headers)
@@ -157,6 +180,11 @@ STATED = {
     "began/generator_28_gray_reduced.yaml": 65_025,
     "began/discriminator_28_gray_reduced.yaml": 282_609,
     "vac/faces_classifier_28_gray.yaml": 208_169,
+    "began/iris_generator_24x32.yaml": 31_185,
+    "began/iris_discriminator_24x32.yaml": 179_025,
+    "aspect/iris_mask_generator_24x32.yaml": 31_185,
+    "aspect/iris_encoder_24x32.yaml": 395_458,
+    "aspect/landmark_generator_68.yaml": 58_888,
 }
 
 # output shape (batch axis excluded) of each network's single output
@@ -193,6 +221,11 @@ OUT_SHAPES = {
     "began/generator_28_gray_reduced.yaml": ("image", (1, 28, 28)),
     "began/discriminator_28_gray_reduced.yaml": ("reconstruction", (1, 28, 28)),
     "vac/faces_classifier_28_gray.yaml": ("prob", (1,)),
+    "began/iris_generator_24x32.yaml": ("image", (1, 24, 32)),
+    "began/iris_discriminator_24x32.yaml": ("reconstruction", (1, 24, 32)),
+    "aspect/iris_mask_generator_24x32.yaml": ("mask", (1, 24, 32)),
+    "aspect/iris_encoder_24x32.yaml": ("z", (64,)),
+    "aspect/landmark_generator_68.yaml": ("landmarks", (136,)),
 }
 
 
@@ -299,6 +332,18 @@ def test_began_transition_convs_are_linear_and_pools_average():
     assert len(ups) == 4 and all(u.mode == "nearest" for u in ups)
 
 
+def test_iris_24x32_sizes():
+    s = shapes_of("began/iris_discriminator_24x32.yaml")
+    assert [s[f"down{k}"] for k in range(1, 4)] == [(32, 12, 16), (48, 6, 8), (48, 3, 4)]
+    assert s["h"] == (64,) and s["reshape"] == (16, 3, 4) and s["up3"] == (16, 24, 32)
+    for rel in ("began/iris_generator_24x32.yaml", "aspect/iris_mask_generator_24x32.yaml"):
+        s = shapes_of(rel)
+        assert [s[f"up{k}"] for k in range(1, 4)] == [(16, 6, 8), (16, 12, 16), (16, 24, 32)]
+    s = shapes_of("aspect/iris_encoder_24x32.yaml")
+    assert [s[f"res{k}"] for k in range(1, 4)] == [(32, 12, 16), (64, 6, 8), (128, 3, 4)]
+    assert s["flat"] == (128 * 3 * 4,)
+
+
 def test_dcgan_sizes():
     s = shapes_of("dcgan/mnist_generator.yaml")
     assert s["reshape"] == (128, 7, 7) and s["deconv1"] == (64, 14, 14)
@@ -356,7 +401,12 @@ def test_thesis_table_choices():
         "dcgan/mnist_discriminator_reduced.yaml": "sigmoid",
         "cgan/mnist_discriminator_reduced.yaml": "sigmoid",
         "acgan/mnist_discriminator_reduced.yaml": "softmax",
-        "vac/faces_classifier_28_gray.yaml": "sigmoid"}
+        "vac/faces_classifier_28_gray.yaml": "sigmoid",
+        # GAN+aspect iris: a linear mask map (the BEGAN generator's layout), a tanh latent in
+        # (-1, 1) from the inversion encoder; 68-point landmarks in (0, 1)
+        "aspect/iris_mask_generator_24x32.yaml": None,
+        "aspect/iris_encoder_24x32.yaml": "tanh",
+        "aspect/landmark_generator_68.yaml": "sigmoid"}
 
 
 def test_cifar_discriminator_noise_and_minibatch_layer():
