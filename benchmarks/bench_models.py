@@ -43,7 +43,7 @@ from spdnn.spec import load  # noqa: E402
 
 FAMILIES = {
     "iris": ("netspecs/iris/appendix_a/*.yaml", "like-each", "Iris segmentation, thesis App. A"),
-    "depth": ("netspecs/depth/parent_*.yaml", "keep", "Monocular depth, thesis App. B"),
+    "depth": ("netspecs/depth/parent_*.yaml", "like-each", "Monocular depth, thesis App. B"),
 }
 
 

@@ -145,10 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     rows_file = args.work / "rows.json"
     rows: dict = json.loads(rows_file.read_text()) if rows_file.is_file() else {}
-    t_start = time.time()
+    last = [time.time()]
 
     def save(name: str, row: dict) -> None:
-        rows[name] = row
+        now = time.time()
+        rows[name] = {**row, "wall_s": round(now - last[0], 1)}  # the time this row took
+        last[0] = now
         rows_file.write_text(json.dumps(rows, indent=1))
         print(f"{name}: {row}", flush=True)
 
@@ -223,14 +225,17 @@ def main(argv: list[str] | None = None) -> int:
                                  "(the thesis' setting)",
                          "params": sinfo.params, "macs": sinfo.macs,
                          "latency": _latency(net, x1), **_evaluate(net, base)})
-    _write(args, rows, specs, carried, time.time() - t_start)
+    _write(args, rows, specs, carried)
     return 0
 
 
-def _write(args, rows: dict, specs, carried, seconds: float) -> None:
+def _write(args, rows: dict, specs, carried) -> None:
     from spdnn.io import write_atomic
 
     ens = rows["ensemble"]["latency"]
+    timed = [r["wall_s"] for r in rows.values() if "wall_s" in r]
+    took = (f"the rows took {sum(timed) / 60:.1f} min in all" if len(timed) == len(rows)
+            else "the time of rows computed before per-row timing is not recorded")
     tuned = sorted(k for k in rows if k.startswith("finetuned"))
     pruned = sorted(k for k in rows if k.startswith("pruned"))
     order = [s.name for s in specs] + ["ensemble", "exact", *tuned, *pruned, "scratch"]
@@ -244,7 +249,7 @@ def _write(args, rows: dict, specs, carried, seconds: float) -> None:
         f"Budget: {args.steps} steps per parent and for the from-scratch merged network; each "
         "fine-tuning or pruning setting is one run of the script (a rerun with other settings "
         "adds its rows and reuses the trained parents), each sized for ~10 min on 2 cores "
-        f"shared with five other sessions (the last run: {seconds / 60:.1f} min). Latency: "
+        f"shared with five other sessions ({took}). Latency: "
         "batch 1, one thread, median (torch.utils.benchmark), relative to running the three "
         "parents one after the other. Commands: `python benchmarks/bench_weight_merge.py "
         "--finetune 40 --prune-steps 15`, then `--finetune 40 --finetune-lr 0.01 "
