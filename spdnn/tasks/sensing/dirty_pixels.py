@@ -30,6 +30,7 @@ PSF (the paper's row is "HQS + pretrained" there).
 from __future__ import annotations
 
 import functools
+from abc import abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -194,8 +195,9 @@ class _DegradingTask(Task):
                                    outdir / "samples.png", f"{self.recipe.name}: "
                                    f"{self.opts.noise if isinstance(self.opts.noise, str) else 'noise'}")]
 
+    @abstractmethod
     def restore(self, models, y):
-        raise NotImplementedError
+        """The restored images of degraded ``y`` (N, C, H, W) in [0, 1], same shape."""
 
 
 @register_task
