@@ -163,6 +163,9 @@ def test_folder_loader_errors(tmp_path):
     (tmp_path / "badheat" / "thermal" / "b.npy").write_bytes(b"not numpy")
     _one_line_error(tmp_path / "badheat", "cannot read heatmap .*b.npy")
 
+    np.save(tmp_path / "badheat" / "thermal" / "b.npy", np.full((5, 8), np.nan))
+    _one_line_error(tmp_path / "badheat", "b.npy holds NaN")
+
     _pairs(tmp_path / "png8", kind="png")
     from skimage import io
     io.imsave(str(tmp_path / "png8" / "thermal" / "a.png"), np.zeros((5, 8), np.uint8),

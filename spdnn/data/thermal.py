@@ -357,7 +357,7 @@ def synthetic_scene(seed: int, height: int = IMAGE_HEIGHT, width: int = IMAGE_WI
     a skin-toned head and hands, a little shading noise on the person.
 
     Args:
-        seed: the scene's seed (same seed, same scene).
+        seed: the scene's seed, >= 0 (same seed, same scene).
     Returns:
         a :class:`SyntheticScene` with exact masks.
     """
@@ -480,7 +480,7 @@ class ThermalFolderDataset(Dataset):
     Raises:
         SpdnnError (``data.root``), one line each: no ``rgb/`` or ``thermal/`` folder, no pairs,
         stems in one folder but not the other (the first few named), a heatmap that cannot be
-        read or whose size is not ``heatmap_size`` (the generator's ``h`` input); an unreadable
+        read, holds NaN / infinity, or whose size is not ``heatmap_size`` (the generator's ``h`` input); an unreadable
         RGB image when its item is read.
     """
 
@@ -514,6 +514,9 @@ class ThermalFolderDataset(Dataset):
                     f"heatmap {thermal[s]} is {'x'.join(map(str, arr.shape))}, the generator's h "
                     f"input is {heatmap_size[0]}x{heatmap_size[1]} (height x width)",
                     field="data.root")
+            if not np.all(np.isfinite(arr)):
+                raise SpdnnError(f"heatmap {thermal[s]} holds NaN or infinite values",
+                                 field="data.root", hint="remove or replace the file")
             heatmaps.append(arr)
         self.heatmaps = torch.from_numpy(rescale_heatmap(np.stack(heatmaps)))[:, None]
 
