@@ -338,8 +338,13 @@ class GANTask(Task):
         return cols if cols >= 4 else per
 
     def figures(self, models, batch, outdir: Path) -> list[Path]:
+        return [self.samples_figure(models, batch[0].device, outdir / "samples.png")]
+
+    def samples_figure(self, models, device, dest: Path) -> Path:
+        """``samples.png`` of a run: a grid of :meth:`samples` from the recipe's seed (100 in
+        rows per class for a class-conditional task, else 64), written to ``dest``."""
         imgs = self.samples(models, 100 if self.conditional == "class" else 64,
-                            self.recipe.seed, batch[0].device)
+                            self.recipe.seed, device)
         cols = self.grid_columns(imgs.shape[0])
         title = f"{self.recipe.name}: generated samples (fixed z"
         labels = None
@@ -353,19 +358,22 @@ class GANTask(Task):
             title += ")"
         else:
             title += ")"
-        return [sample_grid(imgs, outdir / "samples.png", title, cols=cols, row_labels=labels)]
+        return sample_grid(imgs, dest, title, cols=cols, row_labels=labels)
 
     def predict_files(self, models, inputs, outdir, device, options):
         if inputs:
             raise SpdnnError("a generator takes no input files",
                              hint="spdnn predict RUN --num 64 --seed 0 -o OUT")
         n, seed = int(options.get("num", 64)), int(options.get("seed", 0))
+        return [self.predict_grid(models, n, seed, device, outdir / f"samples_seed{seed}.png")]
+
+    def predict_grid(self, models, n: int, seed: int, device, dest: Path) -> tuple[str, Path]:
+        """``spdnn predict``'s grid of ``n`` :meth:`samples` drawn with ``seed``, written to
+        ``dest``; returns (what it holds, ``dest``)."""
         imgs = self.samples(models, n, seed, device)
-        dest = outdir / f"samples_seed{seed}.png"
-        cols = self.grid_columns(imgs.shape[0])
         sample_grid(imgs, dest, f"{self.recipe.name}: {imgs.shape[0]} samples, seed {seed}",
-                    cols=cols)
-        return [(f"{imgs.shape[0]} generated images {tuple(imgs.shape[1:])}", dest)]
+                    cols=self.grid_columns(imgs.shape[0]))
+        return (f"{imgs.shape[0]} generated images {tuple(imgs.shape[1:])}", dest)
 
     # -- evaluation ---------------------------------------------------------------------------
     def report(self, models, outdir: Path, device) -> dict[str, float]:

@@ -44,7 +44,7 @@ import torch
 from pydantic import Field
 
 from spdnn.errors import SpecError
-from spdnn.tasks.gan.base import GANOptions, GANTask, head_size
+from spdnn.tasks.gan.base import GANOptions, GANTask
 from spdnn.tasks.gan.var import AttributeConditional, unit_head
 from spdnn.tasks.registry import register_task
 
@@ -82,15 +82,7 @@ class CBiGANTask(AttributeConditional, GANTask):
                             f"{a} attribute values; it takes {d_in}",
                             field="models.discriminator",
                             hint=f"declare inputs: [{{channels: ...}}, {{features: {a}}}]")
-        out = head_size(netspecs["encoder"])
-        if out != a:
-            raise SpecError(f"the encoder has {out} outputs, attribute '{self.attribute_name}' "
-                            f"has {a} values", field="models.encoder",
-                            hint=f"end the encoder in a layer of {a} outputs")
-        if self.heads["encoder"] not in ("sigmoid", "tanh"):
-            raise SpecError(f"the encoder ends in '{self.heads['encoder']}'; its outputs must "
-                            "lie in (0, 1) like the attributes", field="models.encoder",
-                            hint="end the encoder in 'activation: sigmoid'")
+        self.check_attribute_head("encoder")
 
     def encode(self, E, images: torch.Tensor) -> torch.Tensor:
         """``s = E(images)``: ``(n, A)`` attribute estimates in (0, 1), float32."""

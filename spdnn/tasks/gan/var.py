@@ -151,6 +151,26 @@ class AttributeConditional:
                             field="models.generator",
                             hint=f"give the generator's input more than {attr.dim} features")
 
+    def check_attribute_head(self, model: str) -> None:
+        """Check that network ``model`` (a regressor or encoder of images) estimates the
+        attribute: ``A`` outputs ending in ``sigmoid`` or ``tanh`` (:func:`unit_head` maps both
+        into (0, 1), the attributes' range).
+
+        Raises:
+            SpecError: another output count or output activation (``models.<model>``).
+        """
+        out = head_size(self.netspecs[model])
+        if out != self.attribute_dim:
+            raise SpecError(f"the {model} has {out} outputs, attribute "
+                            f"'{self.attribute_name}' has {self.attribute_dim} values",
+                            field=f"models.{model}",
+                            hint=f"end the {model} in a layer of {self.attribute_dim} outputs "
+                            "or choose another data.options.attribute")
+        if self.heads[model] not in ("sigmoid", "tanh"):
+            raise SpecError(f"the {model} ends in '{self.heads[model]}'; its outputs "
+                            "must lie in (0, 1) like the attributes", field=f"models.{model}",
+                            hint=f"end the {model} in 'activation: sigmoid'")
+
     # -- data and code ------------------------------------------------------------------------
     def datasets(self):
         train, val = super().datasets()
@@ -222,27 +242,19 @@ class AttributeConditional:
         per = self.sweep(n)[1] // self.attribute_dim
         return [comp for comp in self.attribute_components for _ in range(per)]
 
-    def figures(self, models, batch, outdir: Path) -> list[Path]:
-        files = super().figures(models, batch, outdir)  # the GAN's figures (samples.png, plots)
-        imgs = self.samples(models, 64, self.recipe.seed, batch[0].device)
-        # replaces the GAN's unlabelled samples.png with the labelled sweep
-        sample_grid(imgs, outdir / "samples.png", self.sweep_title(self.recipe.name, 64),
-                    cols=SWEEP_COLS, row_labels=self.sweep_labels(64))
-        return files
+    def samples_figure(self, models, device, dest: Path) -> Path:
+        """``samples.png``: the labelled 64-sample sweep grid (:meth:`sweep`)."""
+        imgs = self.samples(models, 64, self.recipe.seed, device)
+        return sample_grid(imgs, dest, self.sweep_title(self.recipe.name, 64), cols=SWEEP_COLS,
+                           row_labels=self.sweep_labels(64))
 
-    def predict_files(self, models, inputs, outdir, device, options):
-        from spdnn.errors import SpdnnError
-
-        if inputs:
-            raise SpdnnError("a generator takes no input files",
-                             hint="spdnn predict RUN --num 64 --seed 0 -o OUT")
-        n, seed = int(options.get("num", 64)), int(options.get("seed", 0))
+    def predict_grid(self, models, n: int, seed: int, device, dest: Path) -> tuple[str, Path]:
+        """``spdnn predict``'s grid: the labelled ``n``-sample sweep drawn with ``seed``."""
         imgs = self.samples(models, n, seed, device)
-        dest = outdir / f"samples_seed{seed}.png"
         sample_grid(imgs, dest, self.sweep_title(f"{self.recipe.name}, seed {seed}", n),
                     cols=SWEEP_COLS, row_labels=self.sweep_labels(n))
-        return [(f"{imgs.shape[0]} generated images {tuple(imgs.shape[1:])} sweeping "
-                 f"'{self.attribute_name}'", dest)]
+        return (f"{imgs.shape[0]} generated images {tuple(imgs.shape[1:])} sweeping "
+                f"'{self.attribute_name}'", dest)
 
 
 # --------------------------------------------------------------------------------------------
@@ -295,17 +307,7 @@ class VARMixin(AttributeConditional):
 
     def __init__(self, recipe, netspecs) -> None:
         super().__init__(recipe, netspecs)
-        out = head_size(netspecs["regressor"])
-        if out != self.attribute_dim:
-            raise SpecError(f"the regressor has {out} outputs, attribute "
-                            f"'{self.attribute_name}' has {self.attribute_dim} values",
-                            field="models.regressor",
-                            hint=f"end the regressor in a layer of {self.attribute_dim} outputs "
-                            "or choose another data.options.attribute")
-        if self.heads["regressor"] not in ("sigmoid", "tanh"):
-            raise SpecError(f"the regressor ends in '{self.heads['regressor']}'; its outputs "
-                            "must lie in (0, 1) like the attributes", field="models.regressor",
-                            hint="end the regressor in 'activation: sigmoid'")
+        self.check_attribute_head("regressor")
 
     def regress(self, R, images: torch.Tensor) -> torch.Tensor:
         """``R(images)`` as attribute values ``(n, A)`` in (0, 1), float32 (:func:`unit_head`)."""
