@@ -166,6 +166,52 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     return save_torch_atomic({**state, "spdnn_checkpoint": FORMAT}, path)
 
 
+def load_torch_file(file: str | Path, map_location: Any = "cpu", what: str = "checkpoint",
+                    hint: str = "use another checkpoint",
+                    unsafe_hint: str = "only checkpoints written by this version of spdnn can "
+                                       "be loaded") -> Any:
+    """``torch.load(file, weights_only=True)``, no fallback, with every failure one line naming
+    the file: the one safe way spdnn reads a torch file (checkpoints, weights files).
+
+    Args:
+        file: the file to read.
+        map_location: passed to ``torch.load``.
+        what: what the file should be, in the messages (``"checkpoint"``, ``"weights file"``).
+        hint: what to do when the file is empty or corrupt.
+        unsafe_hint: what to do when the file holds objects that need code to unpickle.
+
+    Raises:
+        CheckpointError: an empty, truncated or corrupt file, or one holding objects other
+            than tensors and plain containers (refused: unpickling them could run code).
+    """
+    import pickle
+
+    import torch
+
+    file = Path(file)
+    if file.stat().st_size == 0:
+        raise CheckpointError(f"the {what} is empty", file=str(file),
+                              hint=f"it was not written completely; {hint}")
+    try:
+        return torch.load(file, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        low = text.lower()  # torch: "Unsupported global: GLOBAL os.system was not an allowed
+        # global" or "Trying to load unsupported GLOBAL posix.system whose module is blocked"
+        if "unsupported global" in low or "unsupported class" in low:
+            raise CheckpointError(
+                "refusing to load: the file holds objects other than tensors and plain "
+                "containers, and unpickling them could run code", file=str(file),
+                hint=unsafe_hint) from None
+        raise CheckpointError(f"not a readable {what} (corrupt pickle data)",
+                              file=str(file), hint=hint) from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError,
+            AttributeError, TypeError, MemoryError) as exc:
+        raise CheckpointError(f"not a readable {what} ({type(exc).__name__}: "
+                              f"{_short(str(exc))})", file=str(file),
+                              hint=f"the file is truncated or not a torch {what}") from None
+
+
 def load_checkpoint(path: str | Path, map_location: Any = "cpu", prefer: str = BEST) -> dict:
     """Read a checkpoint of ``spdnn train`` safely (``torch.load(weights_only=True)``, no
     fallback): a file that would need code to run while loading is refused.
@@ -182,32 +228,8 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", prefer: str = B
         CheckpointError: missing, empty, truncated or corrupt files, files holding executable
             objects, and files not written by spdnn (each a one-line message naming the file).
     """
-    import pickle
-
-    import torch
-
     file = find_checkpoint(path, prefer)
-    if file.stat().st_size == 0:
-        raise CheckpointError("the checkpoint file is empty", file=str(file),
-                              hint="it was not written completely; use another checkpoint")
-    try:
-        state = torch.load(file, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        text = str(exc)
-        low = text.lower()  # torch: "Unsupported global: GLOBAL os.system was not an allowed
-        # global" or "Trying to load unsupported GLOBAL posix.system whose module is blocked"
-        if "unsupported global" in low or "unsupported class" in low:
-            raise CheckpointError(
-                "refusing to load: the file holds objects other than tensors and plain "
-                "containers, and unpickling them could run code", file=str(file),
-                hint="only checkpoints written by this version of spdnn can be loaded") from None
-        raise CheckpointError("not a readable checkpoint (corrupt pickle data)",
-                              file=str(file), hint="use another checkpoint") from None
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError,
-            AttributeError, TypeError, MemoryError) as exc:
-        raise CheckpointError(f"not a readable checkpoint ({type(exc).__name__}: "
-                              f"{_short(str(exc))})", file=str(file),
-                              hint="the file is truncated or not a torch checkpoint") from None
+    state = load_torch_file(file, map_location)
     if not isinstance(state, dict) or "spdnn_checkpoint" not in state:
         raise CheckpointError("not a checkpoint written by 'spdnn train'", file=str(file),
                               hint="give last.pt or best.pt of a run folder")

@@ -99,25 +99,18 @@ def load_weights(path: str | Path, spec: Netspec) -> dict:
         SpdnnError: the file is missing or unreadable, holds objects other than tensors, or its
             keys or shapes do not match the netspec (one line naming the file and the key).
     """
-    import pickle
-
     import torch
 
     from spdnn.codegen import build_module
+    from spdnn.io import load_torch_file
 
     path = Path(path)
     if not path.is_file():
         raise SpdnnError("weights file not found", file=str(path),
                          hint="give the state dict (.pt) of each parent, in the parents' order")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise SpdnnError("refusing to load: the file holds objects other than tensors and "
-                         "plain containers", file=str(path),
-                         hint="save module.state_dict() with torch.save") from None
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError, TypeError) as exc:
-        raise SpdnnError(f"not a readable weights file ({type(exc).__name__})", file=str(path),
-                         hint="the file is truncated or not a torch file") from None
+    state = load_torch_file(path, what="weights file",
+                            hint="save module.state_dict() with torch.save",
+                            unsafe_hint="save module.state_dict() with torch.save")
     if isinstance(state, dict) and isinstance(state.get("models"), dict):  # spdnn train
         models = state["models"]
         if len(models) != 1:
