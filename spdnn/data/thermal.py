@@ -64,6 +64,7 @@ __all__ = [
     "SYNTHETIC_SKIN_C",
     "THERMALNET_LEVELS",
     "THERMALNET_RANGE_C",
+    "THERMAL_SOURCES",
     "SyntheticScene",
     "SyntheticThermalDataset",
     "ThermalFolderDataset",
@@ -75,6 +76,7 @@ __all__ = [
     "skin_mask_from_rgb",
     "synthetic_scene",
     "synthetic_thermal_field",
+    "thermal_datasets",
     "unscale_heatmap",
 ]
 
@@ -527,3 +529,68 @@ class ThermalFolderDataset(Dataset):
         img = read_image(self.rgb_paths[i])
         img = fit_images(img, (3, *self.image_size))[0]
         return img, self.heatmaps[i].clone()
+
+
+# -- the one entry point the thermal tasks use -------------------------------------------------------
+THERMAL_SOURCES = ("synthetic", "folder")
+"""``data.source`` values :func:`thermal_datasets` reads."""
+
+
+def thermal_datasets(data, target: str = "heatmap",
+                     image_size: tuple[int, int] = (IMAGE_HEIGHT, IMAGE_WIDTH),
+                     heatmap_size: tuple[int, int] = (HEATMAP_HEIGHT, HEATMAP_WIDTH),
+                     ) -> tuple[Dataset, Dataset]:
+    """``(train, validation)`` thermal datasets of a recipe's ``data`` section
+    (:class:`spdnn.train.recipe.DataSpec`), the one loader of the thermal tasks (SPADE-SR and
+    Thermalnet).
+
+    Sources (``data.source``):
+
+    * ``synthetic``: :class:`SyntheticThermalDataset`, ``train_size`` scenes from seed
+      ``data.seed`` and ``val_size`` disjoint ones after them (SYNTHETIC RGB and thermal).
+    * ``folder``: :class:`ThermalFolderDataset` at ``data.root``, split by a permutation seeded
+      with ``data.seed``: ``val_size`` pairs for validation, up to ``train_size`` of the rest
+      for training.
+
+    Args:
+        data: the recipe's data section (``source``, ``root``, ``train_size``, ``val_size``,
+            ``seed``, ``options``; ``options`` must be empty here).
+        target: ``"heatmap"`` (items ``(rgb (3, H, W), heatmap (1, h, w) in [-1, 1])``) or
+            ``"levels"`` (``(rgb, levels int64 (H, W) in [0, 255])``).
+        image_size: ``(H, W)`` of the RGB images (the generator's output / Thermalnet's input).
+        heatmap_size: ``(h, w)`` of the heatmap (the generator's ``h`` input).
+
+    Raises:
+        SpdnnError: an unknown source (``data.source``), a folder source without ``root``,
+            fewer than ``val_size + 1`` pairs in the folder, an unknown ``target``, or any
+            error of the datasets themselves.
+    """
+    from torch.utils.data import Subset
+
+    _check_target(target)
+    if data.options:
+        key = next(iter(data.options))
+        raise SpdnnError(f"data.options.{key} is not an option of data.source {data.source!r}",
+                         field=f"data.options.{key}", hint="the thermal sources take no options")
+    if data.source == "synthetic":
+        kw = dict(target=target, height=image_size[0], width=image_size[1],
+                  heatmap_size=heatmap_size)
+        return (SyntheticThermalDataset(data.train_size, seed=data.seed, **kw),
+                SyntheticThermalDataset(data.val_size, seed=data.seed + data.train_size, **kw))
+    if data.source == "folder":
+        if not data.root:
+            raise SpdnnError("data.source 'folder' needs data.root: a folder with rgb/ and "
+                             "thermal/", field="data.root")
+        if target != "heatmap":
+            raise SpdnnError("the paired folder holds 5x8 heatmaps, not full-resolution "
+                             "thermal images, so it has no Thermalnet levels",
+                             field="data.source")
+        ds = ThermalFolderDataset(data.root, heatmap_size=heatmap_size, image_size=image_size)
+        if len(ds) <= data.val_size:
+            raise SpdnnError(f"{data.root} holds {len(ds)} pairs, too few for val_size "
+                             f"{data.val_size} and a training set", field="data.val_size")
+        perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(data.seed))
+        val, train = perm[:data.val_size].tolist(), perm[data.val_size:].tolist()
+        return Subset(ds, train[:data.train_size]), Subset(ds, val)
+    raise SpdnnError(f"unknown thermal data.source {data.source!r}", field="data.source",
+                     hint="use " + " or ".join(THERMAL_SOURCES))
