@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: demo test install graphviz fashion-mnist opencv-digits generators lint clean
+.PHONY: demo test install graphviz fashion-mnist opencv-digits opencv-vtest generators lint clean
 
 # Everything (the extras of pyproject.toml: export, train, tensorboard) plus the dev tools, with
 # the exact versions of constraints.txt (torch 2.13.0, the CPU build).
@@ -53,6 +53,23 @@ opencv-digits:
 	    [ -f $(OPENCV_DIGITS) ] || echo "NOTE: could not fetch opencv-doc; data.source: opencv_digits stays unavailable."; \
 	  else \
 	    echo "NOTE: OpenCV's digits.png is missing; run 'make opencv-digits' as root (or set data.root to a folder with digits.png) for data.source: opencv_digits."; \
+	  fi; }
+
+# OpenCV's vtest.avi (data.source: vtest; 795 real 768x576 frames of a street with walking people,
+# the RGB side of the thermal tasks, spdnn.data.people) comes from the same Debian package opencv-doc
+# the same way (apt-get download + dpkg -x of the one file, 8 MB of the 96 MB package). Optional:
+# without it data.source: vtest falls back to the synthetic scenes with a warning.
+OPENCV_VTEST := /usr/share/doc/opencv-doc/examples/data/vtest.avi
+opencv-vtest:
+	@[ -f $(OPENCV_VTEST) ] || { \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "extracting vtest.avi from the Debian package opencv-doc"; \
+	    tmp=$$(mktemp -d) && (cd $$tmp && apt-get download -qq opencv-doc >/dev/null 2>&1 && \
+	      dpkg -x opencv-doc_*.deb x && mkdir -p $$(dirname $(OPENCV_VTEST)) && \
+	      cp x$(OPENCV_VTEST) $(OPENCV_VTEST)); rm -rf $$tmp; \
+	    [ -f $(OPENCV_VTEST) ] || echo "NOTE: could not fetch opencv-doc; data.source: vtest falls back to the synthetic scenes."; \
+	  else \
+	    echo "NOTE: OpenCV's vtest.avi is missing; run 'make opencv-vtest' as root (or set data.root to the video) for data.source: vtest; without it the synthetic scenes are used."; \
 	  fi; }
 
 demo: install

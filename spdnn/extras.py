@@ -8,7 +8,9 @@ Commands that need more say which extra to install, in one line, before they sta
   onnxscript (torch's ONNX exporter), scikit-image (the photographs of the parity check);
 * ``train`` -- ``spdnn train``/``evaluate``/``predict``/``compare``/``demo``: matplotlib
   (plots), scikit-image, scipy (data, degradations), scikit-learn, mlxtend (datasets, the GAN
-  evaluation), torchmetrics (FID, SSIM, accuracy), kornia (traditional augmentation);
+  evaluation), torchmetrics (FID, SSIM, accuracy), kornia (traditional augmentation), bm3d
+  (denoising), opencv-python-headless (person crops from OpenCV's vtest.avi,
+  :mod:`spdnn.data.people`; <5: 5.x dropped ``HOGDescriptor``);
 * ``tensorboard`` -- ``spdnn train --tensorboard``;
 * ``all`` -- every one of them (``pip install 'spdnn[all]'``).
 
@@ -27,7 +29,8 @@ EXTRAS: dict[str, dict[str, str]] = {
                "skimage": "scikit-image"},
     "train": {"matplotlib": "matplotlib", "skimage": "scikit-image", "scipy": "scipy",
               "sklearn": "scikit-learn", "mlxtend": "mlxtend", "torchmetrics": "torchmetrics",
-              "kornia": "kornia", "bm3d": "bm3d"},
+              "kornia": "kornia", "bm3d": "bm3d",
+              "cv2": "opencv-python-headless"},
     "tensorboard": {"tensorboard": "tensorboard"},
 }
 """Extra name -> {module imported: the distribution that provides it}."""

@@ -27,17 +27,26 @@ Data sources:
   position, scale and pose) over background patches cut from scikit-image photographs
   (:data:`BACKGROUND_PHOTOS`), with exact foreground and skin masks
   (:func:`synthetic_scene`), and the SYNTHETIC thermal field above.
+* :class:`VtestThermalDataset`: **real RGB people from OpenCV's vtest.avi** (a street, 795
+  frames; :mod:`spdnn.data.people` extracts person crops, or whole scenes for Thermalnet, with
+  MOG2 foreground masks, once, cached) with the SYNTHETIC thermal field of each foreground mask
+  (skin by :func:`skin_mask_from_rgb`). Without the video or OpenCV, ``data.source: vtest``
+  falls back to the synthetic scenes with one warning.
 * :class:`ThermalFolderDataset`: real paired data, ``root/rgb/<stem>.<image>`` with
   ``root/thermal/<stem>.npy`` (degrees C, float) or ``root/thermal/<stem>.png`` (16-bit,
-  hundredths of a degree C: :data:`PNG_UNITS_C`), e.g. LRT-Human-like data.
+  hundredths of a degree C: :data:`PNG_UNITS_C`), e.g. LRT-Human-like data: heatmaps for
+  SPADE-SR, full-resolution thermal images for Thermalnet.
 
-Items are ``(rgb float32 (3, 40, 64) in [0, 1], target)``, the target ``heatmap float32 (1, 5,
-8) in [-1, 1]`` or, with ``target="levels"``, ``levels int64 (40, 64) in [0, 255]``.
+Items are ``(rgb float32 (3, H, W) in [0, 1], target)`` (``(H, W)`` the ``image_size``, 40 x 64
+for SPADE-SR, 224 x 224 for Thermalnet), the target ``heatmap float32 (1, 5, 8) in [-1, 1]`` or,
+with ``target="levels"``, ``levels int64 (H, W) in [0, 255]``.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.util
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +77,7 @@ __all__ = [
     "SyntheticScene",
     "SyntheticThermalDataset",
     "ThermalFolderDataset",
+    "VtestThermalDataset",
     "dequantise_levels",
     "pool_heatmap",
     "quantise_levels",
@@ -471,24 +481,35 @@ def _read_heatmap(path: Path) -> np.ndarray:
 
 class ThermalFolderDataset(Dataset):
     """Real paired data: ``root/rgb/<stem>.<png|jpg|...>`` with ``root/thermal/<stem>.npy``
-    (degrees C, float ``(5, 8)`` or ``(1, 5, 8)``) or ``root/thermal/<stem>.png`` (16-bit,
+    (degrees C, float ``(h, w)`` or ``(1, h, w)``) or ``root/thermal/<stem>.png`` (16-bit,
     :data:`PNG_UNITS_C` degrees C per unit). Nothing is written.
 
-    Items ``(rgb float32 (3, 40, 64) in [0, 1], heatmap float32 (1, 5, 8) in [-1, 1])``: the RGB
-    image resized (anti-aliased bilinear, :func:`spdnn.data.images.fit_images`) to
-    ``image_size``, the heatmap rescaled from [19, 30] C (paper sec. 4.2). Heatmaps are read and
-    checked when the dataset is built; RGB images when an item is read.
+    What a thermal file is, is told by its shape: exactly ``heatmap_size`` (5 x 8) is a
+    thermopile heatmap (SPADE-SR, ``target="heatmap"``); any other shape at least as large in
+    both dimensions is a full-resolution thermal image (Thermalnet, ``target="levels"``).
+
+    Items ``(rgb float32 (3, H, W) in [0, 1], target)``: the RGB image resized (anti-aliased
+    bilinear, :func:`spdnn.data.images.fit_images`) to ``image_size``; ``target="heatmap"``: the
+    heatmap ``float32 (1, 5, 8)`` rescaled from [19, 30] C to [-1, 1] (paper sec. 4.2);
+    ``target="levels"``: the thermal image resized the same way to ``image_size`` (in degrees C)
+    and quantised, ``int64 (H, W)`` in [0, 255] (:func:`quantise_levels`). Thermal files are
+    read and checked when the dataset is built; RGB images (and full-resolution thermal images,
+    again) when an item is read.
 
     Raises:
         SpdnnError (``data.root``), one line each: no ``rgb/`` or ``thermal/`` folder, no pairs,
-        stems in one folder but not the other (the first few named), a heatmap that cannot be
-        read, holds NaN / infinity, or whose size is not ``heatmap_size`` (the generator's ``h`` input); an unreadable
-        RGB image when its item is read.
+        stems in one folder but not the other (the first few named), a thermal file that cannot
+        be read or holds NaN / infinity; for ``"heatmap"`` a heatmap whose size is not
+        ``heatmap_size`` (the generator's ``h`` input), for ``"levels"`` a thermal file of the
+        heatmap's size or smaller (no full-resolution image); an unreadable RGB image when its
+        item is read. An unknown ``target``.
     """
 
     def __init__(self, root: str | Path, heatmap_size: tuple[int, int] = (HEATMAP_HEIGHT,
                                                                           HEATMAP_WIDTH),
-                 image_size: tuple[int, int] = (IMAGE_HEIGHT, IMAGE_WIDTH)) -> None:
+                 image_size: tuple[int, int] = (IMAGE_HEIGHT, IMAGE_WIDTH),
+                 target: str = "heatmap") -> None:
+        _check_target(target)
         root = Path(root)
         folders = {name: root / name for name in ("rgb", "thermal")}
         for name, folder in folders.items():
@@ -507,20 +528,32 @@ class ThermalFolderDataset(Dataset):
             raise SpdnnError(f"{root} holds no (rgb, thermal) pairs", field="data.root")
         self.stems = sorted(rgb)
         self.rgb_paths = [rgb[s] for s in self.stems]
+        self.thermal_paths = [thermal[s] for s in self.stems]
         self.heatmap_size, self.image_size = tuple(heatmap_size), tuple(image_size)
+        self.target = target
         heatmaps = []
-        for s in self.stems:
-            arr = _read_heatmap(thermal[s])
-            if arr.shape != self.heatmap_size:
+        for path in self.thermal_paths:
+            arr = _read_heatmap(path)
+            size = "x".join(map(str, arr.shape))
+            if target == "heatmap" and arr.shape != self.heatmap_size:
                 raise SpdnnError(
-                    f"heatmap {thermal[s]} is {'x'.join(map(str, arr.shape))}, the generator's h "
+                    f"heatmap {path} is {size}, the generator's h "
                     f"input is {heatmap_size[0]}x{heatmap_size[1]} (height x width)",
                     field="data.root")
+            if target == "levels" and (arr.ndim != 2 or arr.shape == self.heatmap_size
+                                       or arr.shape[0] < self.heatmap_size[0]
+                                       or arr.shape[1] < self.heatmap_size[1]):
+                raise SpdnnError(
+                    f"thermal file {path} is {size}, not a full-resolution thermal image (a "
+                    f"{heatmap_size[0]}x{heatmap_size[1]} file is a heatmap); Thermalnet's "
+                    f"levels need thermal images larger than the heatmap", field="data.root")
             if not np.all(np.isfinite(arr)):
-                raise SpdnnError(f"heatmap {thermal[s]} holds NaN or infinite values",
+                raise SpdnnError(f"heatmap {path} holds NaN or infinite values",
                                  field="data.root", hint="remove or replace the file")
-            heatmaps.append(arr)
-        self.heatmaps = torch.from_numpy(rescale_heatmap(np.stack(heatmaps)))[:, None]
+            if target == "heatmap":
+                heatmaps.append(arr)
+        self.heatmaps = (torch.from_numpy(rescale_heatmap(np.stack(heatmaps)))[:, None]
+                         if target == "heatmap" else None)
 
     def __len__(self) -> int:
         return len(self.stems)
@@ -528,18 +561,99 @@ class ThermalFolderDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         img = read_image(self.rgb_paths[i])
         img = fit_images(img, (3, *self.image_size))[0]
-        return img, self.heatmaps[i].clone()
+        if self.heatmaps is not None:
+            return img, self.heatmaps[i].clone()
+        import torch.nn.functional as F
+
+        field = torch.from_numpy(_read_heatmap(self.thermal_paths[i]))[None, None]
+        if tuple(field.shape[2:]) != self.image_size:
+            field = F.interpolate(field, size=self.image_size, mode="bilinear", antialias=True,
+                                  align_corners=False)
+        return img, torch.from_numpy(quantise_levels(field[0, 0].numpy()))
+
+
+class VtestThermalDataset(Dataset):
+    """Real RGB people (windows of a video, :class:`spdnn.data.people.PeopleCrops`, by default
+    OpenCV's vtest.avi) with the SYNTHETIC thermal stand-in of each window's foreground mask
+    (:func:`synthetic_thermal_field`, skin by :func:`skin_mask_from_rgb`, noise seeded by
+    ``(seed, crop index)``): the RGB is real, the thermal side is not.
+
+    Args:
+        crops: the extracted windows (``(N, 3, H, W)`` uint8, masks ``(N, H, W)``).
+        indices: which windows, in item order (e.g. one side of
+            :func:`spdnn.data.people.split_by_frames`).
+        seed: the noise seed.
+        target: ``"heatmap"``: ``float32 (1, h, w)`` in [-1, 1] (pooled to ``heatmap_size``,
+            rescaled from 19..30 C, SPADE-SR sec. 4.2); ``"levels"``: ``int64 (H, W)`` in
+            [0, 255] (Thermalnet, :func:`quantise_levels`).
+    Items:
+        ``(rgb float32 (3, H, W) in [0, 1], target)``; deterministic (same arguments, same items).
+    Raises:
+        SpdnnError: an unknown ``target``; windows that do not pool to ``heatmap_size``.
+    """
+
+    def __init__(self, crops, indices: Sequence[int], seed: int = 0, target: str = "heatmap",
+                 heatmap_size: tuple[int, int] = (HEATMAP_HEIGHT, HEATMAP_WIDTH)) -> None:
+        _check_target(target)
+        self.crops, self.indices = crops, [int(i) for i in indices]
+        self.seed, self.target, self.heatmap_size = int(seed), target, tuple(heatmap_size)
+        if target == "heatmap":
+            pool_heatmap(np.zeros(crops.mask.shape[1:], np.float32), self.heatmap_size)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def scene(self, i: int) -> tuple[SyntheticScene, np.ndarray]:
+        """Item ``i``'s window (``skin`` by the colour rule, inside the mask) and its SYNTHETIC
+        field ``(H, W)`` float32 in degrees C."""
+        j = self.indices[i]
+        rgb = self.crops.rgb[j].astype(np.float32) / 255.0
+        mask = self.crops.mask[j]
+        skin = skin_mask_from_rgb(rgb) & mask
+        rng = np.random.default_rng([self.seed, j, 1])
+        return SyntheticScene(rgb, mask, skin), synthetic_thermal_field(mask, skin=skin, rng=rng)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not 0 <= i < len(self.indices):
+            raise IndexError(i)
+        s, field = self.scene(i)
+        return torch.from_numpy(s.rgb), _target(field, self.target, self.heatmap_size)
 
 
 # -- the one entry point the thermal tasks use -------------------------------------------------------
-THERMAL_SOURCES = ("synthetic", "folder")
+THERMAL_SOURCES = ("synthetic", "vtest", "folder")
 """``data.source`` values :func:`thermal_datasets` reads."""
+
+
+def _vtest_missing(root: str | None) -> str | None:
+    """Why ``data.source: vtest`` cannot run here (None: it can).
+
+    Raises:
+        SpdnnError: ``data.root`` names a file that does not exist (a typo is not a fallback).
+    """
+    from spdnn.data.people import VTEST_PATH
+
+    if root is not None and not Path(root).is_file():
+        raise SpdnnError("the video of data.source vtest does not exist", file=str(root),
+                         field="data.root", hint="point data.root at a video, or leave it "
+                                                 f"out for {VTEST_PATH}")
+    gone = []
+    if root is None and not VTEST_PATH.is_file():
+        gone.append(f"OpenCV's vtest.avi ({VTEST_PATH}; `make opencv-vtest` extracts it from "
+                    f"the Debian package opencv-doc)")
+    try:
+        has_cv2 = importlib.util.find_spec("cv2") is not None
+    except (ImportError, ValueError):
+        has_cv2 = False
+    if not has_cv2:
+        gone.append("OpenCV (`pip install 'spdnn[train]'`, or opencv-python-headless>=4.8,<5)")
+    return " and ".join(gone) or None
 
 
 def thermal_datasets(data, target: str = "heatmap",
                      image_size: tuple[int, int] = (IMAGE_HEIGHT, IMAGE_WIDTH),
                      heatmap_size: tuple[int, int] = (HEATMAP_HEIGHT, HEATMAP_WIDTH),
-                     ) -> tuple[Dataset, Dataset]:
+                     progress: bool = True) -> tuple[Dataset, Dataset]:
     """``(train, validation)`` thermal datasets of a recipe's ``data`` section
     (:class:`spdnn.train.recipe.DataSpec`), the one loader of the thermal tasks (SPADE-SR and
     Thermalnet).
@@ -548,30 +662,62 @@ def thermal_datasets(data, target: str = "heatmap",
 
     * ``synthetic``: :class:`SyntheticThermalDataset`, ``train_size`` scenes from seed
       ``data.seed`` and ``val_size`` disjoint ones after them (SYNTHETIC RGB and thermal).
+    * ``vtest``: :class:`VtestThermalDataset`, real RGB people from the video ``data.root``
+      (default OpenCV's vtest.avi, :data:`spdnn.data.people.VTEST_PATH`) with the SYNTHETIC
+      thermal stand-in. ``target="heatmap"``: person crops of ``image_size`` (40 x 64);
+      ``"levels"``: one scene a frame resized to ``image_size`` (224 x 224), the MOG2 foreground
+      as the person mask. Split by frame ranges (:func:`spdnn.data.people.split_by_frames`), then
+      a permutation seeded with ``data.seed`` picks up to ``train_size`` / ``val_size`` of each
+      side (fewer when the video has fewer: 528 / 193 crops, 123 / 31 scenes at the defaults).
+      ``data.options``: :class:`spdnn.data.people.PeopleSettings`. Without the default video or
+      without OpenCV: the ``synthetic`` source, with one warning naming what is missing and how
+      to get it.
     * ``folder``: :class:`ThermalFolderDataset` at ``data.root``, split by a permutation seeded
       with ``data.seed``: ``val_size`` pairs for validation, up to ``train_size`` of the rest
-      for training.
+      for training. Heatmap files for ``"heatmap"``, full-resolution thermal images for
+      ``"levels"``.
 
     Args:
         data: the recipe's data section (``source``, ``root``, ``train_size``, ``val_size``,
-            ``seed``, ``options``; ``options`` must be empty here).
+            ``seed``, ``options``; ``options`` only for ``vtest``).
         target: ``"heatmap"`` (items ``(rgb (3, H, W), heatmap (1, h, w) in [-1, 1])``) or
             ``"levels"`` (``(rgb, levels int64 (H, W) in [0, 255])``).
         image_size: ``(H, W)`` of the RGB images (the generator's output / Thermalnet's input).
         heatmap_size: ``(h, w)`` of the heatmap (the generator's ``h`` input).
+        progress: a progress bar while ``vtest`` extracts (not when it reads its cache).
 
     Raises:
         SpdnnError: an unknown source (``data.source``), a folder source without ``root``,
-            fewer than ``val_size + 1`` pairs in the folder, an unknown ``target``, or any
-            error of the datasets themselves.
+            fewer than ``val_size + 1`` pairs in the folder, a ``vtest`` ``root`` that does not
+            exist, bad ``data.options``, an unknown ``target``, or any error of the datasets
+            and the extraction themselves.
     """
     from torch.utils.data import Subset
 
     _check_target(target)
+    if data.source == "vtest":
+        from spdnn.data import people as P
+
+        settings = P.people_settings(data.options)
+        why = _vtest_missing(data.root)
+        if why is None:
+            mode = "crops" if target == "heatmap" else "scenes"
+            crops = P.extract_people(data.root or P.VTEST_PATH, image_size, mode, settings,
+                                     progress=progress)
+            train, val = P.split_by_frames(crops, settings.val_fraction, settings.gap_frames)
+            rng = np.random.default_rng(data.seed)
+            train = rng.permutation(train)[:data.train_size]
+            val = rng.permutation(val)[:data.val_size]
+            return tuple(VtestThermalDataset(crops, idx, seed=data.seed, target=target,
+                                             heatmap_size=heatmap_size) for idx in (train, val))
+        warnings.warn(f"data.source vtest: {why} missing; using data.source synthetic "
+                      f"(SYNTHETIC scenes) instead", stacklevel=2)
+        data = data.model_copy(update={"source": "synthetic", "options": {}})
     if data.options:
         key = next(iter(data.options))
         raise SpdnnError(f"data.options.{key} is not an option of data.source {data.source!r}",
-                         field=f"data.options.{key}", hint="the thermal sources take no options")
+                         field=f"data.options.{key}",
+                         hint="only data.source vtest takes options")
     if data.source == "synthetic":
         kw = dict(target=target, height=image_size[0], width=image_size[1],
                   heatmap_size=heatmap_size)
@@ -581,11 +727,8 @@ def thermal_datasets(data, target: str = "heatmap",
         if not data.root:
             raise SpdnnError("data.source 'folder' needs data.root: a folder with rgb/ and "
                              "thermal/", field="data.root")
-        if target != "heatmap":
-            raise SpdnnError("the paired folder holds 5x8 heatmaps, not full-resolution "
-                             "thermal images, so it has no Thermalnet levels",
-                             field="data.source")
-        ds = ThermalFolderDataset(data.root, heatmap_size=heatmap_size, image_size=image_size)
+        ds = ThermalFolderDataset(data.root, heatmap_size=heatmap_size, image_size=image_size,
+                                  target=target)
         if len(ds) <= data.val_size:
             raise SpdnnError(f"{data.root} holds {len(ds)} pairs, too few for val_size "
                              f"{data.val_size} and a training set", field="data.val_size")
@@ -593,4 +736,4 @@ def thermal_datasets(data, target: str = "heatmap",
         val, train = perm[:data.val_size].tolist(), perm[data.val_size:].tolist()
         return Subset(ds, train[:data.train_size]), Subset(ds, val)
     raise SpdnnError(f"unknown thermal data.source {data.source!r}", field="data.source",
-                     hint="use " + " or ".join(THERMAL_SOURCES))
+                     hint="use " + ", ".join(THERMAL_SOURCES))
