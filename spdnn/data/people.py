@@ -9,8 +9,10 @@ people walking, seen from above), which the Debian package ``opencv-doc`` instal
 Extraction (:func:`extract_people`, ``cv2`` = ``opencv-python-headless``, the ``train`` extra):
 
 1. **Background.** A MOG2 background subtractor (``cv2.createBackgroundSubtractorMOG2``, Zivkovic
-   2004; ``history`` frames, ``var_threshold``, shadow detection on) learns the background over
-   the *whole* video first (pass 1).
+   2004; ``history`` frames, ``var_threshold``, shadow detection on) starts from the per-pixel
+   median of ``median_frames`` frames spread over the video (people who move are not in it; without
+   it, the people of the first frames would linger in the model as background) and learns the
+   background over the *whole* video (pass 1).
 2. **Foreground masks.** Pass 2 reads every ``frame_stride``-th frame and applies the learnt model
    without updating it (learning rate 0): pixels labelled foreground (255; shadows, 127, are
    background) cleaned by a morphological opening (``open_px``, removes speckle and the fluttering
@@ -95,9 +97,12 @@ class PeopleSettings(BaseModel):
     frame_stride: int = Field(default=5, ge=1, le=10_000)
     """Read every n-th frame in pass 2 (5: 0.5 s apart at 10 frames/s)."""
     history: int = Field(default=500, ge=2, le=100_000)
-    """MOG2's history, frames (OpenCV's default)."""
+    """MOG2's history, frames (OpenCV's default); after the median start the learning rate is
+    1 / history."""
     var_threshold: float = Field(default=16.0, gt=0)
     """MOG2's squared Mahalanobis distance threshold (OpenCV's default)."""
+    median_frames: int = Field(default=25, ge=0, le=1000)
+    """Frames (evenly spread) whose per-pixel median starts the background model (0: none)."""
     open_px: int = Field(default=3, ge=0, le=99)
     """Side of the elliptic opening kernel, pixels (0: none)."""
     close_px: int = Field(default=7, ge=0, le=99)
@@ -361,6 +366,14 @@ def _extract(cv2, video: Path, size: tuple[int, int], mode: str, s: PeopleSettin
     cap.release()
     mog = cv2.createBackgroundSubtractorMOG2(history=s.history, varThreshold=s.var_threshold,
                                              detectShadows=True)
+    rate = -1.0                      # MOG2's automatic rate
+    if s.median_frames and total:
+        step = max(1, total // s.median_frames)
+        sample = [f for i, f in enumerate(_frames(cv2, video)) if i % step == 0]
+        if sample and all(f.shape == sample[0].shape for f in sample):
+            median = np.median(np.stack(sample[:s.median_frames]), axis=0).astype(np.uint8)
+            mog.apply(median, learningRate=1.0)
+            rate = 1.0 / s.history   # MOG2's automatic rate would give the first frames 1/2, 1/4..
     hog = None
     if s.detector == "hog":
         hog = cv2.HOGDescriptor()
@@ -379,7 +392,7 @@ def _extract(cv2, video: Path, size: tuple[int, int], mode: str, s: PeopleSettin
                 shape = frame.shape
             elif frame.shape != shape:
                 raise _bad_video(video, f"frame {n} is {frame.shape}, the first {shape}")
-            mog.apply(frame)
+            mog.apply(frame, learningRate=rate)
             n += 1
             bar.update(job, completed=n)
         if n == 0:
