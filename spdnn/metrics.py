@@ -54,6 +54,7 @@ __all__ = [
     "ssim",
     "uqi",
     "pcc",
+    "gaussian_smooth",
     "image_metrics",
     "depth_metrics",
     "MetricAccumulator",
@@ -95,6 +96,9 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "fid": False, "mmd": False, "cond_accuracy": True, "attr_mae": False,
     "div_within_ssim": False, "div_between_ssim": False, "div_within_uqi": False,
     "div_between_uqi": False, "div_within_mse": True, "div_between_mse": True,
+    # Thermalnet (Kniaz et al. eq. 2, Table 2): RMS in levels, + 3x3 Gaussian smoothing, in C
+    "rms": False, "rms_gs": False, "rms_argmax": False, "rms_c": False, "rms_gs_c": False,
+    "mae_c": False,
 }
 """Which way a metric improves, by name (without the ``val_`` prefix), for tables and plots
 that mark the better direction (``spdnn compare``); a name not listed has no direction."""
@@ -449,6 +453,35 @@ def _gaussian_1d(size: int, sigma: float) -> Tensor:
     x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     g = torch.exp(-(x**2) / (2 * sigma**2))
     return g / g.sum()
+
+
+def gaussian_smooth(x: Tensor, size: int = 3, sigma: float = 0.8) -> Tensor:
+    """Filter ``(N, C, H, W)`` maps with a normalised ``size`` x ``size`` Gaussian (the outer
+    product of a 1-D Gaussian of std ``sigma`` pixels, weights summing to 1), borders reflected
+    without repeating the edge pixel (OpenCV's default ``BORDER_REFLECT_101``), so a constant
+    map is unchanged and the output has the input's shape and dtype.
+
+    The defaults are Thermalnet's "gaussian smooth 3x3" post-process (Kniaz et al., Table 2,
+    "TN + GS"; the paper gives no sigma, 0.8 is OpenCV's ``getGaussianKernel`` rule for a
+    3-tap kernel, 0.3 ((size - 1) / 2 - 1) + 0.8).
+
+    Raises:
+        ValueError: ``size`` not odd and positive, ``sigma`` <= 0, or a map smaller than the
+            kernel's radius + 1 (reflection needs it).
+    """
+    if size < 1 or size % 2 == 0 or not sigma > 0:
+        raise ValueError(f"gaussian_smooth needs an odd size >= 1 and sigma > 0, got {size}, "
+                         f"{sigma}")
+    r = size // 2
+    if r == 0:
+        return x.clone()
+    if min(x.shape[-2:]) <= r:
+        raise ValueError(f"a {x.shape[-2]}x{x.shape[-1]} map is too small for a {size}x{size} "
+                         "kernel")
+    n, c, h, w = x.shape
+    k = _gaussian_1d(size, sigma).to(x.dtype)
+    y = F.pad(x.reshape(n * c, 1, h, w), (r, r, r, r), mode="reflect")
+    return _filter_valid(y, k).reshape(n, c, h, w)
 
 
 def _filter_valid(x: Tensor, k1d: Tensor) -> Tensor:

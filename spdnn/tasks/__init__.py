@@ -25,6 +25,7 @@ from spdnn.tasks import gan as _gan  # noqa: F401  (registers the GAN tasks)
 from spdnn.tasks import iris as _iris  # noqa: F401
 from spdnn.tasks import sensing as _sensing  # noqa: F401  (Generative Sensing, Dirty Pixels)
 from spdnn.tasks import smart_augmentation as _smart_augmentation  # noqa: F401
+from spdnn.tasks import thermalnet as _thermalnet  # noqa: F401  (Kniaz et al.)
 from spdnn.tasks.registry import TASKS, get_task, register_task, unregister_task
 
 if TYPE_CHECKING:

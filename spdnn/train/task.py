@@ -193,15 +193,35 @@ class ImageToMapTask(SupervisedTask):
 
     def predict_files(self, models, inputs, outdir, device, options):
         """Write ``<stem>_pred.png`` (8-bit gray, the map in [0, 1]) for each image, at the
-        image's own resolution (height x width).
+        image's own resolution (height x width), read and fitted by :meth:`predict_images`.
+
+        Raises:
+            SpdnnError: as :meth:`predict_images`.
+        """
+        import numpy as np
+        from skimage.io import imsave
+
+        written = []
+        for path, y, undo, what in self.predict_images(models, inputs, device, options):
+            outdir.mkdir(parents=True, exist_ok=True)
+            m = np.clip(undo(y[0, 0].numpy()), 0, 1)
+            dest = outdir / f"{path.stem}_pred.png"
+            imsave(dest, (m * 255).round().astype(np.uint8), check_contrast=False)
+            written.append((what, dest))
+        return written
+
+    def predict_images(self, models, inputs, device, options):
+        """``spdnn predict``'s image reading, shared by the map tasks: for each image, yield
+        ``(path, y, undo, description)`` with ``y`` the network's output (:meth:`predict`,
+        ``(1, C, h, w)`` float32 on the CPU), ``undo`` taking an ``(h, w)`` map back to the
+        image's size, and a description of what was done.
 
         Each image is read as floats in [0, 1] (integer images divided by their type's maximum;
         float images above 1 divided by 255), its alpha channel dropped, converted to the
         network's channels (RGB -> gray by luminance, ``skimage.color.rgb2gray``: 0.2125 R +
         0.7154 G + 0.0721 B; gray -> RGB by repetition), brought to the input size by
         :func:`spdnn.tasks.common.fit_image` with ``options["fit"]`` (``pad``, the default, ``crop`` or
-        ``stretch``), and the map is taken back to the image's size. The returned description
-        of each file says which of these steps were applied.
+        ``stretch``). The description says which of these steps were applied.
 
         Raises:
             SpdnnError: no inputs, an unreadable image, an unsupported channel count or an
@@ -209,7 +229,7 @@ class ImageToMapTask(SupervisedTask):
         """
         import numpy as np
         from skimage.color import gray2rgb, rgb2gray
-        from skimage.io import imread, imsave
+        from skimage.io import imread
         from skimage.util import img_as_float32
 
         from spdnn.tasks.common import FIT_MODES, fit_image
@@ -220,8 +240,6 @@ class ImageToMapTask(SupervisedTask):
         if fit not in FIT_MODES:
             raise SpdnnError(f"unknown fit '{fit}'", field="--fit", hint="use pad, crop or stretch")
         c, h, w = self.netspecs["net"].inputs[0].shape
-        outdir.mkdir(parents=True, exist_ok=True)
-        written = []
         for path in inputs:
             try:
                 raw = imread(path)
@@ -254,12 +272,8 @@ class ImageToMapTask(SupervisedTask):
             x_np, undo, how = fit_image(img, h, w, fit)
             x = torch.from_numpy(np.ascontiguousarray(x_np, np.float32)).reshape(1, h, w, -1)
             y = self.predict(models, x.permute(0, 3, 1, 2).to(device)).float().cpu()
-            m = np.clip(undo(y[0, 0].numpy()), 0, 1)
-            dest = outdir / f"{path.stem}_pred.png"
-            imsave(dest, (m * 255).round().astype(np.uint8), check_contrast=False)
             notes.append(how)
-            written.append((f"{path}: {H}x{W} {kind}; " + "; ".join(notes), dest))
-        return written
+            yield path, y, undo, f"{path}: {H}x{W} {kind}; " + "; ".join(notes)
 
 
 def unpack(batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
