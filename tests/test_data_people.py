@@ -252,50 +252,6 @@ def test_vtest_falls_back_to_synthetic_with_one_warning(monkeypatch, tmp_path):
     assert e.value.field == "data.root"
 
 
-def _full_res_pairs(root: Path, shape: tuple[int, int]) -> list[np.ndarray]:
-    from skimage import io
-
-    (root / "rgb").mkdir(parents=True)
-    (root / "thermal").mkdir()
-    fields = []
-    for i in range(3):
-        io.imsave(str(root / "rgb" / f"s{i}.png"), np.full((40, 64, 3), 50 * i, np.uint8),
-                  check_contrast=False)
-        yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
-        f = (18.0 + i + 15.0 * xx / shape[1] + 0.01 * yy).astype(np.float32)
-        np.save(root / "thermal" / f"s{i}.npy", f)
-        fields.append(f)
-    return fields
-
-
-def test_folder_serves_levels_from_full_resolution_thermal(tmp_path):
-    fields = _full_res_pairs(tmp_path / "same", (40, 64))
-    ds = T.ThermalFolderDataset(tmp_path / "same", target="levels")
-    rgb, levels = ds[2]
-    assert rgb.shape == (3, 40, 64) and levels.dtype == torch.int64
-    np.testing.assert_array_equal(levels.numpy(), T.quantise_levels(fields[2]))  # no resize
-
-    fields = _full_res_pairs(tmp_path / "big", (120, 160))
-    data = DataSpec(source="folder", root=str(tmp_path / "big"), train_size=5, val_size=1)
-    tr, va = T.thermal_datasets(data, target="levels", image_size=(60, 80))
-    (rgb, levels), = [va[0]]
-    assert rgb.shape == (3, 60, 80) and levels.shape == (60, 80)
-    want = torch.nn.functional.interpolate(torch.from_numpy(fields[va.indices[0]])[None, None],
-                                           size=(60, 80), mode="bilinear", antialias=True)
-    np.testing.assert_array_equal(levels.numpy(), T.quantise_levels(want[0, 0].numpy()))
-    assert len(tr) == 2
-
-    with pytest.raises(SpdnnError, match="is 120x160, the generator's h input is 5x8"):
-        T.ThermalFolderDataset(tmp_path / "big")               # heatmap target: as before
-    _full_res_pairs(tmp_path / "heat", (5, 8))
-    with pytest.raises(SpdnnError, match="is 5x8, not a full-resolution thermal image") as e:
-        T.ThermalFolderDataset(tmp_path / "heat", target="levels")
-    assert e.value.field == "data.root" and "\n" not in e.value.one_line()
-    _full_res_pairs(tmp_path / "small", (4, 40))
-    with pytest.raises(SpdnnError, match="not a full-resolution"):
-        T.ThermalFolderDataset(tmp_path / "small", target="levels")
-
-
 @pytest.fixture(scope="module")
 def vtest_clip(tmp_path_factory) -> Path:
     """Frames 250..349 of the real vtest.avi (10 s of it), rewritten as MJPG."""

@@ -668,7 +668,7 @@ def thermal_datasets(data, target: str = "heatmap",
       ``"levels"``: one scene a frame resized to ``image_size`` (224 x 224), the MOG2 foreground
       as the person mask. Split by frame ranges (:func:`spdnn.data.people.split_by_frames`), then
       a permutation seeded with ``data.seed`` picks up to ``train_size`` / ``val_size`` of each
-      side (fewer when the video has fewer: 528 / 193 crops, 123 / 31 scenes at the defaults).
+      side (fewer when the video has fewer: 534 / 193 crops, 123 / 31 scenes at the defaults).
       ``data.options``: :class:`spdnn.data.people.PeopleSettings`. Without the default video or
       without OpenCV: the ``synthetic`` source, with one warning naming what is missing and how
       to get it.
@@ -702,6 +702,8 @@ def thermal_datasets(data, target: str = "heatmap",
         why = _vtest_missing(data.root)
         if why is None:
             mode = "crops" if target == "heatmap" else "scenes"
+            if target == "heatmap":   # a size that cannot pool fails before the extraction
+                pool_heatmap(np.zeros(image_size, np.float32), heatmap_size)
             crops = P.extract_people(data.root or P.VTEST_PATH, image_size, mode, settings,
                                      progress=progress)
             train, val = P.split_by_frames(crops, settings.val_fraction, settings.gap_frames)
