@@ -327,7 +327,7 @@ class ThermalnetTask(ImageToMapTask):
         lo, hi = THERMALNET_RANGE_C
         k = self._degrees_per_level()
         style = MapStyle(cmap="inferno", vmin=lo, vmax=hi, colorbar="degrees C (synthetic)")
-        rows = [("image", x),
+        rows = [("image", x, MapStyle(cmap=None)),
                 ("true thermal (synthetic)", lo + y.unsqueeze(1).float().cpu() * k, style),
                 (f"predicted ({self.opts.decode})" if self.opts.formulation == "classification"
                  else "predicted (regression)", lo + pred.cpu() * k, style),
