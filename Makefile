@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: demo test install graphviz fashion-mnist opencv-digits opencv-vtest generators lint clean
+.PHONY: demo test install graphviz fashion-mnist opencv-doc opencv-digits opencv-vtest generators lint clean
 
 # Everything (the extras of pyproject.toml: export, train, tensorboard) plus the dev tools, with
 # the exact versions of constraints.txt (torch 2.13.0, the CPU build).
@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[all,dev]"
 	touch $@
 
-install: $(VENV)/.installed graphviz fashion-mnist
+install: $(VENV)/.installed graphviz fashion-mnist opencv-doc
 
 # Graphviz's `dot` program renders the diagrams (svg/png/pdf); .dot output works without it.
 graphviz:
@@ -39,38 +39,29 @@ fashion-mnist:
 	    echo "NOTE: Fashion-MNIST is missing; install the 'dataset-fashion-mnist' system package for data.source: fashion_mnist (e.g. sudo apt-get install dataset-fashion-mnist); data.source: mnist works without it."; \
 	  fi; }
 
-# OpenCV's digits.png (data.source: opencv_digits; 5,000 real 20x20 digits, the third source of the
-# inter-dataset evaluation) is taken from the Debian package opencv-doc without installing it
-# (apt-get download + dpkg -x of the one file, 0.7 MB of the 96 MB package). Optional.
-OPENCV_DIGITS := /usr/share/doc/opencv-doc/examples/data/digits.png
-opencv-digits:
-	@[ -f $(OPENCV_DIGITS) ] || { \
+# OpenCV's sample data from the Debian package opencv-doc, taken without installing the package
+# (apt-get download + dpkg -x of the wanted files, 9 MB of the 96 MB package, one download):
+# - digits.png (data.source: opencv_digits; 5,000 real 20x20 digits, the third source of the
+#   inter-dataset evaluation);
+# - vtest.avi (data.source: vtest; 795 real 768x576 frames of a street with walking people, the
+#   RGB side of the thermal tasks, spdnn.data.people); without it data.source: vtest falls back
+#   to the synthetic scenes with a warning.
+# Part of `install` when root; never fatal (a NOTE says what stays unavailable).
+OPENCV_DATA := /usr/share/doc/opencv-doc/examples/data
+OPENCV_FILES := $(OPENCV_DATA)/digits.png $(OPENCV_DATA)/vtest.avi
+opencv-doc:
+	@missing=""; for f in $(OPENCV_FILES); do [ -f $$f ] || missing="$$missing $$f"; done; \
+	[ -z "$$missing" ] || { \
 	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "extracting digits.png from the Debian package opencv-doc"; \
+	    echo "extracting$$missing from the Debian package opencv-doc"; \
 	    tmp=$$(mktemp -d) && (cd $$tmp && apt-get download -qq opencv-doc >/dev/null 2>&1 && \
-	      dpkg -x opencv-doc_*.deb x && mkdir -p $$(dirname $(OPENCV_DIGITS)) && \
-	      cp x$(OPENCV_DIGITS) $(OPENCV_DIGITS)); rm -rf $$tmp; \
-	    [ -f $(OPENCV_DIGITS) ] || echo "NOTE: could not fetch opencv-doc; data.source: opencv_digits stays unavailable."; \
+	      dpkg -x opencv-doc_*.deb x && mkdir -p $(OPENCV_DATA) && \
+	      for f in $$missing; do cp x$$f $$f; done); rm -rf $$tmp; \
+	    for f in $$missing; do [ -f $$f ] || echo "NOTE: could not fetch $$f from opencv-doc (data.source: opencv_digits / vtest need it; vtest falls back to synthetic scenes)."; done; \
 	  else \
-	    echo "NOTE: OpenCV's digits.png is missing; run 'make opencv-digits' as root (or set data.root to a folder with digits.png) for data.source: opencv_digits."; \
+	    echo "NOTE: OpenCV's sample data is missing ($$missing); run 'make opencv-doc' as root (or set data.root) for data.source: opencv_digits and vtest (vtest falls back to synthetic scenes)."; \
 	  fi; }
-
-# OpenCV's vtest.avi (data.source: vtest; 795 real 768x576 frames of a street with walking people,
-# the RGB side of the thermal tasks, spdnn.data.people) comes from the same Debian package opencv-doc
-# the same way (apt-get download + dpkg -x of the one file, 8 MB of the 96 MB package). Optional:
-# without it data.source: vtest falls back to the synthetic scenes with a warning.
-OPENCV_VTEST := /usr/share/doc/opencv-doc/examples/data/vtest.avi
-opencv-vtest:
-	@[ -f $(OPENCV_VTEST) ] || { \
-	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "extracting vtest.avi from the Debian package opencv-doc"; \
-	    tmp=$$(mktemp -d) && (cd $$tmp && apt-get download -qq opencv-doc >/dev/null 2>&1 && \
-	      dpkg -x opencv-doc_*.deb x && mkdir -p $$(dirname $(OPENCV_VTEST)) && \
-	      cp x$(OPENCV_VTEST) $(OPENCV_VTEST)); rm -rf $$tmp; \
-	    [ -f $(OPENCV_VTEST) ] || echo "NOTE: could not fetch opencv-doc; data.source: vtest falls back to the synthetic scenes."; \
-	  else \
-	    echo "NOTE: OpenCV's vtest.avi is missing; run 'make opencv-vtest' as root (or set data.root to the video) for data.source: vtest; without it the synthetic scenes are used."; \
-	  fi; }
+opencv-digits opencv-vtest: opencv-doc
 
 demo: install
 	$(VENV)/bin/spdnn demo -o out/demo
