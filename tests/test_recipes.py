@@ -27,13 +27,24 @@ def test_there_are_recipes_for_every_network_of_the_issue():
     assert {f"depth_parent_{i}" for i in range(1, 9)} <= names
 
 
-@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+# the larger SPADE / SPADE-SR generators (12-16 M parameters, 5-8 s each in small form) share
+# spade_sr_32's code path: slow-marked so the default run keeps one GAN and the inversion
+SLOW_RECIPES = {"spade_sr_64", "spade_sr_128", "spade_64", "spade_128"}
+
+
+@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow)
+                                  if p.stem in SLOW_RECIPES else p for p in RECIPES],
+                         ids=lambda p: p.stem)
 def test_recipe_trains_in_small_form(path: Path, tmp_path: Path):
     recipe = load_recipe(path, SMALL + SMALL_BY_FOLDER.get(path.parent.name, []))
     if recipe.task == "aspect":  # reads a latents file of `spdnn invert`: a small one here
         from tests.aspect_helpers import recipe_latents
 
         recipe = load_recipe(path, SMALL + [f"data.root={recipe_latents(recipe, tmp_path)}"])
+    if recipe.task == "spade_sr_inversion":  # inverts a trained SPADE-SR run: a small one here
+        from tests.spade_sr_helpers import recipe_gan_run
+
+        recipe = load_recipe(path, SMALL + [f"options.gan_run={recipe_gan_run(recipe, tmp_path)}"])
     trainer = trainer_for(recipe, outdir=tmp_path / recipe.name, progress=False)
     final = trainer.run()
     assert trainer.step == 2

@@ -12,6 +12,8 @@ method, all built on :class:`spdnn.tasks.gan.base.GANTask`:
   BEGAN or DCGAN, conditioned on continuous image attributes (App. I eqs. 1, 15).
 * ``cbigan`` -- cBiGAN, VAR+GAN's baseline: an attribute encoder and a discriminator on
   (attribute, image) pairs (App. I eqs. 17-18).
+* ``spade_sr`` -- SPADE-SR and SPADE, thermal heatmap-guided synthesis (Chiu et al., seed 001
+  sec. 3.4); ``spade_sr_inversion`` -- its inversion encoder (eqs. 5-6).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from spdnn.tasks.gan import began as _began  # noqa: F401  (registers the task)
 from spdnn.tasks.gan import cbigan as _cbigan  # noqa: F401
 from spdnn.tasks.gan import cgan as _cgan  # noqa: F401
 from spdnn.tasks.gan import dcgan as _dcgan  # noqa: F401
+from spdnn.tasks.gan import spade_sr as _spade_sr  # noqa: F401
+from spdnn.tasks.gan import spade_sr_inversion as _spade_sr_inversion  # noqa: F401
 from spdnn.tasks.gan import vac as _vac  # noqa: F401
 from spdnn.tasks.gan import var as _var  # noqa: F401
 from spdnn.tasks.gan.base import GANOptions, GANTask

@@ -114,7 +114,9 @@ class GANTask(Task):
 
     Subclasses set ``name``, ``model_names``, ``Options`` (a :class:`GANOptions` subclass),
     ``logit_models`` (the models read as logits) and ``conditional`` (``"none"``, ``"class"``
-    or ``"attribute"``), and write :meth:`training_step` / :meth:`validation_step`.
+    or ``"attribute"``; ``"map"``: the generator also reads a conditioning map, its second
+    input, e.g. SPADE-SR's heatmap, :mod:`spdnn.tasks.gan.spade_sr`), and write
+    :meth:`training_step` / :meth:`validation_step`.
 
     Raises:
         SpecError: bad ``options``; the generator takes more than one vector input; the
@@ -136,10 +138,24 @@ class GANTask(Task):
         super().__init__(recipe, netspecs)
         self.options = validate_options(self.Options, getattr(recipe, "options", {}))
         g = netspecs["generator"]
-        if len(g.inputs) != 1 or len(g.inputs[0].shape) != 1:
+        self.map_input: str | None = None
+        """Name of the generator's conditioning-map input (``conditional = "map"``), else None."""
+        self.map_shape: tuple[int, int, int] | None = None
+        """``(C, h, w)`` of that map (SPADE-SR's heatmap ``(1, 5, 8)``)."""
+        if self.conditional == "map":
+            vectors = [i for i in g.inputs if len(i.shape) == 1]
+            maps = [i for i in g.inputs if len(i.shape) == 3]
+            if len(g.inputs) != 2 or len(vectors) != 1 or len(maps) != 1:
+                raise SpecError("a map-conditional generator takes two inputs: the latent "
+                                "vector (features: N) and the conditioning map (channels, "
+                                "height, width)", field="models.generator")
+            self.map_input, self.map_shape = maps[0].name, tuple(maps[0].shape)
+            self.z_dim: int = vectors[0].shape[0]
+        elif len(g.inputs) != 1 or len(g.inputs[0].shape) != 1:
             raise SpecError("the generator must take one latent vector input (features: N)",
                             field="models.generator")
-        self.z_dim: int = g.inputs[0].shape[0]
+        else:
+            self.z_dim = g.inputs[0].shape[0]
         from spdnn.shapes import infer
 
         self.image_shape: tuple[int, int, int] = tuple(list(infer(g).output_shapes().values())[0])

@@ -173,6 +173,18 @@ def _latent_size(generator: nn.Module) -> int:
                      field="models.generator")
 
 
+def encoder_loss(images: torch.Tensor, reconstruction: torch.Tensor,
+                 realness: torch.Tensor | None, lam: float = ENCODER_LAMBDA) -> torch.Tensor:
+    """The inversion encoder's loss, SPADE-SR sec. 3.4 eqs. 5-6: ``L_rec - lam L_adv`` with
+    ``L_rec = mean |x - G(E(x))|`` over images ``(n, C, H, W)`` (the networks' range) and
+    ``L_adv = mean s(G(E(x)))`` over the discriminator's realness ratings ``(n, ...)`` of the
+    reconstructions (``None``: no adversarial term). float32 scalar."""
+    loss = (reconstruction.float() - images.float()).abs().mean()
+    if realness is not None and lam:
+        loss = loss - lam * realness.float().mean()
+    return loss
+
+
 def train_encoder(encoder: nn.Module, generator: nn.Module, images: torch.Tensor, *,
                   discriminator: nn.Module | None = None,
                   to_net: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
@@ -182,8 +194,10 @@ def train_encoder(encoder: nn.Module, generator: nn.Module, images: torch.Tensor
                   progress: Callable[[int], None] | None = None) -> float:
     """Train ``encoder`` (image -> z) in place to invert the frozen ``generator`` on
     ``images`` ``(N, C, H, W)`` in [0, 1] (module docstring; SPADE-SR sec. 3.4 eqs. 5-6): Adam
-    on ``mean |x - G(E(x))| + lam mean |G(E(x)) - D(G(E(x)))|`` (the second term only with a
-    BEGAN auto-encoder ``discriminator``), batches drawn with replacement (seeded).
+    on :func:`encoder_loss` with the BEGAN rating, ``mean |x - G(E(x))| + lam mean |G(E(x)) -
+    D(G(E(x)))|`` (the second term only with a BEGAN auto-encoder ``discriminator``), batches
+    drawn with replacement (seeded). (SPADE-SR's own encoder trains on the trainer:
+    :mod:`spdnn.tasks.gan.spade_sr_inversion`.)
 
     Returns:
         the wall seconds of the training. ``G`` and ``D`` are left unchanged; ``E`` is left in
@@ -203,9 +217,10 @@ def train_encoder(encoder: nn.Module, generator: nn.Module, images: torch.Tensor
             idx = torch.randint(len(images), (min(batch_size, len(images)),), generator=g)
             x = to_net(images[idx].float().to(dev))
             rec = generator(encoder(x))
-            loss = (rec.float() - x).abs().mean()
+            realness = None  # BEGAN's rating: minus the auto-encoder's error (eq. 3.1)
             if discriminator is not None and lam:
-                loss = loss + lam * (discriminator(rec).float() - rec.float()).abs().mean()
+                realness = -(discriminator(rec).float() - rec.float()).abs().flatten(1).mean(1)
+            loss = encoder_loss(x, rec, realness, lam)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
