@@ -42,7 +42,10 @@ and SPADE, its baseline (Table 3), on the shared trainer.
   hottest heatmap cell (8 classes) or "no person" (a ninth): its features must see where the
   person is, which is what the heatmap controls. ``hot_column_accuracy`` is the referee's class
   of each generated image against the class of the heatmap it was generated for (chance 1/9;
-  the referee's own accuracy on real validation crops is ``referee_accuracy``). ``recon_d`` is
+  the referee's own accuracy on real validation crops is ``referee_accuracy``, against
+  ``referee_majority`` for always naming the commonest class: on person-centred crops most
+  heatmaps peak in the middle columns, and a referee near that share makes both FID's
+  features and this accuracy weak). ``recon_d`` is
   ``heatmap_mae`` above on ``eval_samples`` pairs: **not** the paper's "recon." of Table 3, a
   pixel MAE of a whole clip regenerated from one inverted code (sec. 4.2), which needs the
   inversion encoder: :mod:`spdnn.tasks.gan.spade_sr_inversion` reports the frame-wise form.
@@ -431,7 +434,9 @@ def evaluate_spade_sr(task: SpadeSRTask, models, outdir: Path, device,
                       cache_dir: Path | None = None) -> dict[str, float]:
     """The evaluation of :meth:`SpadeSRTask.report` (module docstring), also used by the
     inversion task; the referee is cached in ``cache_dir`` (default ``outdir``: runs on the
-    same data can share one). Returns ``fid``, ``fid_real_floor``, ``fid_samples``, ``referee_accuracy``,
+    same data can share one). Returns ``fid``, ``fid_real_floor``, ``fid_samples``,
+    ``referee_accuracy``, ``referee_majority`` (the share of the commonest validation class:
+    what a referee that ignores the image scores),
     ``hot_column_accuracy``, ``recon_d``, ``recon_d_real``, ``params_g``.
 
     Raises:
@@ -475,6 +480,7 @@ def evaluate_spade_sr(task: SpadeSRTask, models, outdir: Path, device,
     res["fid_real_floor"] = E.fid(feats, x_va[perm[:half]], x_va[perm[half:2 * half]], device)
     res["fid_samples"] = float(n)
     res["referee_accuracy"] = referee.accuracy
+    res["referee_majority"] = float(torch.bincount(va.labels).max() / len(va.labels))
     got = E.predict(referee.module, fake, device)
     res["hot_column_accuracy"] = float((got == va.labels[idx]).float().mean())
     res["recon_d"] = float((est - h_va[idx]).abs().mean())
