@@ -83,6 +83,7 @@ def _trainer(name: str, over: list[str], quick: bool):
 
     out = RUNS / ("quick" if quick else "full") / name
     recipe, extra = ROWS[name]
+    extra = extra + (QUICK if quick else [])  # a smoke run stays 2 steps, long row included
     return trainer_for(load_recipe(recipe, over + extra), outdir=out, resume="auto",
                        progress=False, quiet=True)
 
@@ -106,6 +107,9 @@ def train_row(name: str, over: list[str], quick: bool) -> dict:
     t0 = time.perf_counter()
     final = tr.run()
     wall = time.perf_counter() - t0
+    if tr.step < tr.recipe.steps:  # stopped (a signal): not a row; a rerun resumes last.pt
+        raise SystemExit(f"{name} stopped at step {tr.step} of {tr.recipe.steps}; rerun to "
+                         "resume")
     return {"final": final, "wall_s_this_process": wall, "steps_this_process": tr.step - step0,
             "resumed_at": step0, "steps": tr.step,
             "params": sum(p.numel() for p in tr.models["net"].parameters())}
