@@ -35,7 +35,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from spdnn.errors import SpdnnError, SpecError
 from spdnn.metrics import Metric
-from spdnn.tasks.gan.base import head_size, validate_options, without_output_activation
+from spdnn.tasks.common import validate_options
+from spdnn.tasks.gan.base import head_size, without_output_activation
 from spdnn.tasks.registry import register_task
 from spdnn.train.task import Task
 

@@ -1,4 +1,4 @@
-"""Pieces shared by the tasks: deterministic splits, prediction grids (with colour maps, colour
+"""Pieces shared by the tasks: a recipe's ``options`` validated into a task's model, deterministic splits, prediction grids (with colour maps, colour
 bars and invalid pixels in a neutral colour), sample grids, and :func:`fit_image` (how ``spdnn
 predict`` brings an image to a network's input size and its map back)."""
 
@@ -9,9 +9,27 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import BaseModel, ValidationError
 from torch.utils.data import Dataset, Subset
 
+from spdnn.errors import SpecError
 from spdnn.io import save_figure
+
+
+def validate_options(model: type[BaseModel], data: dict[str, Any]) -> BaseModel:
+    """``model`` validated from a recipe's ``options`` section.
+
+    Raises:
+        SpecError: at ``options.<field>`` with pydantic's message.
+    """
+    try:
+        return model.model_validate(data or {})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        allowed = ", ".join(model.model_fields)
+        raise SpecError(err["msg"], field=f"options.{loc}" if loc else "options",
+                        hint=f"options of this task: {allowed}") from None
 
 
 def split_dataset(ds: Dataset, val_fraction: float, seed: int) -> tuple[Dataset, Dataset]:

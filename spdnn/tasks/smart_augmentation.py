@@ -51,7 +51,7 @@ from torch import nn
 
 from spdnn.errors import SpecError
 from spdnn.tasks.classifier import AugmentOptions, ImageClassifierBase, traditional_augmentation
-from spdnn.tasks.gan.base import validate_options
+from spdnn.tasks.common import validate_options
 from spdnn.tasks.registry import register_task
 from spdnn.train.task import make_optimizer
 

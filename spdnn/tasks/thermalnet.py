@@ -45,8 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from spdnn.errors import SpdnnError, SpecError
 from spdnn.metrics import RegressionAccumulator, gaussian_smooth, mae, rmse
-from spdnn.tasks.common import MapStyle, prediction_grid
-from spdnn.tasks.gan.base import validate_options
+from spdnn.tasks.common import MapStyle, prediction_grid, validate_options
 from spdnn.tasks.registry import register_task
 from spdnn.train.task import ImageToMapTask
 

@@ -38,11 +38,11 @@ from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from spdnn.errors import SpdnnError, SpecError
 from spdnn.metrics import KernelMMD
-from spdnn.tasks.common import sample_grid
+from spdnn.tasks.common import sample_grid, validate_options
 from spdnn.train.task import Task
 
 
@@ -59,22 +59,6 @@ class GANOptions(BaseModel):
     """How a conditional task writes the class into ``z`` (module docstring)."""
     eval_samples: int = Field(default=1000, ge=10, le=100_000)
     """Generated images per evaluation (FID, conditional accuracy, diversity)."""
-
-
-def validate_options(model: type[BaseModel], data: dict[str, Any]) -> BaseModel:
-    """``model`` validated from a recipe's ``options`` section.
-
-    Raises:
-        SpecError: at ``options.<field>`` with pydantic's message.
-    """
-    try:
-        return model.model_validate(data or {})
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        allowed = ", ".join(model.model_fields)
-        raise SpecError(err["msg"], field=f"options.{loc}" if loc else "options",
-                        hint=f"options of this task: {allowed}") from None
 
 
 def output_layer(spec) -> Any:

@@ -95,7 +95,7 @@ class SpadeSRInversionTask(SpadeSRTask):
         from spdnn.codegen.build import build_module
         from spdnn.io import load_checkpoint
         from spdnn.shapes import infer
-        from spdnn.tasks.gan.base import validate_options
+        from spdnn.tasks.common import validate_options
 
         opts = validate_options(self.Options, getattr(recipe, "options", {}))
         st = load_checkpoint(Path(opts.gan_run))

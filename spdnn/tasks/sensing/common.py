@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from spdnn.data.degrade import BLUR_LEVELS, NoiseLevel, blur_mixed, poisson_gaussian, random_levels
 from spdnn.data.images import image_datasets
 from spdnn.errors import SpdnnError
-from spdnn.tasks.gan.base import validate_options
+from spdnn.tasks.common import validate_options
 from spdnn.tasks.registry import register_task
 from spdnn.train.task import Task
 

@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from spdnn.data.degrade import NoiseLevel, anscombe_pair, noise_level, poisson_gaussian
 from spdnn.data.images import TensorImages, image_datasets
 from spdnn.errors import SpecError
-from spdnn.tasks.gan.base import validate_options
+from spdnn.tasks.common import validate_options
 from spdnn.tasks.registry import register_task
 from spdnn.tasks.sensing.common import accuracy, load_weights, step_generator
 from spdnn.train.task import Task

@@ -51,7 +51,7 @@ from spdnn.data.degrade import (
 from spdnn.data.images import image_datasets
 from spdnn.errors import SpdnnError, SpecError
 from spdnn.ops.imaging import gaussian_size
-from spdnn.tasks.gan.base import validate_options
+from spdnn.tasks.common import validate_options
 from spdnn.tasks.registry import register_task
 from spdnn.tasks.sensing.common import accuracy, load_weights, step_generator
 from spdnn.train.task import Task
