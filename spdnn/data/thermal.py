@@ -82,6 +82,7 @@ __all__ = [
     "pool_heatmap",
     "quantise_levels",
     "render_person",
+    "read_heatmap",
     "rescale_heatmap",
     "skin_mask_from_rgb",
     "synthetic_scene",
@@ -457,7 +458,17 @@ def _listing(folder: Path, extensions: Sequence[str]) -> dict[str, Path]:
     return out
 
 
-def _read_heatmap(path: Path) -> np.ndarray:
+def read_heatmap(path: str | Path, field: str | None = "data.root") -> np.ndarray:
+    """A thermal file in degrees C: ``.npy`` (any numeric dtype; no pickles) or a 16-bit PNG
+    (:data:`PNG_UNITS_C` degrees C per unit), as float32 ``(h, w)`` (a leading axis of 1 is
+    dropped). The folder loader's heatmaps and full-resolution thermal images, and ``spdnn
+    predict``'s heatmaps of a SPADE-SR run, are read with it.
+
+    Raises:
+        SpdnnError: the file cannot be read, is not numeric, or is a PNG of another bit depth
+            (one line naming the file, at ``field``).
+    """
+    path = Path(path)
     try:
         if path.suffix.lower() == ".npy":
             arr = np.load(path, allow_pickle=False)
@@ -472,8 +483,8 @@ def _read_heatmap(path: Path) -> np.ndarray:
                 raise ValueError(f"a PNG heatmap must be 16-bit, this one is {raw.dtype}")
             arr = raw.astype(np.float32) * PNG_UNITS_C
     except Exception as e:  # numpy / imageio raise many kinds
-        raise SpdnnError(f"cannot read heatmap {path}: {type(e).__name__}: {e}",
-                         field="data.root", hint="remove or replace the file") from None
+        raise SpdnnError(f"cannot read heatmap {path}: {type(e).__name__}: {e}", field=field,
+                         hint="remove or replace the file") from None
     if arr.ndim == 3 and arr.shape[0] == 1:
         arr = arr[0]
     return arr
@@ -533,7 +544,7 @@ class ThermalFolderDataset(Dataset):
         self.target = target
         heatmaps = []
         for path in self.thermal_paths:
-            arr = _read_heatmap(path)
+            arr = read_heatmap(path)
             size = "x".join(map(str, arr.shape))
             if target == "heatmap" and arr.shape != self.heatmap_size:
                 raise SpdnnError(
@@ -565,7 +576,7 @@ class ThermalFolderDataset(Dataset):
             return img, self.heatmaps[i].clone()
         import torch.nn.functional as F
 
-        field = torch.from_numpy(_read_heatmap(self.thermal_paths[i]))[None, None]
+        field = torch.from_numpy(read_heatmap(self.thermal_paths[i]))[None, None]
         if tuple(field.shape[2:]) != self.image_size:
             field = F.interpolate(field, size=self.image_size, mode="bilinear", antialias=True,
                                   align_corners=False)

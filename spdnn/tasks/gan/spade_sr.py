@@ -386,7 +386,7 @@ class SpadeSRTask(GANTask):
         Raises:
             SpdnnError: no inputs, an unreadable heatmap, one of the wrong size or holding NaN.
         """
-        from spdnn.data.thermal import _read_heatmap, rescale_heatmap
+        from spdnn.data.thermal import read_heatmap, rescale_heatmap
         from spdnn.tasks.common import sample_grid
 
         if not inputs:
@@ -401,7 +401,7 @@ class SpadeSRTask(GANTask):
             path = Path(path)
             if not path.is_file():
                 raise SpdnnError("no such heatmap file", file=str(path))
-            c = _read_heatmap(path)
+            c = read_heatmap(path, field=None)
             if not torch.isfinite(torch.from_numpy(c)).all():
                 raise SpdnnError("the heatmap holds NaN or infinite values", file=str(path))
             h = torch.from_numpy(rescale_heatmap(c)).float()
