@@ -17,7 +17,10 @@ SMALL = ["steps=2", "batch_size=2", "data.train_size=4", "data.val_size=2", "eva
 # recipe folders whose tasks need every class in the small form (stratified splits of ten classes;
 # Smart Augmentation's k + 1 training images of each class): a few more images, still seconds
 SMALL_BY_FOLDER = {"smart_augmentation": ["data.train_size=50", "data.val_size=20"],
-                   "classifier": ["data.train_size=20", "data.val_size=10"]}
+                   "classifier": ["data.train_size=20", "data.val_size=10"],
+                   # the synthetic scenes: source vtest extracts the whole video once (10-20 s),
+                   # which tests/test_data_people.py covers on its own
+                   "thermal": ["data.source=synthetic"]}
 
 
 def test_there_are_recipes_for_every_network_of_the_issue():
@@ -36,7 +39,8 @@ SLOW_RECIPES = {"spade_sr_64", "spade_sr_128", "spade_64", "spade_128"}
                                   if p.stem in SLOW_RECIPES else p for p in RECIPES],
                          ids=lambda p: p.stem)
 def test_recipe_trains_in_small_form(path: Path, tmp_path: Path):
-    recipe = load_recipe(path, SMALL + SMALL_BY_FOLDER.get(path.parent.name, []))
+    small = SMALL + SMALL_BY_FOLDER.get(path.parent.name, [])
+    recipe = load_recipe(path, small)
     if recipe.task == "aspect":  # reads a latents file of `spdnn invert`: a small one here
         from tests.aspect_helpers import recipe_latents
 
@@ -44,7 +48,7 @@ def test_recipe_trains_in_small_form(path: Path, tmp_path: Path):
     if recipe.task == "spade_sr_inversion":  # inverts a trained SPADE-SR run: a small one here
         from tests.spade_sr_helpers import recipe_gan_run
 
-        recipe = load_recipe(path, SMALL + [f"options.gan_run={recipe_gan_run(recipe, tmp_path)}"])
+        recipe = load_recipe(path, small + [f"options.gan_run={recipe_gan_run(recipe, tmp_path)}"])
     trainer = trainer_for(recipe, outdir=tmp_path / recipe.name, progress=False)
     final = trainer.run()
     assert trainer.step == 2
