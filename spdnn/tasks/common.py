@@ -94,9 +94,11 @@ def prediction_grid(rows: list[tuple], path: Path, title: str) -> Path:
         ph = 1.5
         bars = any(e[2].colorbar for e in entries)
         legends = any(e[2].legend for e in entries)
-        fig, axes = plt.subplots(m, n, figsize=(ph * w / h * n * 1.05 + (1.0 if bars else 0.3),
+        fig, axes = plt.subplots(m, n, figsize=(ph * w / h * n * 1.05 + (1.2 if bars else 0.3),
                                                 ph * m + 0.5 + (0.3 if legends else 0.0)),
                                  squeeze=False, layout="constrained")
+        if bars:  # the inset colour bars lie outside the layout: keep room for them and labels
+            fig.get_layout_engine().set(rect=(0, 0, 1 - 0.8 / fig.get_figwidth(), 1))
         grid = axes
     for i, (name, t, st) in enumerate(entries):
         im = None
