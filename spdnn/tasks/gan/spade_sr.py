@@ -176,17 +176,6 @@ def _stack(ds, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack([a for a, _ in items]).float(), torch.stack([b for _, b in items]).float()
 
 
-class _Labelled:
-    """Images and labels in the form :func:`spdnn.tasks.gan.evaluation.trained_classifier`
-    reads (``.images``, ``.labels``, ``len``)."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
-        self.images, self.labels = images, labels
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-
 @register_task
 class SpadeSRTask(GANTask):
     """SPADE-SR / SPADE GAN phase (see the module docstring)."""
@@ -273,9 +262,10 @@ class SpadeSRTask(GANTask):
 
     # -- steps ----------------------------------------------------------------------------------
     def d_losses(self, trainer, D, real: torch.Tensor, fake: torch.Tensor, h: torch.Tensor
-                 ) -> tuple[torch.Tensor, dict[str, float]]:
+                 ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
         """``L^D`` of eq. 4 on a real batch ``(n, 3, H, W)`` and generated images (detached
-        here) in [-1, 1] with their heatmap ``h``; returns ``(loss, logs)``."""
+        here) in [-1, 1] with their heatmap ``h``; returns ``(loss, logs, h^real)``, the last
+        D's heatmaps of the real images (detached), the real term of G's ``L_mi``."""
         o = self.options
         real = real.detach().requires_grad_(o.r1_beta > 0)
         with trainer.autocast():
@@ -287,13 +277,19 @@ class SpadeSRTask(GANTask):
         logs = {"loss_d_adv": float(adv.detach()), "loss_mi": float(mi.detach()),
                 "s_real": float(s_real.detach().float().mean()),
                 "s_fake": float(s_fake.detach().float().mean())}
-        if o.r1_beta > 0:
-            scale = float(trainer.scaler.get_scale()) if trainer.amp else 1.0
-            r1 = r1_penalty(s_real, real, scale)
-            loss = loss + o.r1_beta * r1
-            logs["r1"] = float(r1.detach())
-        self._h_real = h_real.detach()
-        return loss, logs
+        return self.with_r1(trainer, loss, s_real, real, logs), logs, h_real.detach()
+
+    def with_r1(self, trainer, loss: torch.Tensor, s_real: torch.Tensor, real: torch.Tensor,
+                logs: dict[str, float]) -> torch.Tensor:
+        """``loss + beta R1`` (eq. 4, :func:`r1_penalty` at the trainer's AMP scale) of D's
+        scores ``s_real`` of ``real`` (which requires grad when ``options.r1_beta > 0``), the
+        penalty logged as ``r1``; ``loss`` unchanged when beta is 0."""
+        if self.options.r1_beta <= 0:
+            return loss
+        scale = float(trainer.scaler.get_scale()) if trainer.amp else 1.0
+        r1 = r1_penalty(s_real, real, scale)
+        logs["r1"] = float(r1.detach())
+        return loss + self.options.r1_beta * r1
 
     def training_step(self, trainer, batch):
         real, h = self.to_net(batch[0]), batch[1].float()
@@ -301,11 +297,11 @@ class SpadeSRTask(GANTask):
         z = self.latent(real.shape[0], real.device)
         with trainer.autocast():
             fake = G(z, h)
-        loss_d, logs = self.d_losses(trainer, D, real, fake, h)
+        loss_d, logs, h_real = self.d_losses(trainer, D, real, fake, h)
         trainer.backward_step(loss_d, "discriminator")
         with trainer.autocast():
             s_gen, h_gen = self.discriminate(D, fake)
-        mi_g = heatmap_loss(h, h_gen, self._h_real, self.options.heatmap_threshold)
+        mi_g = heatmap_loss(h, h_gen, h_real, self.options.heatmap_threshold)
         loss_g = hinge_g_loss(s_gen) + self.options.heatmap_gamma * mi_g
         trainer.backward_step(loss_g, "generator")
         return {"loss_d": float(loss_d.detach()), "loss_g": float(loss_g.detach()), **logs}
@@ -323,8 +319,7 @@ class SpadeSRTask(GANTask):
         o = self.options
         mi = heatmap_loss(h, h_fake, h_real, o.heatmap_threshold)
         return {"loss_d": float(hinge_d_loss(s_real, s_fake) + o.heatmap_gamma * mi),
-                "loss_g": float(hinge_g_loss(s_fake) + o.heatmap_gamma * heatmap_loss(
-                    h, h_fake, h_real, o.heatmap_threshold)),
+                "loss_g": float(hinge_g_loss(s_fake) + o.heatmap_gamma * mi),
                 "loss_mi": float(mi), "s_real": float(s_real.mean()),
                 "s_fake": float(s_fake.mean()),
                 "heatmap_mae": float((h_fake - h).abs().mean()),
@@ -442,6 +437,7 @@ def evaluate_spade_sr(task: SpadeSRTask, models, outdir: Path, device,
     Raises:
         SpdnnError: fewer than four validation images.
     """
+    from spdnn.data.images import TensorImages
     from spdnn.tasks.gan import evaluation as E
 
     device = torch.device(device)
@@ -453,7 +449,9 @@ def evaluate_spade_sr(task: SpadeSRTask, models, outdir: Path, device,
     x_tr, h_tr = _stack(train)
     x_va, h_va = _stack(val)
     k = task.heatmap_size[1] + 1
-    tr, va = _Labelled(x_tr, hot_column_class(h_tr)), _Labelled(x_va, hot_column_class(h_va))
+    names = [str(c) for c in range(k - 1)] + ["none"]
+    tr = TensorImages(x_tr, hot_column_class(h_tr), names)
+    va = TensorImages(x_va, hot_column_class(h_va), names)
     steps = E.REFEREE_STEPS if referee_steps is None else int(referee_steps)
     referee = E.trained_classifier("referee", E.referee_netspec(task.image_shape, k), tr, va,
                                    steps, E.REFEREE_SEED, Path(cache_dir or outdir),
@@ -462,18 +460,15 @@ def evaluate_spade_sr(task: SpadeSRTask, models, outdir: Path, device,
     perm = torch.randperm(len(val), generator=torch.Generator().manual_seed(E.EVAL_SEED))
     idx = perm[:n]
     g = torch.Generator().manual_seed(int(task.recipe.seed))
-    fake, est = [], []
+    fake, est, real_est = [], [], []
     for s in range(0, n, E.GEN_CHUNK):
-        h = h_va[idx[s:s + E.GEN_CHUNK]]
-        imgs = task.generate(models, len(h), device, h, generator=g)
+        part = idx[s:s + E.GEN_CHUNK]
+        imgs = task.generate(models, len(part), device, h_va[part], generator=g)
         fake.append(imgs)
-        est.append(task.discriminate(models["discriminator"],
-                                     task.to_net(imgs.to(device)))[1].float().cpu())
-    fake, est = torch.cat(fake), torch.cat(est)
-    real_est = torch.cat([task.discriminate(models["discriminator"],
-                                            task.to_net(x_va[idx[s:s + E.GEN_CHUNK]].to(device))
-                                            )[1].float().cpu()
-                          for s in range(0, n, E.GEN_CHUNK)])
+        for images, out in ((imgs, est), (x_va[part], real_est)):  # D's heatmap head
+            out.append(task.discriminate(models["discriminator"],
+                                         task.to_net(images.to(device)))[1].float().cpu())
+    fake, est, real_est = torch.cat(fake), torch.cat(est), torch.cat(real_est)
     feats = E.RefereeFeatures(referee.module)
     res = {"fid": E.fid(feats, fake, x_va[idx], device)}
     half = min(n, len(val) // 2)
