@@ -241,6 +241,16 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", prefer: str = B
     return state
 
 
+def averaged_weights(checkpoint: dict, name: str) -> dict | None:
+    """The EMA weights of model ``name`` in a checkpoint of ``spdnn train`` as a plain state
+    dict (the trainer stores ``AveragedModel`` state dicts under ``"ema"``: keys prefixed
+    ``module.``, plus ``n_averaged``, both dropped here); ``None`` when the model has no EMA."""
+    ema = (checkpoint.get("ema") or {}).get(name)
+    if not isinstance(ema, dict) or not ema:
+        return None
+    return {k.removeprefix("module."): v for k, v in ema.items() if k != "n_averaged"}
+
+
 def _short(text: str, limit: int = 160) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."

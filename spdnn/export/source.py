@@ -89,6 +89,7 @@ def select_model(names: list[str], model: str | None, file: str | None) -> str:
 
 def _from_checkpoint(ckpt: dict[str, Any], model: str | None
                      ) -> tuple[Netspec, list[dict], str]:
+    from spdnn.io import averaged_weights
     from spdnn.spec import loads
 
     file = ckpt["path"]
@@ -104,10 +105,9 @@ def _from_checkpoint(ckpt: dict[str, Any], model: str | None
                           hint="export a checkpoint written by 'spdnn train'")
     spec = loads(raw, file=where)
     states: list[dict] = []
-    ema = (ckpt.get("ema") or {}).get(name)
-    if isinstance(ema, dict):
-        states.append({k.removeprefix("module."): v for k, v in ema.items()
-                       if k != "n_averaged"})
+    ema = averaged_weights(ckpt, name)
+    if ema is not None:
+        states.append(ema)
     trained = (ckpt.get("models") or {}).get(name)
     if isinstance(trained, dict):
         states.append(trained)

@@ -53,7 +53,6 @@ from spdnn.tasks.gan.spade_sr import (
     _stack,
     hinge_d_loss,
     hinge_g_loss,
-    r1_penalty,
 )
 from spdnn.tasks.registry import register_task
 
@@ -67,15 +66,6 @@ class SpadeSRInversionOptions(SpadeSROptions):
     """lambda of eq. 6 ("We set lambda = 0.1")."""
     r1_beta: float = Field(default=R1_BETA, ge=0, le=1e4)
     """beta of R1 in D's inversion-phase loss (the GAN phase's, eq. 4)."""
-
-
-def _ema_weights(st: dict, name: str) -> dict[str, torch.Tensor]:
-    """The EMA weights of model ``name`` from a trainer checkpoint (``AveragedModel``'s
-    ``module.`` prefix and ``n_averaged`` dropped), else its trained weights."""
-    ema = st.get("ema", {}).get(name)
-    if not ema:
-        return st["models"][name]
-    return {k.removeprefix("module."): v for k, v in ema.items() if k != "n_averaged"}
 
 
 @register_task
@@ -93,7 +83,7 @@ class SpadeSRInversionTask(SpadeSRTask):
     def __init__(self, recipe, netspecs) -> None:
         from spdnn import spec as S
         from spdnn.codegen.build import build_module
-        from spdnn.io import load_checkpoint
+        from spdnn.io import averaged_weights, load_checkpoint
         from spdnn.shapes import infer
         from spdnn.tasks.common import validate_options
 
@@ -116,7 +106,8 @@ class SpadeSRInversionTask(SpadeSRTask):
                             "features")
         with torch.random.fork_rng(devices=[]):
             self.generator = build_module(g_spec)
-        self.generator.load_state_dict(_ema_weights(st, "generator"))
+        self.generator.load_state_dict(averaged_weights(st, "generator")
+                                       or st["models"]["generator"])
         self.generator.eval().requires_grad_(False)
         self._gan_discriminator = st["models"]["discriminator"]
         self.gan_file = file
@@ -160,13 +151,9 @@ class SpadeSRInversionTask(SpadeSRTask):
         with trainer.autocast():
             s_real, _ = self.discriminate(D, real)
             s_fake, _ = self.discriminate(D, rec.detach())
-        loss_d = hinge_d_loss(s_real, s_fake)
-        logs = {"loss_d_adv": float(loss_d.detach())}
-        if self.options.r1_beta > 0:
-            scale = float(trainer.scaler.get_scale()) if trainer.amp else 1.0
-            r1 = r1_penalty(s_real, real, scale)
-            loss_d = loss_d + self.options.r1_beta * r1
-            logs["r1"] = float(r1.detach())
+        adv = hinge_d_loss(s_real, s_fake)
+        logs = {"loss_d_adv": float(adv.detach())}
+        loss_d = self.with_r1(trainer, adv, s_real, real, logs)
         trainer.backward_step(loss_d, "discriminator")
         with trainer.autocast():
             s_rec, _ = self.discriminate(D, rec)
