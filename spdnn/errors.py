@@ -8,6 +8,7 @@ prints exactly that line and exits with code 2.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass
@@ -66,3 +67,22 @@ class ShapeError(SpecError):
 
 class MergeError(SpdnnError):
     """SPDNN merging cannot proceed for the given parents (e.g. they do not share inputs)."""
+
+
+def validated(model: Any, data: Any, field: str, hint: str | None = None,
+              error: type[SpdnnError] = SpdnnError) -> Any:
+    """``model.model_validate(data)`` (``model`` a pydantic model) with the first
+    validation error as one ``error`` at ``<field>.<location>`` (``field`` itself for an error
+    of the whole section) with pydantic's message and ``hint``.
+
+    Raises:
+        SpdnnError (or ``error``): the data does not validate.
+    """
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise error(err["msg"], field=f"{field}.{loc}" if loc else field, hint=hint) from None

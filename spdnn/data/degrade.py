@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from spdnn.errors import SpdnnError
+from spdnn.errors import SpdnnError, validated
 from spdnn.ops.imaging import gaussian_size
 
 BLUR_LEVELS = tuple(range(7))
@@ -81,15 +81,8 @@ def noise_level(value: Any, field: str = "options.noise") -> NoiseLevel:
             raise SpdnnError(f"unknown noise level '{value}'", field=field,
                              hint=f"use one of {', '.join(NOISE_LEVELS)} or {{a: .., b: ..}}")
         return NOISE_LEVELS[value]
-    from pydantic import ValidationError
-
-    try:
-        return NoiseLevel.model_validate(value)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        raise SpdnnError(err["msg"], field=f"{field}.{loc}" if loc else field,
-                         hint="a noise level is {a: gain > 0, b: read noise >= 0}") from None
+    return validated(NoiseLevel, value, field,
+                     hint="a noise level is {a: gain > 0, b: read noise >= 0}")
 
 
 def blur_kernel_size(sigma_b: int) -> int:

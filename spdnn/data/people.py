@@ -62,9 +62,9 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from spdnn.errors import SpdnnError
+from spdnn.errors import SpdnnError, validated
 
 __all__ = [
     "CACHE_ENV",
@@ -139,14 +139,9 @@ def people_settings(options: dict) -> PeopleSettings:
     Raises:
         SpdnnError: at ``data.options.<key>`` with pydantic's message (unknown key, bad value).
     """
-    try:
-        return PeopleSettings.model_validate(options or {})
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        raise SpdnnError(err["msg"], field=f"data.options.{loc}" if loc else "data.options",
-                         hint="options of data.source vtest: "
-                              + ", ".join(PeopleSettings.model_fields)) from None
+    return validated(PeopleSettings, options or {}, "data.options",
+                     hint="options of data.source vtest: "
+                          + ", ".join(PeopleSettings.model_fields))
 
 
 @dataclass

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from torch.utils.data import Dataset, Subset
 
-from spdnn.errors import SpecError
+from spdnn.errors import SpecError, validated
 from spdnn.io import save_figure
 
 
@@ -22,14 +22,8 @@ def validate_options(model: type[BaseModel], data: dict[str, Any]) -> BaseModel:
     Raises:
         SpecError: at ``options.<field>`` with pydantic's message.
     """
-    try:
-        return model.model_validate(data or {})
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        allowed = ", ".join(model.model_fields)
-        raise SpecError(err["msg"], field=f"options.{loc}" if loc else "options",
-                        hint=f"options of this task: {allowed}") from None
+    return validated(model, data or {}, "options", error=SpecError,
+                     hint=f"options of this task: {', '.join(model.model_fields)}")
 
 
 def split_dataset(ds: Dataset, val_fraction: float, seed: int) -> tuple[Dataset, Dataset]:
