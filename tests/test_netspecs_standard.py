@@ -58,7 +58,7 @@ def test_headers_state_the_inferred_count(path):
     m = re.search(r"Parameters: ([\d,]+)", header)
     assert m, f"{path.name}: the header states no parameter count"
     assert int(m.group(1).replace(",", "")) == infer(S.load(path)).params
-    assert re.search(r"(CVPR|ICLR|MICCAI) 20\d\d", header), "the header cites the paper"
+    assert re.search(r"(CVPR|ICLR|MICCAI) 20\d\d|Proc\. IEEE 19\d\d", header), "the header cites the paper"
 
 
 def test_vgg11_layer_table():
