@@ -31,8 +31,21 @@ def merge_markdown(r: MergeReport) -> str:
                  f"{_n(r.parents_params)} | {_n(sum(p['macs'] for p in r.parents))} |")
     lines.append(f"| **merged** | **{r.merged_nodes}** | **{_n(r.merged_params)}** | "
                  f"**{_n(r.merged_macs)}** |")
-    lines += ["", f"Parameters: {r.reduction_vs_sum:.1%} fewer than the parents together.", "",
-              "## Labels", "",
+    lines += ["", f"Parameters: {r.reduction_vs_sum:.1%} fewer than the parents together.",
+              _macs_line(r)]
+    if r.warnings:
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in r.warnings]
+    if r.widths:
+        lines += ["", "## Widths", "",
+                  f"What the channel budget chose (multiplier {r.width_scale:.3f}, decided by "
+                  f"{_BINDING[r.binding]}; floor min(parent width, {r.min_width}), multiple of "
+                  f"{r.width_multiple}). A node with several letters is a group tied to one "
+                  "width (an identity-residual block and its input); 'fan-in' is the channel "
+                  "slice a dense layer reads.", "",
+                  "| node | parent layers (width) | widest | merged |", "|---|---|---:|---:|"]
+        for w in r.widths:
+            lines.append(f"| {w['node']} | {_members(w)} | {w['base']} | {w['width']} |")
+    lines += ["", "## Labels", "",
               "| node | structure | forward labels | backward label | merged parent layers |",
               "|---|---|---|---|---|"]
     for lab in r.labels:
@@ -48,6 +61,37 @@ def merge_markdown(r: MergeReport) -> str:
     if r.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in r.notes]
     return "\n".join(lines) + "\n"
+
+
+_BINDING = {"params": "the parameter target", "macs": "the MAC bound",
+            "floor": "the floor (the target is out of reach)",
+            "cap": "the parents' widths (no widening below --params sum)",
+            "widest": "the widest search limit", "keep": "nothing (parents' widths kept)"}
+
+
+def _members(w: dict) -> str:
+    return ", ".join(f"{m} ({c})" for m, c in w["members"])
+
+
+def _macs_line(r: MergeReport) -> str:
+    bound = f"; bound {_n(r.macs_target)}" if r.macs_target else ""
+    ratio = r.merged_macs / max(1, r.max_parent_macs)
+    return (f"MACs per sample: {_n(r.merged_macs)}, {ratio:.2f}x the most expensive parent "
+            f"({_n(r.max_parent_macs)}){bound}.")
+
+
+def width_table(r: MergeReport) -> Table:
+    """The budget's widths: every budget width (merged node, tied group, dense fan-in) with
+    its parent layers' widths, the widest, and the merged width."""
+    t = Table(title=f"Widths (multiplier {r.width_scale:.3f}, decided by {_BINDING[r.binding]})",
+              title_justify="left")
+    for col, just in (("node", "left"), ("parent layers (width)", "left"), ("widest", "right"),
+                      ("merged", "right")):
+        t.add_column(col, justify=just)
+    for w in r.widths:
+        t.add_row(w["node"], _members(w), str(w["base"]), str(w["width"]),
+                  style="yellow" if w["width"] < min(w["base"], r.min_width) else None)
+    return t
 
 
 def merge_tables(r: MergeReport) -> list[Table]:
@@ -70,6 +114,8 @@ def merge_tables(r: MergeReport) -> list[Table]:
                        ", ".join(format_label(x) for x in lab["forward"]),
                        format_label(lab["backward"]), ", ".join(lab["members"]))
     out = [sizes, labels]
+    if r.widths:
+        out.append(width_table(r))
     if r.skipped:
         sk = Table(title="Skipped merges", title_justify="left")
         for col in ("stage", "label", "kept", "apart from", "why"):
@@ -90,6 +136,8 @@ def merge_summary(r: MergeReport) -> list[str]:
                      f"{_n(r.merged_params)} ({r.budget_error:+.2%}).")
     else:
         lines.append("Channel budget 'keep': every merged layer keeps its widest parent width.")
+    lines.append(_macs_line(r))
+    lines += [f"Warning: {w}" for w in r.warnings]
     lines += [f"Note: {n}" for n in r.notes]
     if not r.skipped:
         lines.append(f"Distance rule '{r.rule}': no merge had to be skipped.")

@@ -29,7 +29,7 @@ _BASIC = {
          "out_channels": "$channels", "batch_norm": True},
         {"name": "add", "op": "Add", "inputs": ["x", "conv2"]},
         {"name": "relu", "op": "ReLU"}],
-    "output": "relu"}
+    "output": "relu", "widths": ["channels"]}
 _DOWN = {
     "description": "ResNet basic block, stride 2, 1x1 projection shortcut (option B)",
     "params": {"channels": None}, "inputs": ["x"],
@@ -81,7 +81,7 @@ def test_resnet18_and_resnet34_merge(params):
     assert check_embedding(result) == []
     proj = _projections(result.spec)
     assert proj, "a merged block with two predecessors needs its input projected"
-    notes = [n for n in result.report.notes if "projected back" in n]
+    notes = [n for n in result.report.notes if "projected to" in n]
     assert len(notes) == len(proj)
     for nm in proj:  # each projection is a 1x1 conv + BN to its block's width
         lay = result.spec.layer(nm)
@@ -125,9 +125,9 @@ def test_width_reduced_resnet18_34_merge_compiles_exports_and_trains(tmp_path: P
     assert rep.max_abs_err < 1e-4 and (tmp_path / "m.onnx").stat().st_size > 0
     net.train()
     y = torch.randint(0, 10, (4,))
-    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     losses = []
-    for _ in range(3):
+    for _ in range(6):
         opt.zero_grad()
         loss = torch.nn.functional.cross_entropy(net(x), y)
         loss.backward()
@@ -205,7 +205,11 @@ def _write(tmp_path: Path, name: str, extra: list[dict]) -> Path:
 def test_merge_shape_failure_is_one_line_naming_files_and_layer(tmp_path: Path, capsys):
     a = _write(tmp_path, "va", [])
     b = _write(tmp_path, "vb", [{"name": "fc2", "op": "Linear", "out_features": 6}])
+    # with a budget, the undeclared widths of the residual block come first (issue 24)
     assert main(["merge", str(a), str(b), "-o", str(tmp_path / "m.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "VecRes" in err and "widths" in err
+    assert main(["merge", str(a), str(b), "--params", "keep", "-o", str(tmp_path / "m.yaml")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert str(a) in err and str(b) in err

@@ -5,7 +5,7 @@
 Regenerate with `spdnn compile NETSPEC -o FILE`.
 """
 # netspec: spdnn_merge_of_iris_a_parent_1_iris_a_parent_2_iris_a_parent_3
-# netspec sha256: 560a8fdbfba17757
+# netspec sha256: b50b52edc10a2d11
 # SPDNN merge of iris_a_parent_1, iris_a_parent_3, iris_a_parent_2 (spdnn merge).
 
 import torch
@@ -13,7 +13,7 @@ from torch import nn
 
 
 class SpdnnMergeOfIrisAParent1IrisAParent2IrisAParent3(nn.Module):
-    """Parameters: 21,703; MACs per sample: 263,823,360.
+    """Parameters: 21,538; MACs per sample: 261,771,264.
 
     Inputs:
         image: (N, 1, 96, 128)
@@ -39,8 +39,8 @@ class SpdnnMergeOfIrisAParent1IrisAParent2IrisAParent3(nn.Module):
             nn.ReLU(),
         )
         self.d = nn.Sequential(
-            nn.Conv2d(11, 6, kernel_size=5, padding=2, bias=False),
-            nn.BatchNorm2d(6),
+            nn.Conv2d(11, 5, kernel_size=5, padding=2, bias=False),
+            nn.BatchNorm2d(5),
             nn.ReLU(),
         )
         self.e = nn.Sequential(
@@ -54,8 +54,8 @@ class SpdnnMergeOfIrisAParent1IrisAParent2IrisAParent3(nn.Module):
             nn.ReLU(),
         )
         self.g = nn.Sequential(
-            nn.Conv2d(10, 6, kernel_size=7, padding=3, bias=False),
-            nn.BatchNorm2d(6),
+            nn.Conv2d(9, 5, kernel_size=7, padding=3, bias=False),
+            nn.BatchNorm2d(5),
             nn.ReLU(),
         )
         self.h = nn.Sequential(
@@ -64,13 +64,13 @@ class SpdnnMergeOfIrisAParent1IrisAParent2IrisAParent3(nn.Module):
             nn.ReLU(),
         )
         self.i = nn.Sequential(
-            nn.Conv2d(6, 4, kernel_size=7, padding=3, bias=False),
+            nn.Conv2d(5, 4, kernel_size=7, padding=3, bias=False),
             nn.BatchNorm2d(4),
             nn.ReLU(),
         )
         self.j = nn.Sequential(
-            nn.Conv2d(6, 5, kernel_size=9, padding=4, bias=False),
-            nn.BatchNorm2d(5),
+            nn.Conv2d(5, 6, kernel_size=9, padding=4, bias=False),
+            nn.BatchNorm2d(6),
             nn.ReLU(),
         )
         self.k = nn.Sequential(
@@ -84,13 +84,13 @@ class SpdnnMergeOfIrisAParent1IrisAParent2IrisAParent3(nn.Module):
             nn.ReLU(),
         )
         self.m = nn.Sequential(
-            nn.Conv2d(5, 6, kernel_size=11, padding=5, bias=False),
+            nn.Conv2d(6, 6, kernel_size=11, padding=5, bias=False),
             nn.BatchNorm2d(6),
             nn.ReLU(),
         )
         self.n = nn.Sequential(
-            nn.Conv2d(11, 11, kernel_size=3, padding=1, bias=False),
-            nn.BatchNorm2d(11),
+            nn.Conv2d(11, 12, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(12),
             nn.ReLU(),
         )
         self.o = nn.Sequential(
@@ -104,31 +104,31 @@ class SpdnnMergeOfIrisAParent1IrisAParent2IrisAParent3(nn.Module):
             nn.ReLU(),
         )
         self.q = nn.Sequential(
-            nn.Conv2d(4, 3, kernel_size=7, padding=3, bias=False),
-            nn.BatchNorm2d(3),
+            nn.Conv2d(4, 4, kernel_size=7, padding=3, bias=False),
+            nn.BatchNorm2d(4),
             nn.ReLU(),
         )
-        self.head_mask = nn.Sequential(nn.Conv2d(20, 1, kernel_size=3, padding=1), nn.Sigmoid())
+        self.head_mask = nn.Sequential(nn.Conv2d(22, 1, kernel_size=3, padding=1), nn.Sigmoid())
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         a = self.a(image)  # (N, 11, 96, 128)
         b = self.b(image)  # (N, 4, 96, 128)
         c = self.c(a)  # (N, 11, 96, 128)
-        d = self.d(a)  # (N, 6, 96, 128)
+        d = self.d(a)  # (N, 5, 96, 128)
         e = self.e(b)  # (N, 4, 96, 128)
         f = self.f(c)  # (N, 11, 96, 128)
-        g_cat = torch.cat([d, e], dim=1)  # (N, 10, 96, 128)
-        g = self.g(g_cat)  # (N, 6, 96, 128)
+        g_cat = torch.cat([d, e], dim=1)  # (N, 9, 96, 128)
+        g = self.g(g_cat)  # (N, 5, 96, 128)
         h = self.h(f)  # (N, 11, 96, 128)
         i = self.i(g)  # (N, 4, 96, 128)
-        j = self.j(g)  # (N, 5, 96, 128)
+        j = self.j(g)  # (N, 6, 96, 128)
         k = self.k(h)  # (N, 11, 96, 128)
         l = self.l(i)  # (N, 4, 96, 128)
         m = self.m(j)  # (N, 6, 96, 128)
-        n = self.n(k)  # (N, 11, 96, 128)
+        n = self.n(k)  # (N, 12, 96, 128)
         o = self.o(l)  # (N, 4, 96, 128)
         p = self.p(o)  # (N, 4, 96, 128)
-        q = self.q(p)  # (N, 3, 96, 128)
-        head_mask_cat = torch.cat([m, n, q], dim=1)  # (N, 20, 96, 128)
+        q = self.q(p)  # (N, 4, 96, 128)
+        head_mask_cat = torch.cat([m, n, q], dim=1)  # (N, 22, 96, 128)
         head_mask = self.head_mask(head_mask_cat)  # (N, 1, 96, 128)
         return head_mask

@@ -5,7 +5,7 @@
 Regenerate with `spdnn compile NETSPEC -o FILE`.
 """
 # netspec: mobilenet_v2
-# netspec sha256: 094e16efbb9d7935
+# netspec sha256: 607201c626632961
 # MobileNetV2 1.0 (CVPR 2018 Table 2), 1000 classes, 224x224 RGB input
 
 import torch

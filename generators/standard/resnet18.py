@@ -5,7 +5,7 @@
 Regenerate with `spdnn compile NETSPEC -o FILE`.
 """
 # netspec: resnet18
-# netspec sha256: aabdc1ba4ad822cc
+# netspec sha256: a90e7df369c5d460
 # ResNet-18 (CVPR 2016 Table 1), 1000 classes, 224x224 RGB input
 
 import torch

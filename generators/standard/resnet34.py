@@ -5,7 +5,7 @@
 Regenerate with `spdnn compile NETSPEC -o FILE`.
 """
 # netspec: resnet34
-# netspec sha256: 09cd9d10a38f270b
+# netspec sha256: 5ef6fe11a47e1d09
 # ResNet-34 (CVPR 2016 Table 1), 1000 classes, 224x224 RGB input
 
 import torch

@@ -5,7 +5,7 @@
 Regenerate with `spdnn compile NETSPEC -o FILE`.
 """
 # netspec: unet_small
-# netspec sha256: 39368c326646291e
+# netspec sha256: 8f53df8d1eb1db0d
 # small U-Net (MICCAI 2015 Fig. 1, widths 16..256, padded convs), 1x64x64 to 2 classes
 
 import torch

@@ -39,11 +39,14 @@ def _load(path: Path):
 
 
 def _merge(parents: list[Path], params: str, distance: Distance, head_kernel: int | None,
-           name: str | None):
+           name: str | None, macs: str | None = None, min_width: int | None = None,
+           width_multiple: int = 1):
     from spdnn.graph import merge_files
+    from spdnn.graph.budget import MIN_WIDTH
 
     return merge_files(parents, params=params, distance=distance.value, head_kernel=head_kernel,
-                       name=name)
+                       name=name, macs=macs, width_multiple=width_multiple,
+                       min_width=MIN_WIDTH if min_width is None else min_width)
 
 
 ParamsOpt = Annotated[str, typer.Option(
@@ -81,6 +84,22 @@ def merge(
     out_weights: Annotated[Path | None, typer.Option(
         "--out-weights", metavar="FILE",
         help="Write the merged network's weights here (a state dict, with --weights).")] = None,
+    macs: Annotated[str | None, typer.Option(
+        "--macs", metavar="TARGET",
+        help="MAC bound per sample: like-each, largest, sum, none, or a number such as 300M. "
+             "Default: largest with --params like-each (no more than the most expensive "
+             "parent), none otherwise.")] = None,
+    min_width: Annotated[int | None, typer.Option(
+        "--min-width", metavar="N",
+        help="Floor of the budget: no layer narrower than min(its parent width, N) "
+             "channels (default 4).")] = None,
+    width_multiple: Annotated[int, typer.Option(
+        "--width-multiple", metavar="K",
+        help="Round every scaled width to a multiple of K channels (8 suits SIMD kernels; "
+             "default 1 keeps the thesis' results).")] = 1,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print the merge report (widths, parameters, MACs) and write "
+                          "nothing.")] = False,
 ) -> None:
     """Merge networks into one SPDNN network and print the merge report.
 
@@ -91,6 +110,11 @@ def merge(
 
     With trained weights: spdnn merge a.yaml b.yaml --weights a.pt b.pt --params sum
     -o m.yaml --out-weights m.pt
+
+    The channel budget uses one width multiplier for every merged layer, chosen so the
+    parameter count comes closest to --params without exceeding --macs, no layer below
+    --min-width (or its parents' width) and, below --params sum, none wider than its widest
+    parent. See what it did first: spdnn merge A.yaml B.yaml --dry-run
     """
     from spdnn import spec as S
     from spdnn.report import merge_markdown, merge_summary, merge_tables
@@ -116,18 +140,25 @@ def merge(
         raise SpdnnError("--out-weights needs --weights", field="--out-weights",
                          hint="give the parents' weights with --weights a.pt b.pt")
     else:
-        result = _merge(parents, params, distance, head_kernel, name)
+        result = _merge(parents, params, distance, head_kernel, name, macs, min_width,
+                        width_multiple)
     dt = time.perf_counter() - t0
     for table in merge_tables(result.report):
         out.print(table)
     for line in merge_summary(result.report):
         out.print(line)
     out.print(f"Merged in {dt:.2f} s.")
+    if dry_run:
+        out.print("Dry run: nothing written.")
+        return
     if output:
         header = (f"SPDNN merge of {plural(len(parents), 'network')}, written by spdnn "
                   f"{__version__}:\n"
                   f"  spdnn merge {' '.join(str(p) for p in parents)} --params {params} "
                   f"--distance {distance.value}"
+                  + (f" --macs {macs}" if macs else "")
+                  + (f" --min-width {min_width}" if min_width is not None else "")
+                  + (f" --width-multiple {width_multiple}" if width_multiple != 1 else "")
                   + (f" --weights {' '.join(str(w) for w in weights)}" if weights else "")
                   + "\n"
                   f"Parameters: {result.report.merged_params:,} "

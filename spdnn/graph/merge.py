@@ -34,7 +34,18 @@ from dataclasses import dataclass, field
 import networkx as nx
 
 from spdnn.errors import MergeError, ShapeError
-from spdnn.graph.budget import ParamsTarget, fit_budget, parse_params, target_params
+from spdnn.graph.budget import (
+    MIN_WIDTH,
+    MacsTarget,
+    ParamsTarget,
+    Width,
+    check_width_option,
+    fit_budget,
+    parse_macs,
+    parse_params,
+    target_macs,
+    target_params,
+)
 from spdnn.graph.contract import SkippedMerge, contract, natural_key
 from spdnn.graph.convert import to_graph
 from spdnn.graph.label import (
@@ -65,6 +76,19 @@ class MergeReport:
     labels: list[dict]
     skipped: list[SkippedMerge]
     notes: list[str] = field(default_factory=list)
+    macs_target: int | None = None
+    binding: str = "params"
+    """What decided the width multiplier (:attr:`spdnn.graph.budget.BudgetFit.binding`)."""
+    widths: list[dict] = field(default_factory=list)
+    """One row per budget width: ``{"node", "members": [(parent layer, width)], "base",
+    "width"}`` (``node`` is a letter, several letters for a tied group, or ``"A>F fan-in"``)."""
+    warnings: list[str] = field(default_factory=list)
+    min_width: int = MIN_WIDTH
+    width_multiple: int = 1
+
+    @property
+    def max_parent_macs(self) -> int:
+        return max(p["macs"] for p in self.parents)
 
     @property
     def parents_params(self) -> int:
@@ -182,7 +206,8 @@ def _letters(n: int) -> str:
 # --------------------------------------------------------------------------------------------
 def merge_files(paths: list, params: ParamsTarget | str = "like-each",
                 distance: DistanceRule = DEFAULT_RULE, head_kernel: int | None = None,
-                name: str | None = None) -> MergeResult:
+                name: str | None = None, macs: MacsTarget = None, min_width: int = MIN_WIDTH,
+                width_multiple: int = 1) -> MergeResult:
     """Load netspec files and merge them: the one "load these files and merge them" of the
     command line, the recipes, the demo, the benchmarks and the committed generators. Each file
     is loaded and shape-inferred once (errors name the file and line); ``params`` may also be
@@ -196,15 +221,19 @@ def merge_files(paths: list, params: ParamsTarget | str = "like-each",
     loaded = [load_inferred(p) for p in paths]
     if isinstance(params, str):
         params = parse_params(params)
+    if isinstance(macs, str):
+        macs = parse_macs(macs)
     return merge([s for s, _ in loaded], params=params, distance=distance,
                  head_kernel=head_kernel, name=name, infos=[i for _, i in loaded],
+                 macs=macs, min_width=min_width, width_multiple=width_multiple,
                  files=[str(p) for p in paths])
 
 
 def merge(specs: list[Netspec], params: ParamsTarget = "like-each",
           distance: DistanceRule = DEFAULT_RULE, head_kernel: int | None = None,
           name: str | None = None, infos: list[NetInfo] | None = None,
-          files: list[str] | None = None) -> MergeResult:
+          files: list[str] | None = None, macs: MacsTarget = None,
+          min_width: int = MIN_WIDTH, width_multiple: int = 1) -> MergeResult:
     """Merge networks into one SPDNN network.
 
     Args:
@@ -221,6 +250,13 @@ def merge(specs: list[Netspec], params: ParamsTarget = "like-each",
         name: the merged network's name (default ``spdnn_merge_of_<parents>``).
         infos: the parents' shape inference when already known (one per spec).
         files: the parents' file names, for error messages.
+        macs: MAC bound per sample: ``"like-each"``, ``"largest"``, ``"sum"``, ``"none"`` or a
+            number; default ``largest`` with ``params="like-each"``, else none
+            (:func:`~spdnn.graph.budget.target_macs`).
+        min_width: no budget width below ``min(parent width, min_width)`` channels.
+        width_multiple: every budget width a multiple of this many channels.
+
+    The channel budget's objective and guarantees: :mod:`spdnn.graph.budget`.
 
     Returns:
         A :class:`MergeResult`.
@@ -230,7 +266,9 @@ def merge(specs: list[Netspec], params: ParamsTarget = "like-each",
             :attr:`~spdnn.ops.base.Op.mergeable` (``Add``).
         ShapeError: a parent does not infer.
         MergeError: the merged network does not infer (one line naming the parents' files,
-            the merged layer and the parent layers it stands for).
+            the merged layer and the parent layers it stands for); a ``min_width`` or
+            ``width_multiple`` out of range; a block whose output follows its input width but
+            that declares no ``widths`` when the budget must scale it.
         SpecError: the rebuilt network does not validate (should not happen; reported).
     """
     if not specs:
@@ -258,22 +296,54 @@ def merge(specs: list[Netspec], params: ParamsTarget = "like-each",
         head_kernel = _default_head_kernel(parents)
     infos = [p.info for p in chosen]
     builder = Rebuild(parents, names, bwd, letters, head_kernel, merged_name, infos)
-    base = builder.widths()
+    check_width_option(min_width, "--min-width")
+    check_width_option(width_multiple, "--width-multiple")
     pparams = [i.params for i in infos]
     target = target_params(params, pparams)
+    mac_target = target_macs(macs, [i.macs for i in infos], params)
+    variables = budget_widths(builder)
+    if target is not None or mac_target is not None:
+        undeclared = builder.undeclared()
+        if undeclared:
+            raise MergeError(
+                f"block {', '.join(undeclared)} adds its input to its output but declares no "
+                "'widths:', so the channel budget cannot scale it",
+                file=f"<merge of {', '.join(files or names)}>",
+                hint="add 'widths: [<its width parameter>]' to the block definition, or merge "
+                     "with --params keep")
     try:
-        fit = fit_budget(builder.build, base, target, names=letters)
+        fit = fit_budget(builder.build, variables, target, macs=mac_target, min_width=min_width,
+                         width_multiple=width_multiple,
+                         widen=target is not None and target >= sum(pparams))
     except ShapeError as exc:
         raise _located(exc, bwd, letters, names, files) from None
     scale, spec, info, reachable = fit.scale, fit.spec, fit.info, fit.reachable
     builder.notes.extend(builder.projection_notes(spec))
-    if target and not reachable:
-        side = "smallest" if info.params > target else "largest"
-        builder.notes.append(f"the parameter target {target:,} is out of reach: layers without a "
-                             "scalable width (such as Linear) alone exceed it, so the parents' "
-                             f"widths are kept ({info.params:,} parameters)" if side == "smallest" else
-                             f"the parameter target {target:,} is out of reach: widths scaled "
-                             f"by 256 give {info.params:,}")
+    warnings_: list[str] = []
+    if fit.binding == "floor":
+        held = ", ".join(f"{lay} {p:,}" for lay, p in fit.fixed)
+        warnings_.append(f"the parameter target {target:,} is out of reach: with every width at "
+                         f"its floor (min(parent width, {min_width})) the merge has "
+                         f"{info.params:,} parameters; the largest layers then are {held}")
+    elif fit.binding == "macs":
+        warnings_.append(f"the MAC bound {mac_target:,} decides the widths: the merge has "
+                         f"{info.params:,} parameters"
+                         + (f" for a target of {target:,}" if target else "")
+                         + " (--macs none lifts the bound)")
+    elif fit.binding == "cap":
+        warnings_.append(f"the parameter target {target:,} is above the merge at its parents' "
+                         f"widths ({info.params:,}): below --params sum no layer is widened "
+                         "beyond its widest parent")
+    elif fit.binding == "widest":
+        warnings_.append(f"the parameter target {target:,} is out of reach: widths scaled by "
+                         f"{scale:g} give {info.params:,}")
+    if info.macs > max(i.macs for i in infos):
+        warnings_.append(f"the merged network costs {info.macs:,} MACs per sample, more than its "
+                         f"most expensive parent ({max(i.macs for i in infos):,}); --macs largest "
+                         "bounds it")
+    if mac_target is not None and info.macs > mac_target and fit.binding != "macs":
+        warnings_.append(f"the MAC bound {mac_target:,} is out of reach: the narrowest merge "
+                         f"costs {info.macs:,} MACs")
     labels = []
     for n in sorted(letters, key=lambda x: natural_key(letters[x])):
         d = bwd.nodes[n]
@@ -288,8 +358,63 @@ def merge(specs: list[Netspec], params: ParamsTarget = "like-each",
                  for n, pp, i, g in zip(names, pparams, infos, graphs)],
         merged_params=info.params, merged_macs=info.macs, merged_nodes=len(letters),
         rule=distance, target_mode=str(params), target_params=target, width_scale=scale,
-        labels=labels, skipped=skipped_f + skipped_b, notes=builder.notes)
+        labels=labels, skipped=skipped_f + skipped_b, notes=builder.notes,
+        macs_target=mac_target, binding=fit.binding,
+        widths=width_rows(builder, variables, fit.widths, par.graph["member_name"]),
+        warnings=warnings_, min_width=min_width, width_multiple=width_multiple)
     return MergeResult(spec, parents, graphs, par, fwd, bwd, letters, report, infos, info, builder)
+
+
+def budget_widths(builder: Rebuild) -> dict[str, Width]:
+    """The budget variables of a rebuilt merge: one per scalable merged node (the letter),
+    one per group of tied nodes (:meth:`Rebuild.ties`, named by its letters joined with
+    ``=``), one per dense layer's fan-in (:meth:`Rebuild.fan_ins`, ``"A>F fan-in"``). Nodes
+    whose width is fixed (a single last layer keeps its output width) are left out."""
+    letters = builder.letters
+    base = {n: w for n, w in builder.widths().items() if n not in builder.fixed_width}
+    out: dict[str, Width] = {}
+    tied: set = set()
+    for group in builder.ties():
+        if any(n not in base for n in group):
+            tied |= group
+            continue
+        nodes = sorted(group, key=lambda n: natural_key(letters[n]))
+        out["=".join(letters[n] for n in nodes)] = Width(max(base[n] for n in nodes),
+                                                          tuple(nodes))
+        tied |= group
+    for n in sorted(base, key=lambda n: natural_key(letters[n])):
+        if n not in tied:
+            out[letters[n]] = Width(base[n], (n,))
+    for (u, v), w in sorted(builder.fan_ins().items(),
+                            key=lambda kv: (natural_key(letters[kv[0][0]]),
+                                            natural_key(letters[kv[0][1]]))):
+        if u in base:
+            out[f"{letters[u]}>{letters[v]} fan-in"] = Width(w, (("fan-in", u, v),), min_width=1,
+                                                              kept=base[u])
+    return out
+
+
+def width_rows(builder: Rebuild, variables: dict[str, Width], chosen: dict,
+               member_name: dict) -> list[dict]:
+    """The merge report's width table: per budget width, the parent layers it stands for with
+    their widths, its base (the widest) and the chosen width."""
+    rows = []
+    for name, var in variables.items():
+        members = []
+        for key in var.keys:
+            if isinstance(key, tuple) and key and key[0] == "fan-in":
+                _, u, v = key
+                for p in builder.g.edges[u, v]["paths"]:
+                    m = (p.parent, p.src)
+                    if m in builder.g.nodes[u]["members"]:
+                        members.append((member_name[m] + " (fan-in)",
+                                        builder._member_op(m).out_channels_of()))
+                continue
+            for m in builder.g.nodes[key]["members"]:
+                members.append((member_name[m], builder._member_op(m).out_channels_of()))
+        rows.append({"node": name, "members": sorted(set(members)), "base": var.base,
+                     "width": int(chosen.get(name, var.base))})
+    return rows
 
 
 def _located(exc: ShapeError, g: nx.DiGraph, letters: dict, names: list[str],

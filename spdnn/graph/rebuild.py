@@ -20,6 +20,7 @@ from spdnn.graph.convert import EdgePath
 from spdnn.ops import Op, resampling_layer
 from spdnn.ops.conv import Conv2d
 from spdnn.ops.layers import Concat, Flatten, Linear, Reshape
+from spdnn.ops.sensing import ChannelSlice
 from spdnn.shapes import NetInfo, infer
 from spdnn.spec import from_data
 from spdnn.spec.blocks import merge_blocks
@@ -72,6 +73,7 @@ class Rebuild:
                 self.fixed_width[preds[0]] = g.nodes[preds[0]]["op"].out_channels_of()
         self._notes_done = False
         self._carry = False
+        self._widths: dict = {}
         self._proj_notes: dict[str, str] = {}  # projection layer -> its note (see _project)
         self._layers = [{lay.name: lay for lay in p.layers} for p in parents]
         self._blocks = merge_blocks(parents)  # block instances need their definitions
@@ -108,6 +110,85 @@ class Rebuild:
                     out.append(w)
         return out[-1:] if out else []
 
+    def fan_ins(self) -> dict:
+        """The edges ``u -> v`` from a feature map into a layer that reads vectors (a
+        ``Flatten -> Linear`` in a parent) where ``u``'s merged width exceeds the width its
+        parents gave the dense layer's fan-in: ``(u, v) -> that width`` (the widest of the
+        members of ``u`` whose parent reads them on this edge). The rebuilt edge can then begin
+        with a ``ChannelSlice`` (:meth:`build` with a ``("fan-in", u, v)`` width), so the dense
+        layer's fan-in gets its own budget width while ``u`` keeps the width its other
+        successors need (depth App. B: a 36-channel layer of a fully convolutional parent and
+        the 6-channel layer that feeds a dense layer merge into one node)."""
+        base = self.widths()
+        out: dict = {}
+        for u, v, d in self.g.edges(data=True):
+            if u not in base or self.g.nodes[v]["kind"] != "compute":
+                continue
+            if self.g.nodes[u].get("out_factor") is None:
+                continue  # u writes vectors: no feature map to slice
+            if not self._rep(v).clears_factor:
+                continue  # v reads u as a map (only a dense layer flattens it)
+            ws = [self._member_op((p.parent, p.src)).out_channels_of()
+                  for p in d["paths"] if (p.parent, p.src) in self._members_of(u)]
+            ws = [w for w in ws if w is not None]
+            if ws and max(ws) < base[u]:
+                out[(u, v)] = max(ws)
+        return out
+
+    def _members_of(self, n) -> set:
+        return set(self.g.nodes[n].get("members", ()))
+
+    def ties(self) -> list[set]:
+        """Groups of nodes that must share one width: a node whose output width follows its
+        input width (an identity-residual block, :meth:`~spdnn.ops.base.Op.width_follows_input`)
+        and the single node that feeds it through layers that keep the channel count (a
+        ResNet stage: the stem or the downsampling block and the basic blocks after it).
+        Such a node with several predecessors, or one the budget cannot scale, is not tied:
+        :meth:`build` projects its input to its width (a 1x1 conv + BN)."""
+        base = self.widths()
+        parent = {n: n for n in base}
+
+        def find(n):
+            while parent[n] != n:
+                parent[n] = parent[parent[n]]
+                n = parent[n]
+            return n
+
+        for v in self.topo:
+            if v not in base or not self._rep(v).width_follows_input():
+                continue
+            preds = list(self.g.predecessors(v))
+            if len(preds) != 1 or preds[0] not in base:
+                continue
+            u = preds[0]
+            paths = self.g.edges[u, v]["paths"]
+            if all(self._keeps_width(p) for p in paths):
+                parent[find(v)] = find(u)
+        groups: dict = {}
+        for n in base:
+            groups.setdefault(find(n), set()).add(n)
+        return [g for g in groups.values() if len(g) > 1]
+
+    def _keeps_width(self, path: EdgePath) -> bool:
+        w = 7  # a probe width: pooling, dropout and the like keep it, a slice would not
+        for op in path.ops:
+            if op.kind == "junction":
+                return False
+            w = self._path_width(path.parent, op, w)
+            if w != 7:
+                return False
+        return True
+
+    def undeclared(self) -> list[str]:
+        """The merged nodes whose block follows its input width but declares no ``widths``
+        (:meth:`spdnn.spec.blocks.BlockOp.undeclared_widths`): the budget cannot scale them."""
+        out = []
+        for n in self.letters:
+            op = self._rep(n)
+            if getattr(op, "undeclared_widths", lambda: False)():
+                out.append(f"{self.letters[n]} ({op.op_name})")
+        return out
+
     def build(self, widths: dict, carry: bool = False) -> Netspec:
         """The netspec with the given width for every scalable node.
 
@@ -120,6 +201,7 @@ class Rebuild:
         carry the parents' signed outputs, which a batch norm in training mode would
         renormalise)."""
         self._carry = carry
+        self._widths = widths
         g, letters = self.g, self.letters
         layers: list[dict] = []
         ends: dict = {}  # node -> layer name producing its output
@@ -213,6 +295,13 @@ class Rebuild:
               paths: list[EdgePath]) -> tuple[str, Fraction | None, int | None]:
         g = self.g
         src = ends[u]
+        cut = None if self._carry else self._widths.get(("fan-in", u, v))
+        have_w = self._name_width.get(src)
+        if cut is not None and have_w is not None and cut < have_w:
+            nm = f"{tag}_fanin"
+            layers.append(ChannelSlice.layer_data(nm, start=0, stop=int(cut), inputs=[src]))
+            self._name_width[nm] = int(cut)
+            src = nm
         for i, op in enumerate(path.ops):
             if op.kind == "junction":
                 continue
@@ -290,39 +379,44 @@ class Rebuild:
 
     def _project(self, n, src: str, srcs: list, layers: list[dict], widths: dict) -> str:
         """Where a node whose output width follows its input width (an identity-residual
-        block: its body adds its input to its output, so ``out_channels_of()`` is ``None``)
-        would read a different width than its parents gave it (several predecessors
-        concatenated, or a predecessor the budget rescaled), a 1x1 conv + BN projects the input
-        back to that width, as ResNet's downsample shortcut does (He et al., CVPR 2016, sec.
-        3.3, option B). Nodes that accept the width they get are left as they are.
+        block: its body adds its input to its output) would read another width than its own
+        (several predecessors concatenated, or a predecessor scaled to another width), a 1x1
+        conv + BN projects the input to the node's width, as ResNet's downsample shortcut does
+        (He et al., CVPR 2016, sec. 3.3, option B): the node's scaled width when its block
+        declares its ``widths`` (:meth:`ties` makes that rare), else its parents' width. Nodes
+        that accept the width they get are left as they are.
 
         Returns the name of the layer the node reads."""
         op = self._rep(n)
         self._in_ok[n] = False
-        if op.out_channels_of() is not None:
+        declared = op.out_channels_of() is not None
+        if declared and not op.width_follows_input():
             return src
         want = self._member_info(n).in_shapes[0]
         got = [self._name_width.get(nm) for nm, *_ in srcs]
         if len(want) != 3 or any(w is None for w in got):
             return src
         width = sum(got)  # type: ignore[arg-type]
-        if width == want[0]:
+        target = int(widths.get(n, op.out_channels_of())) if declared else want[0]
+        if width == target:
             self._in_ok[n] = True
             return src
-        try:
-            op.infer_shape([(width, *want[1:])])
-            return src  # it takes the wider input as it is
-        except SpecError:
-            pass
+        if not declared:
+            try:
+                op.infer_shape([(width, *want[1:])])
+                return src  # it takes the wider input as it is
+            except SpecError:
+                pass
         letter = self.letters[n]
         nm = f"{letter}_proj"
-        layers.append(Conv2d.layer_data(nm, kernel_size=1, out_channels=want[0], batch_norm=True,
+        layers.append(Conv2d.layer_data(nm, kernel_size=1, out_channels=target, batch_norm=True,
                                         inputs=[src]))
+        whose = "its own (scaled) width" if declared else "the channels of its parents"
         self._proj_notes[nm] = (
             f"{letter} ({self.g.nodes[n]['structure']}) adds its input to its output, so its "
-            f"input is projected back to the {want[0]} channels of its parents by a 1x1 conv + BN "
-            "(as ResNet's downsample shortcut) where it gets another width (predecessors "
-            "concatenated, or rescaled by the budget).")
+            f"input is projected to {whose} by a 1x1 conv + BN (as ResNet's downsample "
+            "shortcut) where it gets another width (predecessors concatenated, or a "
+            "predecessor of another width).")
         self._in_ok[n] = True
         return nm
 

@@ -346,6 +346,11 @@ class Op(BaseModel):
         """The width the SPDNN channel budget may scale (conv-like ops), else ``None``."""
         return None
 
+    def width_follows_input(self) -> bool:
+        """Whether the op's output width is its input width while :meth:`out_channels_of` names
+        it (an identity-residual block): a merge must feed it that many channels."""
+        return False
+
     def with_width(self, width: int) -> Op:
         """A copy with its scalable width set to ``width`` (see :meth:`out_channels_of`)."""
         raise TypeError(f"{type(self).__name__} has no scalable width")

@@ -189,6 +189,10 @@ def parse_blocks(data: dict, file: str | None, lines: dict) -> dict[str, BlockDe
             op = lay.get("op")
             if isinstance(op, str) and op in blocks:
                 uses[name].append(op)
+        for k, w in enumerate(bdef.widths or ()):
+            if w not in bdef.params:
+                raise fail(f"block '{name}': widths names '{w}', which is not one of its params",
+                           ("widths", k), hint="list the parameters that are channel widths")
         if bdef.structure is not None:
             try:
                 fields = [f for _, f, _, _ in string.Formatter().parse(bdef.structure) if f]
@@ -542,19 +546,39 @@ class BlockOp(Op):
 
     # -- SPDNN -----------------------------------------------------------------------------
     def channel_params(self) -> tuple[str, ...]:
-        """The parameters that set channel counts inside the body: those whose ``$name`` is
-        the whole value of an ``out_channels``/``out_features`` field, or of a nested block
+        """The parameters that set channel counts inside the body: the block's declared
+        ``widths`` (:class:`~spdnn.spec.models.BlockDef`), else those whose ``$name`` is the
+        whole value of an ``out_channels``/``out_features`` field, or of a nested block
         instance's own channel parameter. The SPDNN channel budget scales these together."""
+        if self.block.widths is not None:
+            return tuple(self.block.widths)
         return _channel_params(type(self))
 
     def out_channels_of(self) -> int | None:
         """The block's output width, when the channel budget may scale it: the block has
         channel parameters and its output width does not depend on its input width (a Fire
-        module's ``e1 + e3``; not an identity residual block, whose output follows its input).
-        Found by shape inference on probe inputs; ``None`` when not scalable."""
+        module's ``e1 + e3``), found by shape inference on probe inputs; or, for a block whose
+        output follows its input (an identity residual) and that declares its ``widths``, the
+        value of its first declared width (``planes``). ``None`` when not scalable."""
         if not self.channel_params():
             return None
-        return _probe_width(self)
+        fixed = _probe_width(self)
+        if fixed is not None or self.block.widths is None:
+            return fixed
+        value = self.args().get(self.block.widths[0])
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    def width_follows_input(self) -> bool:
+        """Whether the block's output width equals its input width (an identity residual
+        ``x + f(x)`` such as ResNet's basic block): the probe finds no fixed output width.
+        The SPDNN channel budget gives such a block the width of its input (a tie), or
+        projects its input to the block's width (:meth:`spdnn.graph.rebuild.Rebuild.build`)."""
+        return bool(self.channel_params()) and _probe_width(self) is None
+
+    def undeclared_widths(self) -> bool:
+        """The block has channel parameters and an output that follows its input, but does
+        not declare its ``widths``: the budget cannot scale it."""
+        return self.block.widths is None and self.width_follows_input()
 
     def with_width(self, width: int) -> Op:
         """A copy whose channel parameters are all multiplied by ``width / out_channels_of()``
@@ -565,9 +589,12 @@ class BlockOp(Op):
             raise TypeError(f"block {self.block_name} has no scalable width")
         scale = int(width) / base
         data = self.model_dump(mode="json")
-        for p in self.channel_params():
+        params = self.channel_params()
+        for p in params:
             if isinstance(data.get(p), int) and not isinstance(data.get(p), bool):
                 data[p] = max(1, int(round(data[p] * scale)))
+        if self.block.widths is not None and self.width_follows_input():
+            data[params[0]] = int(width)  # the output width is the first declared width
         return type(self)(**data)
 
     def input_roles(self) -> tuple[str, ...] | None:

@@ -116,6 +116,13 @@ class BlockDef(BaseModel):
         output: the body layer whose result the block returns (default: the last layer).
         structure: the SPDNN structure code of an instance, a ``str.format`` template over the
             parameters, e.g. ``"Fire({squeeze},{expand1x1})"``; default ``Name(arg1,arg2,...)``.
+        widths: the parameters that are channel widths, which the SPDNN channel budget scales
+            together (``[planes]`` of a ResNet basic block, ``[c]`` of a MobileNetV2 inverted
+            residual). Default: found from the body (parameters that are the whole value of an
+            ``out_channels``/``out_features``). A block whose output width follows its input
+            width (an identity residual: ``x + f(x)``) must declare them to be scaled; its
+            first declared width is then its output width, and a merge ties it to the width of
+            its input (:mod:`spdnn.graph.budget`).
         description: free text.
     """
 
@@ -127,6 +134,7 @@ class BlockDef(BaseModel):
     layers: list[dict[str, Any]] = Field(min_length=1)
     output: str | None = None
     structure: str | None = None
+    widths: list[str] | None = None
     description: str = ""
 
     def to_data(self) -> dict[str, Any]:
