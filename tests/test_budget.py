@@ -227,3 +227,51 @@ def test_report_warns_when_the_merge_costs_more_macs_than_any_parent():
     small = merge_files(LENET_B, params="1k")  # below what the floor allows
     assert small.report.binding == "floor"
     assert any("out of reach" in w and "largest layers" in w for w in small.report.warnings)
+
+
+def _reduced(name: str, size: int = 32, classes: int = 10) -> S.Netspec:
+    """A standard netspec at ``size x size`` input with ``classes`` outputs (same blocks)."""
+    import yaml
+
+    data = yaml.safe_load(S.dump(S.load(ROOT / f"netspecs/standard/{name}.yaml")))
+    data["input"].update(height=size, width=size)
+    last = data["layers"][-1]
+    assert last["op"] == "Linear"
+    last["out_features"] = classes
+    return S.from_data(data)
+
+
+@pytest.mark.slow
+def test_resnet18_mobilenet_v2_merge_compiles_exports_and_trains(tmp_path: Path):
+    """Issue 24 item 2: the like-each merge of ResNet-18 and MobileNetV2 (scaled blocks, tied
+    stage widths) at 32x32 input: emitted source equal to the built module, ONNX parity with
+    onnxruntime, and a few training steps that lower the loss on a fixed batch."""
+    import torch
+
+    from spdnn.codegen import build_module, emit_module
+    from spdnn.export import export_onnx
+    from tests.helpers import exec_class
+
+    r = merge([_reduced("resnet18"), _reduced("mobilenet_v2")], params="like-each")
+    assert abs(r.report.budget_error) < 0.02
+    torch.manual_seed(0)
+    net = build_module(r.spec)
+    emitted = exec_class(emit_module(r.spec), r.spec)()
+    emitted.load_state_dict(net.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    net.eval(), emitted.eval()
+    torch.testing.assert_close(emitted(x), net(x), atol=1e-5, rtol=1e-5)
+    rep = export_onnx(r.spec, tmp_path / "m.onnx", state_dict=net.state_dict(),
+                      exporter="torchscript", opset=17)
+    assert rep.max_abs_err < 1e-4
+    net.train()
+    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(4):
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(net(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
