@@ -102,9 +102,8 @@ def register(app: typer.Typer) -> None:
         """
         import torch
 
-        from spdnn.errors import SpdnnError
         from spdnn.extras import require
-        from spdnn.io import BEST, LAST, check_outputs, find_checkpoint, write_atomic
+        from spdnn.io import check_outputs, find_checkpoint, write_atomic
         from spdnn.runs import trainer_from_checkpoint
 
         require("train", "spdnn evaluate")
@@ -112,11 +111,7 @@ def register(app: typer.Typer) -> None:
         run_dir = ckpt.parent
         evaldir = output if output is not None else run_dir / "eval"
         result = run_dir / "evaluation.json"
-        inputs = [ckpt] + [run_dir / n for n in (BEST, LAST) if (run_dir / n).is_file()]
-        check_outputs(inputs, [result] if no_report else [result, evaldir])
-        if not no_report and evaldir.exists() and not evaldir.is_dir():
-            raise SpdnnError("the evaluation folder is a file", file=str(evaldir),
-                             hint="give a folder with -o")
+        check_outputs(_checkpoints(ckpt), [result], folders=[] if no_report else [evaldir])
         tr = trainer_from_checkpoint(ckpt, set_ or [])
         t0 = time.perf_counter()
         metrics = tr.evaluate()
@@ -167,16 +162,20 @@ def register(app: typer.Typer) -> None:
         import torch
 
         from spdnn.extras import require
+        from spdnn.io import check_outputs, find_checkpoint
         from spdnn.runs import trainer_from_checkpoint
 
         require("train", "spdnn predict")
-        tr = trainer_from_checkpoint(checkpoint, [])
+        ckpt = find_checkpoint(checkpoint)
+        tr = trainer_from_checkpoint(ckpt, [])
+        files = list(inputs or [])
+        options = {"num": num, "seed": seed, "fit": fit.value}
+        check_outputs(_checkpoints(ckpt) + files, tr.task.prediction_outputs(files, output, options))
         models = tr.eval_models()
         for m in models.values():
             m.eval()
         with torch.no_grad():
-            written = tr.task.predict_files(models, list(inputs or []), output, tr.device,
-                                            {"num": num, "seed": seed, "fit": fit.value})
+            written = tr.task.predict_files(models, files, output, tr.device, options)
         for what, dest in written:
             out.print(f"{what} -> {dest}")
 
@@ -207,6 +206,13 @@ def register(app: typer.Typer) -> None:
         table = compare_recipes(recipes, set_ or [], output, console=out, report=report,
                                 reuse=not fresh)
         out.print(table)
+
+
+def _checkpoints(ckpt: Path) -> list[Path]:
+    """What ``evaluate`` and ``predict`` read from a run: ``ckpt`` and its folder's checkpoints."""
+    from spdnn.io import BEST, LAST
+
+    return [ckpt] + [ckpt.parent / n for n in (BEST, LAST) if (ckpt.parent / n).is_file()]
 
 
 def _summary_line(trainer, final: dict[str, float], seconds: float) -> str:
