@@ -1,15 +1,26 @@
-"""Nothing lost (issue 28, item 1): ``predict`` never writes over an input or another
-output."""
+"""Nothing lost, nothing hung (issue 28, items 1 and 2): ``predict`` and ``train`` never write
+over an input, another output or an existing run, the stale-temporary clean-up leaves a user's
+files alone, a training set smaller than a batch is an error at start-up, and a second signal
+(or the end of the grace period) stops training at once."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from spdnn.cli import main
+from spdnn.runs import trainer_for
+from spdnn.train import TrainingInterrupted, load_recipe
+from tests.helpers import ROOT
 from tests.test_train import tiny_recipe
 
 
@@ -74,3 +85,108 @@ def test_predict_refuses_an_output_linked_to_an_input(run, tmp_path: Path, capsy
     assert main(["predict", str(run), str(a), "-o", str(out)]) == 2
     assert "overwrite the input" in one_error_line(capsys)
     assert a.read_bytes() == before
+
+
+# -- train ----------------------------------------------------------------------------------
+def test_a_run_folder_may_not_hold_the_recipe_or_its_netspecs(tmp_path: Path, capsys,
+                                                             monkeypatch):
+    recipe = tiny_recipe(tmp_path)
+    texts = {p: p.read_text() for p in (recipe, tmp_path / "tiny.yaml")}
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", str(recipe), "-o", ".", "--set", "steps=1"]) == 2
+    assert "output folder holds the input" in one_error_line(capsys)
+    assert main(["train", str(recipe), "--set", "output=..", "--set", "steps=1"]) == 2
+    one_error_line(capsys)
+    assert all(p.read_text() == t for p, t in texts.items())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["recipe.yaml", "tiny.yaml"]
+
+
+@pytest.mark.parametrize("name", ["..", ".", " x"])
+def test_a_recipe_name_must_be_a_plain_name(name, tmp_path: Path, capsys, monkeypatch):
+    recipe = tiny_recipe(tmp_path)
+    recipe.write_text(recipe.read_text().replace("name: tiny", f"name: '{name}'"))
+    before = recipe.read_text()
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", str(recipe), "--set", "output={name}", "--set", "steps=1"]) == 2
+    assert "not a plain name" in one_error_line(capsys)
+    assert recipe.read_text() == before
+
+
+def test_a_fresh_run_into_an_existing_run_needs_resume_or_overwrite(tmp_path: Path, capsys):
+    recipe = tiny_recipe(tmp_path)
+    run = tmp_path / "run"
+    assert main(["train", str(recipe), "-o", str(run), "--set", "steps=4", "-q"]) == 0
+    notes = run / ".notes.tmp"
+    notes.write_text("mine")
+    os.utime(notes, (1, 1))
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert main(["train", str(recipe), "-o", str(run), "--set", "steps=2", "-q"]) == 2
+    err = one_error_line(capsys)
+    assert "already holds a run" in err and "--resume" in err and "--overwrite" in err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    assert main(["train", str(recipe), "-o", str(run), "--set", "steps=6", "--resume", "-q"]) == 0
+    assert torch.load(run / "last.pt", weights_only=True)["step"] == 6
+    assert notes.read_text() == "mine"  # the stale-temporary clean-up left it alone
+    assert main(["train", str(recipe), "-o", str(run), "--set", "steps=2", "--overwrite",
+                 "-q"]) == 0
+    assert "moved the old run" in capsys.readouterr().out
+    assert torch.load(run / "last.pt", weights_only=True)["step"] == 2
+    (aside,) = tmp_path.glob("run.old-*")
+    assert torch.load(aside / "last.pt", weights_only=True)["step"] == 6
+    assert (aside / ".notes.tmp").read_text() == "mine"
+
+
+# -- no spin ----------------------------------------------------------------------------------
+def test_a_training_set_smaller_than_a_batch_is_an_error_at_start_up(tmp_path: Path):
+    """The issue's reproducer (it spun at 100% CPU and ignored SIGTERM)."""
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        ["timeout", "-k", "5", "120", sys.executable, "-m", "spdnn", "train",
+         "recipes/iris_a_parent_1.yaml", "--set", "steps=2", "--set", "data.train_size=8",
+         "--set", "data.val_size=8", "-o", str(tmp_path / "run")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=150)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error")]
+    assert len(errors) == 1 and "fewer than one batch of 16" in errors[0]
+    assert "Traceback" not in proc.stderr and not (tmp_path / "run").exists()
+
+
+def _stalling(tmp_path: Path, where: str, signals: int, grace: float = 0.5):
+    """A trainer whose step 3 (``where="step"``) or first validation (``"validation"``)
+    receives ``signals`` SIGTERMs and then stalls for a minute."""
+    recipe = load_recipe(tiny_recipe(tmp_path), ["steps=50", "eval_every=4",
+                                                 "checkpoint_every=2"])
+    tr = trainer_for(recipe, outdir=tmp_path / "run", progress=False, quiet=True)
+    tr.signal_grace_s = grace
+    task = tr.task
+    method = "training_step" if where == "step" else "validation_step"
+    original = getattr(task, method)
+
+    def stall(*args):
+        if tr.step == 3 if where == "step" else True:
+            for _ in range(signals):
+                os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(60)
+        return original(*args)
+
+    setattr(task, method, stall)
+    return tr
+
+
+@pytest.mark.parametrize("where,signals,saved_step", [
+    ("step", 1, 2), ("step", 2, 2), ("validation", 1, 4), ("validation", 2, 4)],
+    ids=["step-grace", "step-second-signal", "validation-grace", "validation-second-signal"])
+def test_a_stalled_run_stops_after_a_second_signal_or_the_grace_period(
+        where, signals, saved_step, tmp_path: Path):
+    tr = _stalling(tmp_path, where, signals)
+    t0 = time.perf_counter()
+    with pytest.raises(TrainingInterrupted) as e:
+        tr.run()
+    assert time.perf_counter() - t0 < 20
+    assert e.value.signum == signal.SIGTERM and "--resume" in str(e.value)
+    # inside a step the half-updated state is not saved: last.pt stays at the last checkpoint
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"] == saved_step
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or callable(
+        signal.getsignal(signal.SIGTERM))
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)

@@ -42,6 +42,11 @@ def register(app: typer.Typer) -> None:
         resume_or_start: Annotated[bool, typer.Option(
             "--resume-or-start", help="Continue from last.pt if the run folder has one, else "
             "start (for schedulers that rerun the same command).")] = False,
+        overwrite: Annotated[bool, typer.Option(
+            "--overwrite", help="Start again in a run folder that holds a run (last.pt, "
+            "best.pt or metrics.csv): the old run folder is first renamed to "
+            "<folder>.old-<date>-<time>, nothing is deleted. Without it such a run is "
+            "refused.")] = False,
         quiet: Annotated[bool, typer.Option(
             "--quiet", "-q", help="Print only errors and a one-line summary at the end.")] = False,
         tensorboard: Annotated[bool, typer.Option(
@@ -55,7 +60,11 @@ def register(app: typer.Typer) -> None:
         run prints at most 50 lines) and one per validation.
 
         Ctrl-C (or SIGTERM) finishes the current step, writes last.pt and exits 130 (143);
-        --resume continues from there exactly.
+        --resume continues from there exactly. A second signal, or 5 s without the step
+        ending, stops at once (last.pt is written unless a step was half done).
+
+        The run folder may not hold the recipe or its netspecs; a run folder that holds a
+        run needs --resume or --overwrite.
 
         Distributed: torchrun --nproc_per_node 2 -m spdnn train RECIPE
         """
@@ -68,8 +77,8 @@ def register(app: typer.Typer) -> None:
             require("tensorboard", "spdnn train --tensorboard")
         r = load_recipe(recipe, set_ or [])
         trainer = trainer_for(r, outdir=output, console=out,
-                                      resume="auto" if resume_or_start else resume,
-                              quiet=quiet, tensorboard=tensorboard)
+                              resume="auto" if resume_or_start else resume,
+                              quiet=quiet, tensorboard=tensorboard, overwrite=overwrite)
         t0 = time.perf_counter()
         final = trainer.run()
         if trainer.rank == 0 and quiet:
