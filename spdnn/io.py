@@ -99,6 +99,24 @@ def existing_mode(path: str | Path, what: str = "output") -> int | None:
     return stat.S_IMODE(st.st_mode)
 
 
+def check_regular_input(path: str | Path, what: str = "input",
+                        error: type[SpdnnError] = SpdnnError) -> None:
+    """Refuse, before it is opened, an input that exists and is not a regular file (links
+    followed): reading a FIFO blocks until a writer comes, a device may never end. A missing
+    file passes (opening it reports it).
+
+    Raises:
+        SpdnnError: (of class ``error``) naming the file and what it is.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):  # missing, too long, a NUL character: opening it says so
+        return
+    if not stat.S_ISREG(mode):
+        raise error(f"the {what} is {_kind(mode)}, not a regular file; spdnn reads only "
+                    "regular files", file=str(path), hint="give a regular file")
+
+
 def _atomic(path: Path, write: Callable[[IO[bytes]], None], what: str) -> Path:
     path = Path(path)
     mode = existing_mode(path, what)

@@ -1,7 +1,8 @@
-"""Nothing lost, nothing hung (issue 28, items 1 and 2): ``predict`` and ``train`` never write
+"""Nothing lost, nothing hung (issue 28, items 1 to 3): ``predict`` and ``train`` never write
 over an input, another output or an existing run, the stale-temporary clean-up leaves a user's
-files alone, a training set smaller than a batch is an error at start-up, and a second signal
-(or the end of the grace period) stops training at once."""
+files alone, a training set smaller than a batch is an error at start-up, a second signal (or
+the end of the grace period) stops training at once, a FIFO given as an input is refused
+before it is opened, and a bad value under a YAML tag is a one-line error."""
 
 from __future__ import annotations
 
@@ -190,3 +191,40 @@ def test_a_stalled_run_stops_after_a_second_signal_or_the_grace_period(
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or callable(
         signal.getsignal(signal.SIGTERM))
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+# -- inputs -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("command", ["validate", "compile", "train", "predict"])
+def test_a_fifo_input_is_refused_before_it_is_opened(command, run, tmp_path: Path, capsys):
+    fifo = tmp_path / ("in.png" if command == "predict" else "in.yaml")
+    os.mkfifo(fifo)
+    argv = {"validate": ["validate", str(fifo)],
+            "compile": ["compile", str(fifo), "-o", str(tmp_path / "x.py")],
+            "train": ["train", str(fifo), "-o", str(tmp_path / "r")],
+            "predict": ["predict", str(run), str(fifo), "-o", str(tmp_path / "p")]}[command]
+    code = subprocess.run([sys.executable, "-m", "spdnn", *argv], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert code.returncode == 2, code.stderr
+    errors = [ln for ln in code.stderr.splitlines() if ln.startswith("error")]
+    assert len(errors) == 1 and "FIFO" in errors[0] and "not a regular file" in errors[0]
+
+
+BAD_TAGS = ["!!int abc", "!!timestamp x", "!!bool maybe", '!!float ""']
+
+
+@pytest.mark.parametrize("tag", BAD_TAGS)
+def test_a_bad_value_under_a_yaml_tag_is_one_line_naming_the_tag(tag, tmp_path: Path, capsys):
+    net = tmp_path / "net.yaml"
+    net.write_text("name: x\ninput: {name: i, shape: [3]}\nlayers:\n"
+                   f"  - {{name: a, op: Linear, out_features: {tag}}}\n")
+    assert main(["inspect", str(net)]) == 2
+    err = one_error_line(capsys)
+    assert "net.yaml:4:" in err and f"YAML tag '{tag.split()[0]}'" in err
+    recipe = tiny_recipe(tmp_path)
+    assert main(["train", str(recipe), "--set", f"steps={tag}", "-o", str(tmp_path / "r")]) == 2
+    err = one_error_line(capsys)
+    assert f"--set steps={tag}" in err and f"YAML tag '{tag.split()[0]}'" in err
+    recipe.write_text(recipe.read_text().replace("steps: 8", f"steps: {tag}"))
+    assert main(["train", str(recipe), "-o", str(tmp_path / "r")]) == 2
+    assert "YAML tag" in one_error_line(capsys)
+    assert not (tmp_path / "r").exists()

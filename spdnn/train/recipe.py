@@ -269,7 +269,11 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         if "=" not in ov:
             raise SpecError(f"bad override '{ov}'", hint="write --set key.sub=value, e.g. optim.lr=0.001")
         key, _, raw = ov.partition("=")
-        value, _ = load_yaml(raw or "null", file="--set")
+        try:
+            value, _ = load_yaml(raw or "null", file="--set")
+        except SpecError as exc:  # named as the user wrote it: --set steps=!!int abc: ...
+            exc.file, exc.line = f"--set {ov}", None
+            raise
         node = data
         parts = key.strip().split(".")
         for part in parts[:-1]:

@@ -258,7 +258,10 @@ class ImageToMapTask(SupervisedTask):
         if fit not in FIT_MODES:
             raise SpdnnError(f"unknown fit '{fit}'", field="--fit", hint="use pad, crop or stretch")
         c, h, w = self.netspecs["net"].inputs[0].shape
+        from spdnn.io import check_regular_input
+
         for path in inputs:
+            check_regular_input(path, "image")
             try:
                 raw = imread(path)
             except (OSError, ValueError, SyntaxError) as exc:
