@@ -4,16 +4,21 @@ One mechanism for each concept, used by every command:
 
 * :func:`write_atomic` (text or bytes) and :func:`save_torch_atomic` write to a temporary file in
   the destination folder and rename it over the destination, so a reader never sees a torn file.
-  The file gets the mode a plain ``open(path, "w")`` would give (``0o666`` less the umask, not
-  the ``0o600`` of a temporary file), and the temporary file is removed on any failure.
-  Temporary names are ``.<name>.<random>.tmp``; :func:`remove_stale_temps` deletes those a killed
-  process left behind (the trainer calls it when it opens a run folder).
+  A new file gets the mode a plain ``open(path, "w")`` would give (``0o666`` less the umask,
+  not the ``0o600`` of a temporary file); a file it replaces keeps its mode. Only regular files
+  are replaced: an existing directory, FIFO, socket or device is refused (a rename would turn a
+  device into a plain file). The temporary file is removed on any failure. Temporary names are
+  ``.<name>.spdnn-<8 random characters>.tmp``; :func:`remove_stale_temps` deletes those a killed
+  process left behind (the trainer calls it when it opens a run folder) and no other file.
 * :func:`save_checkpoint` / :func:`load_checkpoint`: the checkpoint format of ``spdnn train``
   (``last.pt``, ``best.pt``). A checkpoint holds only tensors and plain containers (dicts,
   lists, tuples, strings, numbers), so it is read with ``torch.load(weights_only=True)`` and no
   fallback: loading a crafted file can never run code. :func:`find_checkpoint` turns a run
   folder into its checkpoint file.
-* :func:`check_outputs`: a command never writes over one of its inputs, nor twice to one file.
+* :func:`check_outputs`: the output policy of every command, checked before anything is
+  written: an output is never one of the command's inputs, a file an input netspec imports, or
+  a symbolic link to either; two outputs never name one file; an existing output must be a
+  regular file; a folder the command fills (a run folder) never holds one of its inputs.
 
 Every failure a user can cause is a :class:`~spdnn.errors.SpdnnError` naming the file. This
 module imports torch only inside the checkpoint functions.
@@ -22,6 +27,8 @@ module imports torch only inside the checkpoint functions.
 from __future__ import annotations
 
 import os
+import re
+import stat
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -38,6 +45,10 @@ FORMAT = 2
 and can only be read unsafely: it is refused with a message saying so."""
 
 _TMP_SUFFIX = ".tmp"
+_TMP_MARK = ".spdnn-"
+_TMP_NAME = re.compile(r"^\..+\.spdnn-[a-z0-9_]{8}\.tmp$")
+"""The names :func:`tempfile.mkstemp` gives with ``prefix=.<name>.spdnn-`` and ``suffix=.tmp``:
+the only files :func:`remove_stale_temps` removes."""
 
 
 class CheckpointError(SpdnnError):
@@ -51,13 +62,68 @@ def _umask() -> int:
     return mask
 
 
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+          (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"))
+
+
+def _kind(mode: int) -> str:
+    """What a non-regular file of ``st_mode`` is, in words."""
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def existing_mode(path: str | Path, what: str = "output") -> int | None:
+    """The permission bits of the regular file at ``path`` (links followed), ``None`` when
+    nothing is there: what an overwrite must keep.
+
+    Raises:
+        SpdnnError: something other than a regular file is there (a directory, FIFO, socket or
+            device: spdnn never replaces one), or it cannot be examined.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if isinstance(exc, NotADirectoryError):
+            return None  # mkdir / open report it as one line
+        raise SpdnnError(f"cannot examine the {what}: {exc.strerror or exc}", file=str(path),
+                         hint="check the path") from None
+    except ValueError:  # a NUL character
+        raise SpdnnError("the path holds a NUL character", file=repr(str(path)),
+                         hint="check the path") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise SpdnnError(f"the {what} exists and is {_kind(st.st_mode)}, not a regular file; "
+                         "spdnn replaces only regular files", file=str(path),
+                         hint="choose another path")
+    return stat.S_IMODE(st.st_mode)
+
+
+def check_regular_input(path: str | Path, what: str = "input",
+                        error: type[SpdnnError] = SpdnnError) -> None:
+    """Refuse, before it is opened, an input that exists and is not a regular file (links
+    followed): reading a FIFO blocks until a writer comes, a device may never end. A missing
+    file passes (opening it reports it).
+
+    Raises:
+        SpdnnError: (of class ``error``) naming the file and what it is.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):  # missing, too long, a NUL character: opening it says so
+        return
+    if not stat.S_ISREG(mode):
+        raise error(f"the {what} is {_kind(mode)}, not a regular file; spdnn reads only "
+                    "regular files", file=str(path), hint="give a regular file")
+
+
 def _atomic(path: Path, write: Callable[[IO[bytes]], None], what: str) -> Path:
     path = Path(path)
+    mode = existing_mode(path, what)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        if path.is_dir():
-            raise IsADirectoryError(21, "Is a directory")
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{_TMP_MARK}", suffix=_TMP_SUFFIX,
+                                   dir=path.parent)
     except OSError as exc:
         raise SpdnnError(f"cannot write the {what}: {exc.strerror or exc}", file=str(path),
                          hint="check that the destination is a file in a writable folder") from None
@@ -66,7 +132,7 @@ def _atomic(path: Path, write: Callable[[IO[bytes]], None], what: str) -> Path:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, mode if mode is not None else 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
@@ -78,10 +144,12 @@ def _atomic(path: Path, write: Callable[[IO[bytes]], None], what: str) -> Path:
 
 
 def write_atomic(path: str | Path, data: str | bytes, what: str = "file") -> Path:
-    """Write ``data`` (``str`` is UTF-8 encoded) to ``path`` atomically; returns ``path``.
+    """Write ``data`` (``str`` is UTF-8 encoded) to ``path`` atomically; returns ``path``. A
+    file it replaces keeps its permission bits.
 
     Raises:
-        SpdnnError: the destination cannot be written (naming it); nothing is left behind.
+        SpdnnError: the destination cannot be written, or exists and is not a regular file
+            (naming it); nothing is left behind.
     """
     payload = data.encode("utf-8") if isinstance(data, str) else data
     return _atomic(Path(path), lambda fh: fh.write(payload), what)
@@ -112,9 +180,10 @@ def save_torch_atomic(obj: Any, path: str | Path, what: str = "checkpoint") -> P
 
 
 def remove_stale_temps(folder: str | Path) -> list[Path]:
-    """Delete the temporary files (``.<name>.*.tmp``) that an interrupted atomic write left in
-    ``folder``; returns the removed paths. Only files older than a minute are removed, so a
-    write in progress in another process is left alone."""
+    """Delete the temporary files that an interrupted atomic write of spdnn left in ``folder``
+    (named ``.<name>.spdnn-<8 characters>.tmp``; a user's own ``.notes.tmp`` never matches);
+    returns the removed paths. Only files older than a minute are removed, so a write in
+    progress in another process is left alone."""
     import time
 
     folder = Path(folder)
@@ -122,7 +191,9 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
     if not folder.is_dir():
         return removed
     now = time.time()
-    for p in folder.glob(f".*{_TMP_SUFFIX}"):
+    for p in folder.glob(f".*{_TMP_MARK}*{_TMP_SUFFIX}"):
+        if not _TMP_NAME.match(p.name):
+            continue
         try:
             if p.is_file() and now - p.stat().st_mtime > 60:
                 p.unlink()
@@ -259,14 +330,29 @@ def _short(text: str, limit: int = 160) -> str:
 # --------------------------------------------------------------------------------------------
 # output paths
 # --------------------------------------------------------------------------------------------
-def check_outputs(inputs: Iterable[str | Path], outputs: Iterable[str | Path | None]) -> None:
-    """Refuse output paths that resolve to an input file, or to another output of the same
-    command (symbolic links and ``..`` are resolved first).
+def check_outputs(inputs: Iterable[str | Path], outputs: Iterable[str | Path | None],
+                  folders: Iterable[str | Path] = ()) -> None:
+    """The output policy of every command, checked before anything is written.
+
+    Refused: an output that resolves (symbolic links and ``..`` followed) to an input, or to a
+    file that an input netspec imports (``imports:``, followed through the imported files); two
+    outputs naming one file; an existing output that is not a regular file (a directory, FIFO,
+    socket or device); a folder of ``folders`` (one the command fills with files of its own
+    naming, e.g. a run folder) that is an input or holds one.
+
+    Args:
+        inputs: the files (or folders) the command reads.
+        outputs: the files it writes (``None`` entries are skipped).
+        folders: the folders it writes into; they may exist, as folders.
 
     Raises:
         SpdnnError: naming the output and the file it would destroy.
     """
-    ins = {Path(p).resolve(): Path(p) for p in inputs}
+    ins: dict[Path, str] = {}
+    for p in inputs:
+        ins.setdefault(Path(p).resolve(), str(p))
+        for imp in _imports_of(Path(p)):
+            ins.setdefault(imp, f"{imp} (imported by {p})")
     seen: dict[Path, Path] = {}
     for out in outputs:
         if out is None:
@@ -281,3 +367,24 @@ def check_outputs(inputs: Iterable[str | Path], outputs: Iterable[str | Path | N
             raise SpdnnError(f"two outputs name the same file ({seen[real]} and {out})",
                              file=str(out), hint="give each output its own path")
         seen[real] = Path(out)
+        existing_mode(out)
+    for folder in folders:
+        real = Path(folder).resolve()
+        for p, shown in ins.items():
+            if p == real or real in p.parents:
+                what = "would overwrite" if p == real else "folder holds"
+                raise SpdnnError(f"the output {what} the input {shown}", file=str(folder),
+                                 hint="write into a folder of its own")
+        if real.exists() and not real.is_dir():
+            raise SpdnnError("the output folder exists and is not a folder", file=str(folder),
+                             hint="give a folder")
+
+
+def _imports_of(path: Path) -> list[Path]:
+    """The files a netspec imports (:func:`spdnn.spec.blocks.imported_files`); nothing for
+    other files, or ones that cannot be read (the command reports those itself)."""
+    if path.suffix.lower() not in (".yaml", ".yml"):
+        return []
+    from spdnn.spec.blocks import imported_files
+
+    return imported_files(path)

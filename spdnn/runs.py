@@ -92,7 +92,7 @@ def compare_recipes(paths: list[Path], overrides: list[str], outdir: Path,
 
     Resumable: a finished row is kept in ``outdir/<name>/compare_row.json`` with a hash of its
     recipe; a rerun with ``reuse=True`` takes it instead of training again (a changed recipe
-    or override trains anew).
+    or override trains anew, and the earlier run folder is renamed ``<name>.old-<date>-<time>``).
 
     Returns the rich table printed to the user.
     """
@@ -112,7 +112,8 @@ def compare_recipes(paths: list[Path], overrides: list[str], outdir: Path,
                 console.print(f"{r.name}: finished before, taking {cached}")
                 rows.append(row)
                 continue
-        trainer = trainer_for(r, outdir=run_dir, console=console)
+        # a changed recipe or --fresh trains anew: the earlier run is moved aside, not lost
+        trainer = trainer_for(r, outdir=run_dir, console=console, overwrite=True)
         infos = [infer(s) for s in trainer.netspecs.values()]
         t0 = time.perf_counter()
         final = trainer.run()

@@ -81,10 +81,82 @@ def test_atomic_writes_honour_the_umask_and_leave_no_temporary_file(tmp_path: Pa
 
 
 def test_stale_temporary_files_are_removed(tmp_path: Path):
-    stale = tmp_path / ".last.pt.abc123.tmp"
-    fresh = tmp_path / ".best.pt.def456.tmp"
-    stale.write_bytes(b"x")
-    fresh.write_bytes(b"y")
-    os.utime(stale, (1, 1))
+    stale = tmp_path / ".last.pt.spdnn-abc12_3x.tmp"
+    fresh = tmp_path / ".best.pt.spdnn-def456gh.tmp"
+    users = [tmp_path / ".notes.tmp", tmp_path / ".last.pt.abc123.tmp",
+             tmp_path / ".x.spdnn-toolongname.tmp"]  # not names spdnn gives
+    for p in [stale, fresh, *users]:
+        p.write_bytes(b"x")
+        if p is not fresh:
+            os.utime(p, (1, 1))
     assert remove_stale_temps(tmp_path) == [stale]
-    assert fresh.exists() and not stale.exists()
+    assert fresh.exists() and not stale.exists() and all(p.exists() for p in users)
+
+
+def test_atomic_write_names_its_temporary_file_as_the_clean_up_expects(tmp_path: Path,
+                                                                        monkeypatch):
+    import tempfile
+
+    made = []
+    real = tempfile.mkstemp
+
+    def spy(*a, **k):
+        fd, name = real(*a, **k)
+        made.append(Path(name))
+        return fd, name
+
+    monkeypatch.setattr(tempfile, "mkstemp", spy)
+    write_atomic(tmp_path / "last.pt", b"x")
+    assert len(made) == 1
+    made[0].write_bytes(b"left behind")
+    os.utime(made[0], (1, 1))
+    assert remove_stale_temps(tmp_path) == [made[0]]
+
+
+def test_overwriting_keeps_the_mode_of_the_file(parents, tmp_path: Path, capsys):
+    dest = tmp_path / "net.py"
+    dest.write_text("old")
+    dest.chmod(0o600)
+    assert main(["compile", str(parents[0]), "-o", str(dest)]) == 0
+    assert "old" not in dest.read_text()
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dir", "device", "link-to-fifo"])
+def test_an_existing_output_that_is_not_a_regular_file_is_refused(kind, parents, tmp_path: Path,
+                                                                  capsys):
+    dest = tmp_path / "out.py"
+    if kind == "fifo":
+        os.mkfifo(dest)
+    elif kind == "dir":
+        dest.mkdir()
+    elif kind == "device":
+        try:
+            os.mknod(dest, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # as /dev/null
+        except PermissionError:
+            pytest.skip("mknod needs root")
+    else:
+        os.mkfifo(tmp_path / "fifo")
+        dest.symlink_to(tmp_path / "fifo")
+    before = os.lstat(dest)
+    assert main(["compile", str(parents[0]), "-o", str(dest)]) == 2
+    err = one_error_line(capsys)
+    assert "not a regular file" in err
+    after = os.lstat(dest)
+    assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino)
+
+
+def test_an_output_may_not_replace_a_file_the_input_imports(tmp_path: Path, capsys):
+    (tmp_path / "netspecs").mkdir()
+    for sub in ("dirty_pixels", "blocks"):
+        shutil.copytree(ROOT / "netspecs" / sub, tmp_path / "netspecs" / sub)
+    lib = tmp_path / "netspecs/blocks/dirty_pixels.yaml"
+    before = lib.read_bytes()
+    link = tmp_path / "link.yaml"
+    link.symlink_to(lib)
+    for dest in (lib, link):
+        argv = ["compile", str(tmp_path / "netspecs/dirty_pixels/denoise.yaml"), "-o", str(dest)]
+        assert main(argv) == 2
+        err = one_error_line(capsys)
+        assert "overwrite the input" in err and "imported by" in err
+    assert lib.read_bytes() == before

@@ -116,12 +116,13 @@ def inversion_data(task, data: Path | None, split: str, limit: int | None
     return images, aspects, what
 
 
-def _refuse_existing(path: Path, overwrite: bool, inputs: list[Path]) -> None:
-    """Refuse an output that would overwrite an input (always), or a file / non-empty folder
-    that exists (unless ``overwrite``)."""
+def _refuse_existing(path: Path, overwrite: bool, inputs: list[Path], folder: bool = False) -> None:
+    """Refuse an output that would overwrite an input (always: :func:`spdnn.io.check_outputs`;
+    ``folder``: the output is a folder), or a file / non-empty folder that exists (unless
+    ``overwrite``)."""
     from spdnn.io import check_outputs
 
-    check_outputs(inputs, [path])
+    check_outputs(inputs, [] if folder else [path], folders=[path] if folder else [])
     real = path.resolve()
     for p in inputs:
         rp = Path(p).resolve()
@@ -376,7 +377,7 @@ def register(app: typer.Typer) -> None:
             raise SpdnnError(f"the aspect network reads latents of {want[0]} values, the "
                              f"generator of {ckpt} takes {tr.task.z_dim}", file=str(ackpt),
                              hint="train the aspect run on latents of this generator")
-        _refuse_existing(output, overwrite, [ckpt, ackpt])
+        _refuse_existing(output, overwrite, [ckpt, ackpt], folder=True)
         if output.exists() and not output.is_dir():
             raise SpdnnError("the output is a file", file=str(output), hint="give a folder")
         task, G, M = tr.task, models["generator"].to(tr.device), amodels["net"].to(tr.device)

@@ -42,6 +42,11 @@ def register(app: typer.Typer) -> None:
         resume_or_start: Annotated[bool, typer.Option(
             "--resume-or-start", help="Continue from last.pt if the run folder has one, else "
             "start (for schedulers that rerun the same command).")] = False,
+        overwrite: Annotated[bool, typer.Option(
+            "--overwrite", help="Start again in a run folder that holds a run (last.pt, "
+            "best.pt or metrics.csv): the old run folder is first renamed to "
+            "<folder>.old-<date>-<time>, nothing is deleted. Without it such a run is "
+            "refused.")] = False,
         quiet: Annotated[bool, typer.Option(
             "--quiet", "-q", help="Print only errors and a one-line summary at the end.")] = False,
         tensorboard: Annotated[bool, typer.Option(
@@ -55,7 +60,11 @@ def register(app: typer.Typer) -> None:
         run prints at most 50 lines) and one per validation.
 
         Ctrl-C (or SIGTERM) finishes the current step, writes last.pt and exits 130 (143);
-        --resume continues from there exactly.
+        --resume continues from there exactly. A second signal, or 5 s without the step
+        ending, stops at once (last.pt is written unless a step was half done).
+
+        The run folder may not hold the recipe or its netspecs; a run folder that holds a
+        run needs --resume or --overwrite.
 
         Distributed: torchrun --nproc_per_node 2 -m spdnn train RECIPE
         """
@@ -68,8 +77,8 @@ def register(app: typer.Typer) -> None:
             require("tensorboard", "spdnn train --tensorboard")
         r = load_recipe(recipe, set_ or [])
         trainer = trainer_for(r, outdir=output, console=out,
-                                      resume="auto" if resume_or_start else resume,
-                              quiet=quiet, tensorboard=tensorboard)
+                              resume="auto" if resume_or_start else resume,
+                              quiet=quiet, tensorboard=tensorboard, overwrite=overwrite)
         t0 = time.perf_counter()
         final = trainer.run()
         if trainer.rank == 0 and quiet:
@@ -102,9 +111,8 @@ def register(app: typer.Typer) -> None:
         """
         import torch
 
-        from spdnn.errors import SpdnnError
         from spdnn.extras import require
-        from spdnn.io import BEST, LAST, check_outputs, find_checkpoint, write_atomic
+        from spdnn.io import check_outputs, find_checkpoint, write_atomic
         from spdnn.runs import trainer_from_checkpoint
 
         require("train", "spdnn evaluate")
@@ -112,11 +120,7 @@ def register(app: typer.Typer) -> None:
         run_dir = ckpt.parent
         evaldir = output if output is not None else run_dir / "eval"
         result = run_dir / "evaluation.json"
-        inputs = [ckpt] + [run_dir / n for n in (BEST, LAST) if (run_dir / n).is_file()]
-        check_outputs(inputs, [result] if no_report else [result, evaldir])
-        if not no_report and evaldir.exists() and not evaldir.is_dir():
-            raise SpdnnError("the evaluation folder is a file", file=str(evaldir),
-                             hint="give a folder with -o")
+        check_outputs(_checkpoints(ckpt), [result], folders=[] if no_report else [evaldir])
         tr = trainer_from_checkpoint(ckpt, set_ or [])
         t0 = time.perf_counter()
         metrics = tr.evaluate()
@@ -167,16 +171,20 @@ def register(app: typer.Typer) -> None:
         import torch
 
         from spdnn.extras import require
+        from spdnn.io import check_outputs, find_checkpoint
         from spdnn.runs import trainer_from_checkpoint
 
         require("train", "spdnn predict")
-        tr = trainer_from_checkpoint(checkpoint, [])
+        ckpt = find_checkpoint(checkpoint)
+        tr = trainer_from_checkpoint(ckpt, [])
+        files = list(inputs or [])
+        options = {"num": num, "seed": seed, "fit": fit.value}
+        check_outputs(_checkpoints(ckpt) + files, tr.task.prediction_outputs(files, output, options))
         models = tr.eval_models()
         for m in models.values():
             m.eval()
         with torch.no_grad():
-            written = tr.task.predict_files(models, list(inputs or []), output, tr.device,
-                                            {"num": num, "seed": seed, "fit": fit.value})
+            written = tr.task.predict_files(models, files, output, tr.device, options)
         for what, dest in written:
             out.print(f"{what} -> {dest}")
 
@@ -207,6 +215,13 @@ def register(app: typer.Typer) -> None:
         table = compare_recipes(recipes, set_ or [], output, console=out, report=report,
                                 reuse=not fresh)
         out.print(table)
+
+
+def _checkpoints(ckpt: Path) -> list[Path]:
+    """What ``evaluate`` and ``predict`` read from a run: ``ckpt`` and its folder's checkpoints."""
+    from spdnn.io import BEST, LAST
+
+    return [ckpt] + [ckpt.parent / n for n in (BEST, LAST) if (ckpt.parent / n).is_file()]
 
 
 def _summary_line(trainer, final: dict[str, float], seconds: float) -> str:

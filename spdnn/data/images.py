@@ -459,6 +459,9 @@ def read_image(path: Path) -> torch.Tensor:
     from skimage import io
     from skimage.util import img_as_float32
 
+    from spdnn.io import check_regular_input
+
+    check_regular_input(path, "image")
     try:
         img = io.imread(str(path))
         img = img_as_float32(img)

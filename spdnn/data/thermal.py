@@ -468,7 +468,10 @@ def read_heatmap(path: str | Path, field: str | None = "data.root") -> np.ndarra
         SpdnnError: the file cannot be read, is not numeric, or is a PNG of another bit depth
             (one line naming the file, at ``field``).
     """
+    from spdnn.io import check_regular_input
+
     path = Path(path)
+    check_regular_input(path, "heatmap")
     try:
         if path.suffix.lower() == ".npy":
             arr = np.load(path, allow_pickle=False)

@@ -101,19 +101,12 @@ def resolve_imports(data: dict, file: str | None, lines: dict, _seen: tuple = ()
     for k, rel in enumerate(imports):
         where = {"file": file, "line": line_of(lines, ("imports", k)), "field": f"imports[{k}]"}
         try:
-            path = (base / rel).resolve()
-            found = path.is_file()
+            path, found = _import_path(base, rel)
         except (OSError, ValueError) as exc:  # too long a name, a NUL character, a loop
             why = getattr(exc, "strerror", None) or str(exc)
             shown = repr(rel if len(rel) <= 80 else rel[:80] + "...")
             raise SpecError(f"imported file {shown} cannot be opened: {why}",
                             hint="check the path", **where) from None
-        if not found:  # netspecs/blocks/...: the block library shipped with spdnn (spdnn zoo)
-            from spdnn import zoo
-
-            hits = [h for h in zoo.lookup(rel) if h.is_file()]
-            if len(hits) == 1:
-                path, found = hits[0].resolve(), True
         if path in _seen:
             raise SpecError(f"'{rel}' imports itself (through {len(_seen)} file(s))", **where)
         if not found:
@@ -130,6 +123,58 @@ def resolve_imports(data: dict, file: str | None, lines: dict, _seen: tuple = ()
             blocks.setdefault(name, bdef)
     data["blocks"] = blocks
     return data
+
+
+def _import_path(base: Path, rel: str) -> tuple[Path, bool]:
+    """Where an ``imports:`` entry points, resolved, and whether it is a file: ``rel`` relative
+    to ``base``, else the block library shipped with spdnn (``netspecs/blocks/...``, see
+    :func:`spdnn.zoo.lookup`).
+
+    Raises:
+        OSError, ValueError: the path cannot be examined (too long, a NUL character, a loop).
+    """
+    path = (base / rel).resolve()
+    if path.is_file():
+        return path, True
+    from spdnn import zoo
+
+    hits = [h for h in zoo.lookup(rel) if h.is_file()]
+    return (hits[0].resolve(), True) if len(hits) == 1 else (path, False)
+
+
+def imported_files(file: str | Path) -> list[Path]:
+    """The files a netspec imports, directly or through imported files, resolved: what a
+    command must never write over (:func:`spdnn.io.check_outputs`). Best effort: a file that
+    is not a regular file, cannot be read or parsed, or names no ``imports:`` gives nothing
+    (loading it reports the problem).
+    """
+    from spdnn.spec.yaml_io import MAX_FILE_BYTES, read_yaml
+
+    out: list[Path] = []
+    todo = [Path(file)]
+    while todo and len(out) < 1000:
+        f = todo.pop()
+        try:
+            if not f.is_file():  # a FIFO or device would block or never end
+                continue
+            with f.open("rb") as fh:
+                if b"imports" not in fh.read(MAX_FILE_BYTES + 1):
+                    continue
+            data, _ = read_yaml(f)
+        except Exception:  # noqa: BLE001 - loading the file reports it as one line
+            continue
+        imports = data.get("imports") if isinstance(data, dict) else None
+        for rel in [imports] if isinstance(imports, str) else imports or []:
+            if not isinstance(rel, str):
+                continue
+            try:
+                path, found = _import_path(f.parent, rel)
+            except (OSError, ValueError):
+                continue
+            if found and path not in out:
+                out.append(path)
+                todo.append(path)
+    return out
 
 
 def parse_blocks(data: dict, file: str | None, lines: dict) -> dict[str, BlockDef]:

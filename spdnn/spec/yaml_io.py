@@ -64,6 +64,21 @@ class _BoundedLoader(yaml.SafeLoader):
                                node.start_mark, "numbers in a netspec fit in 64 bits")
         return value
 
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        # PyYAML's constructors fail on a bad value under an explicit tag ('!!int abc': a
+        # ValueError, '!!timestamp x': AttributeError, '!!bool maybe': KeyError, '!!float ""':
+        # IndexError): one line naming the tag and the line instead
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError,
+                OverflowError) as exc:
+            tag = str(node.tag).replace("tag:yaml.org,2002:", "!!")
+            value = node.value if isinstance(node, yaml.ScalarNode) else None
+            shown = "" if value is None else f" {value[:40]!r}" + ("..." * (len(value) > 40))
+            raise self._refuse(f"the value{shown} cannot be read as YAML tag '{tag}' "
+                               f"({type(exc).__name__})", node.start_mark,
+                               "write a value of that type, or drop the tag") from None
+
     def fetch_flow_collection_start(self, token_class: type) -> None:
         # the scanner looks up to 1024 characters ahead for a key after every '[' / '{', which
         # costs time quadratic in the nesting: refuse a too deep flow collection as it opens
@@ -201,7 +216,11 @@ def read_yaml(path: str | Path) -> tuple[Any, dict[Path_, int]]:
         SpecError: the file is missing, unreadable, larger than :data:`MAX_FILE_BYTES`, not
             UTF-8, or not valid YAML.
     """
+    from spdnn.io import check_regular_input
+
     p = Path(path)
+    if not p.is_dir():  # a directory keeps its own message below
+        check_regular_input(p, "YAML file", SpecError)
     try:
         with p.open("rb") as fh:
             raw = fh.read(MAX_FILE_BYTES + 1)

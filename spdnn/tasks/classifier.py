@@ -194,6 +194,10 @@ class ImageClassifierBase(Task):
             metrics.update(logits, y)
         return {"loss": float(self.loss(logits, y))}
 
+    def prediction_outputs(self, inputs, outdir, options):
+        """``predictions.csv`` in ``outdir``."""
+        return [outdir / "predictions.csv"]
+
     def predict_files(self, models, inputs, outdir, device, options):
         """Classify image files: ``predictions.csv`` with the file, the predicted class and its
         softmax probability (images brought to the input shape as the data sources do:
@@ -228,7 +232,7 @@ class ImageClassifierBase(Task):
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerows([("file", "class", "probability"), *rows])
         outdir.mkdir(parents=True, exist_ok=True)
-        dest = outdir / "predictions.csv"
+        dest = self.prediction_outputs(inputs, outdir, options)[0]
         write_atomic(dest, buf.getvalue())
         return [(f"{len(rows)} image(s) classified", dest)]
 

@@ -336,6 +336,11 @@ class ThermalnetTask(ImageToMapTask):
                                 f"{self.recipe.name}: validation samples (SYNTHETIC thermal "
                                 "stand-in)")]
 
+    def prediction_outputs(self, inputs, outdir, options):
+        """``<stem>_thermal.png`` and ``<stem>_levels.png`` in ``outdir`` for each image."""
+        return [outdir / f"{Path(p).stem}_{kind}.png" for p in inputs
+                for kind in ("thermal", "levels")]
+
     def predict_files(self, models, inputs, outdir, device, options):
         """For each image (read and fitted by :meth:`predict_images`, ``--fit``): write
         ``<stem>_thermal.png``, the predicted temperature at the image's resolution in a false
@@ -374,7 +379,8 @@ class ThermalnetTask(ImageToMapTask):
                          "SYNTHETIC thermal stand-in; not a measurement)", fontsize=8, wrap=True)
             fig.colorbar(im, ax=ax, shrink=0.85).set_label("degrees C")
             outdir.mkdir(parents=True, exist_ok=True)
-            thermal = save_figure(fig, outdir / f"{path.stem}_thermal.png", dpi=110)
+            thermal_png, levels_png = self.prediction_outputs([path], outdir, options)
+            thermal = save_figure(fig, thermal_png, dpi=110)
 
             fig, ax = plt.subplots(figsize=(6.4, 3.4), layout="constrained")
             vals = np.rint(undo(level)[seen]).clip(0, self.levels - 1).astype(int)
@@ -392,6 +398,6 @@ class ThermalnetTask(ImageToMapTask):
                                                        lambda c: (c - lo) / k))
             top.set_xlabel("degrees C (synthetic stand-in scale)")
             ax.legend(fontsize=7)
-            levels_png = save_figure(fig, outdir / f"{path.stem}_levels.png", dpi=110)
+            save_figure(fig, levels_png, dpi=110)
             written += [(what, thermal), ("  level histogram", levels_png)]
         return written

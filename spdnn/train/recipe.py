@@ -175,6 +175,9 @@ class Recipe(_Strict):
 
     # set by load_recipe: the folder relative paths are resolved against
     base_dir: str = Field(default=".", exclude=True)
+    # set by load_recipe: the recipe file and the files it names as 'base' (what a run folder
+    # may not hold, see input_files)
+    source_files: list[str] = Field(default_factory=list, exclude=True)
     # set by load_recipe: where `task:` was written (a file and line, or "--set task=...") so
     # that an unknown task is reported there (spdnn.tasks.build_task checks it)
     task_origin: tuple[str | None, int | None] = Field(default=(None, None), exclude=True)
@@ -201,6 +204,20 @@ class Recipe(_Strict):
         m = self.models.get(name)
         return m.grad_clip if m is not None and m.grad_clip is not None else self.grad_clip
 
+    def input_files(self) -> list[Path]:
+        """The files training reads: the recipe file and its ``base`` files (when loaded by
+        :func:`load_recipe`) and every model's netspec files (their ``imports:`` are added by
+        :func:`spdnn.io.check_outputs`). Names that match nothing are left out (building the
+        task reports them)."""
+        out = [Path(f) for f in self.source_files]
+        for m in self.models.values():
+            for pattern in [m.netspec] if m.netspec is not None else m.merge or []:
+                try:
+                    out += self.resolve(pattern)
+                except SpecError:
+                    continue
+        return out
+
     def resolve(self, path: str) -> list[Path]:
         """Paths (globs allowed) relative to the recipe file's folder, sorted; a name of the
         zoo shipped with spdnn (``netspecs/...``) that matches nothing there is the zoo's
@@ -213,6 +230,14 @@ class Recipe(_Strict):
         if not hits:
             raise SpecError(f"'{path}' matches no file", hint=f"paths are relative to {self.base_dir}")
         return hits
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        if v.strip(".") == "" or v != v.strip():
+            raise ValueError(f"{v!r} is not a plain name: the run folder runs/{{name}} would be "
+                             "another folder; write e.g. iris_merged")
+        return v
 
     @field_validator("output")
     @classmethod
@@ -244,7 +269,11 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         if "=" not in ov:
             raise SpecError(f"bad override '{ov}'", hint="write --set key.sub=value, e.g. optim.lr=0.001")
         key, _, raw = ov.partition("=")
-        value, _ = load_yaml(raw or "null", file="--set")
+        try:
+            value, _ = load_yaml(raw or "null", file="--set")
+        except SpecError as exc:  # named as the user wrote it: --set steps=!!int abc: ...
+            exc.file, exc.line = f"--set {ov}", None
+            raise
         node = data
         parts = key.strip().split(".")
         for part in parts[:-1]:
@@ -262,8 +291,11 @@ def _deep_merge(base: dict, child: dict) -> dict:
     return out
 
 
-def _read_with_base(path: Path, depth: int) -> tuple[dict, dict]:
-    """Read a recipe; ``base: other.yaml`` (relative to this file) supplies defaults."""
+def _read_with_base(path: Path, depth: int, files: list[Path] | None = None) -> tuple[dict, dict]:
+    """Read a recipe; ``base: other.yaml`` (relative to this file) supplies defaults. Each file
+    read is appended to ``files``."""
+    if files is not None:
+        files.append(path)
     data, lines = read_yaml(path)
     if not isinstance(data, dict):
         raise SpecError("a recipe must be a YAML mapping", file=str(path), line=1)
@@ -273,7 +305,7 @@ def _read_with_base(path: Path, depth: int) -> tuple[dict, dict]:
     if depth > 8 or not isinstance(base, str):
         raise SpecError("'base' must name another recipe file (at most 8 levels)", file=str(path),
                         line=lines.get(("base",)), field="base")
-    base_data, _ = _read_with_base(path.parent / base, depth + 1)
+    base_data, _ = _read_with_base(path.parent / base, depth + 1, files)
     return _deep_merge(base_data, data), lines
 
 
@@ -335,7 +367,8 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     from spdnn import zoo
 
     path = zoo.locate(path)  # recipes/... from any folder: the zoo's copy when none is here
-    data, lines = _read_with_base(Path(path), depth=0)
+    files: list[Path] = []
+    data, lines = _read_with_base(Path(path), depth=0, files=files)
     if overrides:
         data = apply_overrides(data, overrides)
     try:
@@ -346,6 +379,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
                                       field="task"), overrides or [])
     recipe.task_origin = (origin.file, origin.line)
     recipe.base_dir = str(Path(path).resolve().parent)
+    recipe.source_files = [str(f) for f in files]
     return recipe
 
 

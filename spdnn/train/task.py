@@ -156,6 +156,13 @@ class Task(ABC):
         """
         raise SpdnnError(f"task '{self.name}' has no prediction command")
 
+    def prediction_outputs(self, inputs: list[Path], outdir: Path,
+                           options: dict[str, Any]) -> list[Path]:
+        """The files :meth:`predict_files` would write for ``inputs`` into ``outdir``, so that
+        ``spdnn predict`` checks them (:func:`spdnn.io.check_outputs`: no input overwritten,
+        no two outputs on one file) before anything is computed or written."""
+        return []
+
 
 class SupervisedTask(Task):
     """A one-network task on ``(input, target)`` or ``(input, target, mask)`` batches:
@@ -191,22 +198,33 @@ class ImageToMapTask(SupervisedTask):
     """A supervised task whose network maps an image to a map of the same size (segmentation,
     depth): ``spdnn predict`` reads image files and writes one PNG map per image."""
 
+    def prediction_outputs(self, inputs, outdir, options):
+        """``<stem>_pred.png`` in ``outdir`` for each input."""
+        return [outdir / f"{Path(p).stem}_pred.png" for p in inputs]
+
     def predict_files(self, models, inputs, outdir, device, options):
         """Write ``<stem>_pred.png`` (8-bit gray, the map in [0, 1]) for each image, at the
-        image's own resolution (height x width), read and fitted by :meth:`predict_images`.
+        image's own resolution (height x width), read and fitted by :meth:`predict_images`;
+        each file is written atomically (:func:`spdnn.io.write_atomic`).
 
         Raises:
-            SpdnnError: as :meth:`predict_images`.
+            SpdnnError: as :meth:`predict_images`, or a destination that cannot be written.
         """
+        import io
+
         import numpy as np
-        from skimage.io import imsave
+        from PIL import Image
+
+        from spdnn.io import write_atomic
 
         written = []
-        for path, y, undo, what in self.predict_images(models, inputs, device, options):
-            outdir.mkdir(parents=True, exist_ok=True)
+        for (_, y, undo, what), dest in zip(
+                self.predict_images(models, inputs, device, options),
+                self.prediction_outputs(inputs, outdir, options), strict=True):
             m = np.clip(undo(y[0, 0].numpy()), 0, 1)
-            dest = outdir / f"{path.stem}_pred.png"
-            imsave(dest, (m * 255).round().astype(np.uint8), check_contrast=False)
+            buf = io.BytesIO()
+            Image.fromarray((m * 255).round().astype(np.uint8)).save(buf, format="PNG")
+            write_atomic(dest, buf.getvalue(), what="prediction")
             written.append((what, dest))
         return written
 
@@ -240,7 +258,10 @@ class ImageToMapTask(SupervisedTask):
         if fit not in FIT_MODES:
             raise SpdnnError(f"unknown fit '{fit}'", field="--fit", hint="use pad, crop or stretch")
         c, h, w = self.netspecs["net"].inputs[0].shape
+        from spdnn.io import check_regular_input
+
         for path in inputs:
+            check_regular_input(path, "image")
             try:
                 raw = imread(path)
             except (OSError, ValueError, SyntaxError) as exc:

@@ -53,6 +53,7 @@ from spdnn.io import (
     BEST,
     LAST,
     CheckpointError,
+    check_outputs,
     load_checkpoint,
     remove_stale_temps,
     save_checkpoint,
@@ -165,6 +166,16 @@ class TrainingInterrupted(SpdnnError):
     signum: int = signal.SIGINT
 
 
+class _ForcedStop(BaseException):
+    """A second SIGINT/SIGTERM, or the grace period after the first ran out: leave the loop now
+    (a ``BaseException``, so that no task's ``except Exception`` swallows it)."""
+
+
+RUN_FILES = (LAST, BEST, "metrics.csv")
+"""The files that make a folder a run: a fresh run into a folder holding one of them needs
+``overwrite`` (or ``resume``)."""
+
+
 class Trainer:
     """Train a task (one or several networks) to the end of its recipe.
 
@@ -188,6 +199,15 @@ class Trainer:
             ``True``/``False`` force them on or off (instead of the bar).
         line_every: steps between plain lines (default :func:`line_interval`; lines come
             with the ``log_every`` history rows, so give a multiple of ``log_every``).
+        overwrite: a fresh run (``resume=False``) into a folder that holds a run (a file of
+            :data:`RUN_FILES`) moves that folder aside to ``<folder>.old-<date>-<time>`` first
+            (nothing is deleted); without it such a run is refused. ``resume="auto"`` never
+            refuses (it continues the run, or starts one where there is no ``last.pt``).
+
+    A run folder may not hold the recipe, its ``base`` files, its netspecs or their imports.
+    SIGINT/SIGTERM finish the current step and write ``last.pt``; a second signal, or the
+    first after :attr:`signal_grace_s` seconds, stops at once (``last.pt`` is written unless
+    the stop fell inside a step, whose state would be half updated: the last checkpoint stays).
 
     Attributes:
         models: ``{name: nn.Module}`` on the device; ``train_models`` the same, DDP-wrapped
@@ -199,10 +219,14 @@ class Trainer:
             error.
     """
 
+    signal_grace_s: float = 5.0
+    """Seconds between the first SIGINT/SIGTERM and a forced stop (see the class docstring)."""
+
     def __init__(self, task: Task, outdir: Path | None = None, resume: bool | str = False,
                  console: Console | None = None, stop_after: int | None = None,
                  progress: bool = True, quiet: bool = False, tensorboard: bool = False,
-                 log_lines: bool | None = None, line_every: int | None = None) -> None:
+                 log_lines: bool | None = None, line_every: int | None = None,
+                 overwrite: bool = False) -> None:
         from spdnn.extras import require
 
         require("train", "spdnn's trainer")
@@ -211,6 +235,10 @@ class Trainer:
         self.recipe = recipe
         self.outdir = Path(outdir) if outdir is not None else recipe.output_dir()
         self.resume = resume
+        self.overwrite = overwrite
+        if overwrite and resume is True:
+            raise SpdnnError("--resume and --overwrite exclude each other",
+                             hint="--resume continues the run; --overwrite starts it again")
         self.stop_after = stop_after
         self.show_progress = progress and not quiet
         self.quiet = quiet
@@ -258,7 +286,14 @@ class Trainer:
         self.train_ds, self.val_ds = task.datasets()
         self.sampler = DistributedSampler(self.train_ds, num_replicas=self.world, rank=self.rank,
                                           shuffle=True, seed=recipe.seed, drop_last=True)
-        self.steps_per_epoch = max(1, len(self.sampler) // recipe.batch_size)
+        if len(self.sampler) < recipe.batch_size:  # drop_last would leave no batch at all
+            each = " per process" if self.world > 1 else ""
+            raise SpdnnError(f"the training set has {len(self.sampler)} samples{each}, fewer than "
+                             f"one batch of {recipe.batch_size}: training could never take a step",
+                             file=(recipe.source_files or [None])[0], field="batch_size",
+                             hint="lower batch_size or give more training "
+                             "data (e.g. --set data.train_size=...)")
+        self.steps_per_epoch = len(self.sampler) // recipe.batch_size
         self.total_steps = recipe.steps or recipe.epochs * self.steps_per_epoch
         self.line_every = line_every or line_interval(recipe.log_every, self.total_steps)
         if tensorboard:
@@ -281,6 +316,7 @@ class Trainer:
         self.best_metric = recipe.best_metric or task.default_best_metric
         self.best_mode = recipe.best_mode if recipe.best_metric else task.default_best_mode
         self._signal: int | None = None
+        self._in_step = False
 
     # -- used by tasks ------------------------------------------------------------------------
     def to_device(self, t: torch.Tensor) -> torch.Tensor:
@@ -418,27 +454,69 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------------
     def _on_signal(self, signum, frame) -> None:
-        if self._signal is not None:  # a second Ctrl-C: stop now
-            raise KeyboardInterrupt
+        if self._signal is not None:  # a second signal: stop now
+            raise _ForcedStop
         self._signal = signum
+        signal.setitimer(signal.ITIMER_REAL, self.signal_grace_s)
         if self.rank == 0 and not self.quiet:
             self.console.print(f"\n{signal.Signals(signum).name}: finishing this step, then "
-                               "saving a checkpoint (press Ctrl-C again to abandon it)")
+                               f"saving a checkpoint (stopping anyway in "
+                               f"{self.signal_grace_s:g} s or on a second signal)")
+
+    def _on_alarm(self, signum, frame) -> None:
+        if self._signal is not None:  # the grace period after the first signal is over
+            raise _ForcedStop
 
     @contextlib.contextmanager
     def _signals(self):
-        """SIGINT/SIGTERM set a flag that the loop checks after each step (main thread only)."""
+        """SIGINT/SIGTERM set a flag that the loop checks after each step, and start the grace
+        period (SIGALRM) that ends in a forced stop (main thread only)."""
         import threading
 
         if threading.current_thread() is not threading.main_thread():
             yield
             return
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        old[signal.SIGALRM] = signal.signal(signal.SIGALRM, self._on_alarm)
         try:
             yield
         finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
             for s, h in old.items():
                 signal.signal(s, h)
+
+    def _prepare_run_folder(self) -> None:
+        """Refuse a run folder that holds an input (:func:`spdnn.io.check_outputs`), and a fresh
+        run into an existing run unless ``overwrite`` (which moves the old run aside)."""
+        import datetime
+
+        check_outputs(self.recipe.input_files(), [], folders=[self.outdir])
+        if self.resume or self.rank != 0:
+            return
+        found = [n for n in RUN_FILES if (self.outdir / n).exists()]
+        if not found:
+            return
+        real = self.outdir.resolve()
+        if real in (Path.cwd().resolve(), *Path.cwd().resolve().parents):
+            raise SpdnnError(f"the current folder already holds a run ({', '.join(found)}); "
+                             "nothing was written", file=str(self.outdir),
+                             hint="give a run folder of its own with -o, or --resume")
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        aside, k = real.with_name(f"{real.name}.old-{stamp}"), 1
+        while aside.exists():
+            k += 1
+            aside = real.with_name(f"{real.name}.old-{stamp}-{k}")
+        if not self.overwrite:
+            raise SpdnnError(f"the run folder already holds a run ({', '.join(found)}); "
+                             "nothing was written", file=str(self.outdir),
+                             hint="continue it with --resume, start it again with --overwrite "
+                             f"(the old run is moved to {aside.name}), or choose another -o")
+        try:
+            self.outdir.rename(aside)
+        except OSError as exc:
+            raise SpdnnError(f"cannot move the old run aside: {exc.strerror or exc}",
+                             file=str(self.outdir), hint="move or remove it yourself") from None
+        self.console.print(f"moved the old run {self.outdir} to {aside}")  # even when quiet
 
     def run(self) -> dict[str, float]:
         """Train to the end (or ``stop_after``); returns the last evaluation.
@@ -449,8 +527,13 @@ class Trainer:
         """
         r = self.recipe
         ckpt = self.outdir / LAST
-        if self.resume == "auto":
+        auto = self.resume == "auto"
+        if auto:
             self.resume = ckpt.is_file()
+        if not auto:
+            self._prepare_run_folder()
+        else:
+            check_outputs(self.recipe.input_files(), [], folders=[self.outdir])
         if self.resume:
             st = load_checkpoint(ckpt, map_location=self.device, prefer=LAST)
             self.load_state(st)
@@ -482,13 +565,28 @@ class Trainer:
             # purge_step: on a resume, drop the events a killed run wrote after its checkpoint
             self._tb = summary_writer_class()(log_dir=str(self.outdir / "tensorboard"),
                                               purge_step=self.step if self.resume else None)
+        forced = saved = False
         try:
             with self._signals():
-                last_eval = self._loop()
+                try:
+                    last_eval = self._loop()
+                except _ForcedStop:
+                    forced, saved = True, not self._in_step
+                    if saved:  # between steps: the state is whole
+                        self.save_checkpoint()
+                        self._write_logs()
         finally:
             if self._tb is not None:
                 self._tb.close()
                 self._tb = None
+        if forced:
+            where = (f"checkpoint written at step {self.step}" if saved else
+                     f"stopped inside step {self.step + 1}: {LAST} keeps the last checkpoint")
+            raise TrainingInterrupted(
+                f"stopped at once by a second {signal.Signals(self._signal or 2).name} or the end "
+                f"of the {self.signal_grace_s:g} s grace period; {where}", file=str(ckpt),
+                signum=self._signal or signal.SIGINT,
+                hint=f"continue with: spdnn train RECIPE -o {self.outdir} --resume")
         if self._signal is not None:
             self.save_checkpoint()
             self._write_logs()
@@ -532,7 +630,10 @@ class Trainer:
                                     drop_last=True, generator=_private_generator(),
                                     num_workers=r.data.num_workers,
                                     worker_init_fn=_seed_worker(r.seed, self.step))
+                batches = 0
                 for batch in loader:
+                    batches += 1
+                    self._in_step = True
                     batch = tuple(self.to_device(t) for t in batch)
                     logs = self.task.training_step(self, batch)
                     self.scaler.update()  # once per iteration, whatever the number of optimizers
@@ -541,6 +642,7 @@ class Trainer:
                     for k, e in self.ema.items():
                         e.update_parameters(self.models[k])
                     self.step += 1
+                    self._in_step = False
                     n_batch = batch[0].shape[0] * self.world
                     seen += n_batch
                     if log is not None:
@@ -580,6 +682,9 @@ class Trainer:
                         return last_eval
                     if self.step >= self.total_steps:
                         break
+                if batches == 0:  # the checks of __init__ make this unreachable; never spin
+                    raise SpdnnError(f"no training batch at step {self.step}",
+                                     field="batch_size", hint="lower batch_size")
         return last_eval
 
     def _tb_write(self, row: dict) -> None:

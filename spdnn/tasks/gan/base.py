@@ -360,12 +360,17 @@ class GANTask(Task):
             title += ")"
         return sample_grid(imgs, dest, title, cols=cols, row_labels=labels)
 
+    def prediction_outputs(self, inputs, outdir, options):
+        """``samples_seed<seed>.png`` in ``outdir``."""
+        return [outdir / f"samples_seed{int(options.get('seed', 0))}.png"]
+
     def predict_files(self, models, inputs, outdir, device, options):
         if inputs:
             raise SpdnnError("a generator takes no input files",
                              hint="spdnn predict RUN --num 64 --seed 0 -o OUT")
         n, seed = int(options.get("num", 64)), int(options.get("seed", 0))
-        return [self.predict_grid(models, n, seed, device, outdir / f"samples_seed{seed}.png")]
+        return [self.predict_grid(models, n, seed, device,
+                                  self.prediction_outputs(inputs, outdir, options)[0])]
 
     def predict_grid(self, models, n: int, seed: int, device, dest: Path) -> tuple[str, Path]:
         """``spdnn predict``'s grid of ``n`` :meth:`samples` drawn with ``seed``, written to

@@ -374,6 +374,10 @@ class SpadeSRTask(GANTask):
                            cols=cols)
 
     # -- prediction -----------------------------------------------------------------------------
+    def prediction_outputs(self, inputs, outdir, options):
+        """``<stem>_generated.png`` in ``outdir`` for each heatmap file."""
+        return [outdir / f"{Path(p).stem}_generated.png" for p in inputs]
+
     def predict_files(self, models, inputs, outdir, device, options):
         """``spdnn predict``: ``--num`` images per heatmap file (module docstring), written to
         ``outdir/<stem>_generated.png``.
@@ -407,7 +411,7 @@ class SpadeSRTask(GANTask):
                 raise exc.located(str(path)) from None
             g = torch.Generator().manual_seed(seed)
             imgs = self.generate(models, n, device, h.expand(n, -1, -1, -1), generator=g)
-            dest = outdir / f"{path.stem}_generated.png"
+            dest = self.prediction_outputs([path], outdir, options)[0]
             tiles = torch.cat([heatmap_image(h, self.image_size), imgs])
             sample_grid(tiles, dest, f"{path.name}: heatmap, then {n} images (seed {seed})",
                         cols=min(len(tiles), 9))
