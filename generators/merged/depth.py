@@ -5,7 +5,7 @@
 Regenerate with `spdnn compile NETSPEC -o FILE`.
 """
 # netspec: spdnn_merge_of_depth_parent_1_depth_parent_2_depth_parent_3_depth_parent_4_depth_parent_5_depth_parent_6_depth_parent_7_depth_parent_8
-# netspec sha256: 7c54ef904d9d591d
+# netspec sha256: 15cbd64d976ffd98
 # SPDNN merge of depth_parent_1, depth_parent_2, depth_parent_8, depth_parent_5, depth_parent_4, depth_parent_7, depth_parent_3, depth_parent_6 (spdnn merge).
 
 import torch
@@ -13,7 +13,7 @@ from torch import nn
 
 
 class SpdnnMergeOfDepthParent1DepthParent2DepthParent3DepthParent4DepthParent5DepthPar(nn.Module):
-    """Parameters: 67,049; MACs per sample: 94,977,960.
+    """Parameters: 70,953; MACs per sample: 259,462,500.
 
     Inputs:
         image: (N, 1, 80, 264)
@@ -24,79 +24,79 @@ class SpdnnMergeOfDepthParent1DepthParent2DepthParent3DepthParent4DepthParent5De
     def __init__(self) -> None:
         super().__init__()
         self.a = nn.Sequential(
-            nn.Conv2d(1, 6, kernel_size=3, padding=1, bias=False),
-            nn.BatchNorm2d(6),
+            nn.Conv2d(1, 10, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(10),
             nn.ReLU(),
         )
         self.b = nn.Sequential(
-            nn.Conv2d(6, 6, kernel_size=3, padding=1, bias=False),
-            nn.BatchNorm2d(6),
+            nn.Conv2d(10, 11, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(11),
             nn.ReLU(),
         )
         self.a_c_maxpool2d0 = nn.MaxPool2d(kernel_size=2)
         self.c = nn.Sequential(
-            nn.Conv2d(6, 6, kernel_size=3, padding=1, bias=False),
-            nn.BatchNorm2d(6),
+            nn.Conv2d(10, 11, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(11),
             nn.ReLU(),
         )
         self.a_d_maxpool2d0 = nn.MaxPool2d(kernel_size=4)
         self.d = nn.Sequential(
-            nn.Conv2d(6, 6, kernel_size=3, padding=1, bias=False),
-            nn.BatchNorm2d(6),
+            nn.Conv2d(10, 11, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(11),
             nn.ReLU(),
         )
         self.a_e_maxpool2d0 = nn.MaxPool2d(kernel_size=8)
         self.e = nn.Sequential(
-            nn.Conv2d(6, 6, kernel_size=3, padding=1, bias=False),
-            nn.BatchNorm2d(6),
+            nn.Conv2d(10, 11, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(11),
             nn.ReLU(),
         )
         self.f = nn.Sequential(
-            nn.Conv2d(6, 6, kernel_size=3, padding=1, bias=False),
-            nn.BatchNorm2d(6),
+            nn.Conv2d(11, 11, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(11),
             nn.ReLU(),
         )
         self.g = nn.Sequential(
-            nn.Conv2d(6, 6, kernel_size=3, padding=1, bias=False),
-            nn.BatchNorm2d(6),
+            nn.Conv2d(11, 11, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(11),
             nn.ReLU(),
         )
         self.h = nn.Sequential(
-            nn.Conv2d(6, 6, kernel_size=3, padding=1, bias=False),
-            nn.BatchNorm2d(6),
+            nn.Conv2d(11, 11, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(11),
             nn.ReLU(),
         )
         self.i = nn.Sequential(
-            nn.Conv2d(6, 6, kernel_size=3, padding=1, bias=False),
-            nn.BatchNorm2d(6),
+            nn.Conv2d(11, 11, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(11),
             nn.ReLU(),
         )
         self.j = nn.Sequential(
-            nn.Conv2d(6, 6, kernel_size=3, padding=1, bias=False),
-            nn.BatchNorm2d(6),
+            nn.Conv2d(11, 11, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(11),
             nn.ReLU(),
         )
         self.k = nn.Sequential(
-            nn.Conv2d(6, 6, kernel_size=3, padding=1, bias=False),
-            nn.BatchNorm2d(6),
+            nn.Conv2d(11, 11, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(11),
             nn.ReLU(),
         )
         self.l = nn.Sequential(
-            nn.Conv2d(6, 6, kernel_size=3, padding=1, bias=False),
-            nn.BatchNorm2d(6),
+            nn.Conv2d(11, 11, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(11),
             nn.ReLU(),
         )
         self.m = nn.Sequential(
-            nn.Conv2d(6, 6, kernel_size=3, padding=1, bias=False),
-            nn.BatchNorm2d(6),
+            nn.Conv2d(11, 11, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(11),
             nn.ReLU(),
         )
         self.k_n_unpool0 = nn.Upsample(scale_factor=2.0, mode='nearest')
         self.l_n_unpool0 = nn.Upsample(scale_factor=4.0, mode='nearest')
         self.m_n_unpool0 = nn.Upsample(scale_factor=8.0, mode='nearest')
         self.n = nn.Sequential(
-            nn.Conv2d(24, 7, kernel_size=3, padding=1, bias=False),
-            nn.BatchNorm2d(7),
+            nn.Conv2d(44, 11, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(11),
             nn.ReLU(),
         )
         self.j_o_maxpool2d0 = nn.MaxPool2d(kernel_size=8)
@@ -106,50 +106,50 @@ class SpdnnMergeOfDepthParent1DepthParent2DepthParent3DepthParent4DepthParent5De
         self.l_o_maxpool2d0 = nn.MaxPool2d(kernel_size=2)
         self.l_o_dropout1 = nn.Dropout(p=0.5)
         self.m_o_dropout0 = nn.Dropout(p=0.5)
-        self.o = nn.Sequential(nn.Flatten(), nn.Linear(1650, 30), nn.ReLU())
+        self.o = nn.Sequential(nn.Flatten(), nn.Linear(1320, 30), nn.ReLU())
         self.p = nn.Sequential(
-            nn.Conv2d(7, 7, kernel_size=3, padding=1, bias=False),
-            nn.BatchNorm2d(7),
+            nn.Conv2d(11, 11, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(11),
             nn.ReLU(),
         )
         self.o_q_dropout0 = nn.Dropout(p=0.5)
         self.q = nn.Sequential(nn.Linear(30, 330), nn.ReLU())
         self.r = nn.Sequential(
-            nn.Conv2d(7, 7, kernel_size=3, padding=1, bias=False),
-            nn.BatchNorm2d(7),
+            nn.Conv2d(11, 11, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(11),
             nn.ReLU(),
         )
         self.q_s_unpool1 = nn.Upsample(scale_factor=8.0, mode='nearest')
         self.s = nn.Sequential(nn.Conv2d(1, 4, kernel_size=7, padding=3), nn.ReLU())
         self.t = nn.Sequential(
-            nn.Conv2d(7, 7, kernel_size=3, padding=1, bias=False),
-            nn.BatchNorm2d(7),
+            nn.Conv2d(11, 11, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(11),
             nn.ReLU(),
         )
-        self.head_depth = nn.Sequential(nn.Conv2d(11, 1, kernel_size=3, padding=1), nn.Sigmoid())
+        self.head_depth = nn.Sequential(nn.Conv2d(15, 1, kernel_size=3, padding=1), nn.Sigmoid())
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        a = self.a(image)  # (N, 6, 80, 264)
-        b = self.b(a)  # (N, 6, 80, 264)
-        a_c_maxpool2d0 = self.a_c_maxpool2d0(a)  # (N, 6, 40, 132)
-        c = self.c(a_c_maxpool2d0)  # (N, 6, 40, 132)
-        a_d_maxpool2d0 = self.a_d_maxpool2d0(a)  # (N, 6, 20, 66)
-        d = self.d(a_d_maxpool2d0)  # (N, 6, 20, 66)
-        a_e_maxpool2d0 = self.a_e_maxpool2d0(a)  # (N, 6, 10, 33)
-        e = self.e(a_e_maxpool2d0)  # (N, 6, 10, 33)
-        f = self.f(b)  # (N, 6, 80, 264)
-        g = self.g(c)  # (N, 6, 40, 132)
-        h = self.h(d)  # (N, 6, 20, 66)
-        i = self.i(e)  # (N, 6, 10, 33)
-        j = self.j(f)  # (N, 6, 80, 264)
-        k = self.k(g)  # (N, 6, 40, 132)
-        l = self.l(h)  # (N, 6, 20, 66)
-        m = self.m(i)  # (N, 6, 10, 33)
-        k_n_unpool0 = self.k_n_unpool0(k)  # (N, 6, 80, 264)
-        l_n_unpool0 = self.l_n_unpool0(l)  # (N, 6, 80, 264)
-        m_n_unpool0 = self.m_n_unpool0(m)  # (N, 6, 80, 264)
-        n_cat = torch.cat([j, k_n_unpool0, l_n_unpool0, m_n_unpool0], dim=1)  # (N, 24, 80, 264)
-        n = self.n(n_cat)  # (N, 7, 80, 264)
+        a = self.a(image)  # (N, 10, 80, 264)
+        b = self.b(a)  # (N, 11, 80, 264)
+        a_c_maxpool2d0 = self.a_c_maxpool2d0(a)  # (N, 10, 40, 132)
+        c = self.c(a_c_maxpool2d0)  # (N, 11, 40, 132)
+        a_d_maxpool2d0 = self.a_d_maxpool2d0(a)  # (N, 10, 20, 66)
+        d = self.d(a_d_maxpool2d0)  # (N, 11, 20, 66)
+        a_e_maxpool2d0 = self.a_e_maxpool2d0(a)  # (N, 10, 10, 33)
+        e = self.e(a_e_maxpool2d0)  # (N, 11, 10, 33)
+        f = self.f(b)  # (N, 11, 80, 264)
+        g = self.g(c)  # (N, 11, 40, 132)
+        h = self.h(d)  # (N, 11, 20, 66)
+        i = self.i(e)  # (N, 11, 10, 33)
+        j = self.j(f)  # (N, 11, 80, 264)
+        k = self.k(g)  # (N, 11, 40, 132)
+        l = self.l(h)  # (N, 11, 20, 66)
+        m = self.m(i)  # (N, 11, 10, 33)
+        k_n_unpool0 = self.k_n_unpool0(k)  # (N, 11, 80, 264)
+        l_n_unpool0 = self.l_n_unpool0(l)  # (N, 11, 80, 264)
+        m_n_unpool0 = self.m_n_unpool0(m)  # (N, 11, 80, 264)
+        n_cat = torch.cat([j, k_n_unpool0, l_n_unpool0, m_n_unpool0], dim=1)  # (N, 44, 80, 264)
+        n = self.n(n_cat)  # (N, 11, 80, 264)
         j_o_fanin = j[:, :1]  # (N, 1, 80, 264)
         j_o_maxpool2d0 = self.j_o_maxpool2d0(j_o_fanin)  # (N, 1, 10, 33)
         j_o_dropout1 = self.j_o_dropout1(j_o_maxpool2d0)  # (N, 1, 10, 33)
@@ -159,18 +159,18 @@ class SpdnnMergeOfDepthParent1DepthParent2DepthParent3DepthParent4DepthParent5De
         l_o_fanin = l[:, :1]  # (N, 1, 20, 66)
         l_o_maxpool2d0 = self.l_o_maxpool2d0(l_o_fanin)  # (N, 1, 10, 33)
         l_o_dropout1 = self.l_o_dropout1(l_o_maxpool2d0)  # (N, 1, 10, 33)
-        m_o_fanin = m[:, :2]  # (N, 2, 10, 33)
-        m_o_dropout0 = self.m_o_dropout0(m_o_fanin)  # (N, 2, 10, 33)
-        o_cat = torch.cat([j_o_dropout1, k_o_dropout1, l_o_dropout1, m_o_dropout0], dim=1)  # (N, 5, 10, 33)
+        m_o_fanin = m[:, :1]  # (N, 1, 10, 33)
+        m_o_dropout0 = self.m_o_dropout0(m_o_fanin)  # (N, 1, 10, 33)
+        o_cat = torch.cat([j_o_dropout1, k_o_dropout1, l_o_dropout1, m_o_dropout0], dim=1)  # (N, 4, 10, 33)
         o = self.o(o_cat)  # (N, 30)
-        p = self.p(n)  # (N, 7, 80, 264)
+        p = self.p(n)  # (N, 11, 80, 264)
         o_q_dropout0 = self.o_q_dropout0(o)  # (N, 30)
         q = self.q(o_q_dropout0)  # (N, 330)
-        r = self.r(p)  # (N, 7, 80, 264)
+        r = self.r(p)  # (N, 11, 80, 264)
         q_s_reshape0 = q.reshape(q.shape[0], 1, 10, 33)  # (N, 1, 10, 33)
         q_s_unpool1 = self.q_s_unpool1(q_s_reshape0)  # (N, 1, 80, 264)
         s = self.s(q_s_unpool1)  # (N, 4, 80, 264)
-        t = self.t(r)  # (N, 7, 80, 264)
-        head_depth_cat = torch.cat([s, t], dim=1)  # (N, 11, 80, 264)
+        t = self.t(r)  # (N, 11, 80, 264)
+        head_depth_cat = torch.cat([s, t], dim=1)  # (N, 15, 80, 264)
         head_depth = self.head_depth(head_depth_cat)  # (N, 1, 80, 264)
         return head_depth

@@ -11,7 +11,8 @@ width ``w_i`` (a merged layer, a group of layers tied to one width, a dense laye
 is ``max(floor_i, round_K(s * b_i))``, where ``b_i`` is the widest parent width of the layers
 it stands for, ``floor_i = min(b_i, min_width)`` and ``round_K`` rounds to a multiple of
 ``K = width_multiple`` (a dense layer's fan-in, a slice of the feature map in front of it,
-has floor 1: it narrows no layer) with a rounding threshold staggered over the layers (:func:`width_at`),
+has floor 1, since it narrows no layer, and scales with ``s ** 2``, since a dense layer's
+parameters are linear in its fan-in while a convolution's are quadratic in its width) with a rounding threshold staggered over the layers (:func:`width_at`),
 so that the parameter count moves in steps of about one layer's channel. ``s`` is the multiplier whose parameter count is closest to the
 target, subject to the network's MACs not exceeding the MAC target and to ``s <= 1`` while
 the parameter target is below the parents' sum (the merge shares structure, it does not widen
@@ -168,6 +169,11 @@ class Width:
     min_width: int | None = None
     """This width's own floor (``None``: the budget's ``min_width``). A dense layer's fan-in
     takes 1: it selects features for the dense layer and narrows no layer of a lineage."""
+    power: int = 1
+    """The width scales with ``s ** power``. A dense layer's fan-in takes 2: a dense layer's
+    parameters are linear in its fan-in while a convolution's are quadratic in its width, so
+    a fan-in scaled by ``s ** 2`` shrinks the dense layer's parameters by ``s ** 2``, as a
+    convolution's shrink (one multiplier: every layer keeps its share of the parameters)."""
     kept: int | None = None
     """The width without a budget (``--params keep``; ``None``: ``base``). A dense layer's
     fan-in then reads all channels of the layer in front of it, as the thesis' rebuild does."""
@@ -276,7 +282,8 @@ def fit_budget(build: Callable[[dict], Netspec], variables: Mapping[str, Width],
     phase = phases(list(variables))
 
     def at(s: float) -> dict:
-        return {v: width_at(var.base, s, min_width if var.min_width is None else var.min_width,
+        return {v: width_at(var.base, s ** var.power,
+                            min_width if var.min_width is None else var.min_width,
                             width_multiple, phase[v])
                 for v, var in variables.items()}
 

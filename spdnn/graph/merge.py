@@ -15,9 +15,12 @@ Steps (each a plain function over networkx graphs):
    (pooling quality included, A.2.1) and adds the resampling the sticky factors still imply
    (pool where the factor grows, value-repeating unpool where it shrinks); when several layers
    reach an output they feed one shared head (concat -> 1x1 conv or linear).
-6. The channel budget (:func:`~spdnn.graph.budget.fit_budget`) scales the widths so the parameter count meets a target (App. A: "the
-   number of channels ... such that the network had almost the same number of parameters as
-   each of its parent networks").
+6. The channel budget (:func:`~spdnn.graph.budget.fit_budget`) chooses one width multiplier
+   so the parameter count meets a target (App. A: "the number of channels ... such that the
+   network had almost the same number of parameters as each of its parent networks") within a
+   MAC bound and a floor; its objective and guarantees are stated in :mod:`spdnn.graph.budget`.
+   Its variables (:func:`budget_widths`) are the merged nodes, the groups of nodes tied to one
+   width (identity-residual blocks and their input) and the dense layers' fan-ins.
 
 Parents are put in a canonical order first (by a Weisfeiler-Lehman hash of their labelled
 graphs), so the result does not depend on the order the user lists them in.
@@ -390,7 +393,7 @@ def budget_widths(builder: Rebuild) -> dict[str, Width]:
                                             natural_key(letters[kv[0][1]]))):
         if u in base:
             out[f"{letters[u]}>{letters[v]} fan-in"] = Width(w, (("fan-in", u, v),), min_width=1,
-                                                              kept=base[u])
+                                                              power=2, kept=base[u])
     return out
 
 

@@ -128,6 +128,8 @@ class Rebuild:
                 continue  # u writes vectors: no feature map to slice
             if not self._rep(v).clears_factor:
                 continue  # v reads u as a map (only a dense layer flattens it)
+            if self.g.out_degree(u) < 2:
+                continue  # nothing else reads u: the channels past a slice would be wasted
             ws = [self._member_op((p.parent, p.src)).out_channels_of()
                   for p in d["paths"] if (p.parent, p.src) in self._members_of(u)]
             ws = [w for w in ws if w is not None]
