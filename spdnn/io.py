@@ -204,6 +204,69 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
 
 
 # --------------------------------------------------------------------------------------------
+# images
+# --------------------------------------------------------------------------------------------
+MAX_IMAGE_SIDE = 65_535
+"""Pixels along one side of an image spdnn reads (the most JPEG and WebP can hold): a 1 x
+2,000,000 strip is refused before it is decoded, not resized for a minute."""
+
+
+def read_image(path: str | Path, what: str = "image", field: str | None = None,
+               hint: str = "give a smaller image, or raise the limit with spdnn --limits "
+                           "pixels=N") -> Any:
+    """Read an image as a NumPy array (``skimage.io.imread``) after checking, from its header
+    and before it is decoded, that it is a regular file, that Pillow can tell its size, and
+    that it holds at most :attr:`spdnn.shapes.Limits.pixels` pixels (``spdnn --limits
+    pixels=N``) and at most :data:`MAX_IMAGE_SIDE` along a side. Pillow's
+    ``Image.MAX_IMAGE_PIXELS`` is set to the same limit and its ``DecompressionBombWarning``
+    is an error, so no reader behind ``imread`` decodes a larger image either.
+
+    Args:
+        path: the image file.
+        what: what the file is, in the messages (``"image"``, ``"heatmap"``).
+        field: the recipe field the error is about, if any (``"data.root"``).
+        hint: what to do about too large an image.
+
+    Raises:
+        SpdnnError: (naming the file) not a regular file, too many pixels or too long a side.
+        Exception: what the decoder raises for a file it cannot read (``OSError``,
+            ``ValueError``, ...), unchanged: each caller words that in its own terms.
+    """
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+    from skimage.io import imread
+
+    from spdnn.shapes import get_limits
+
+    limit = get_limits().pixels
+    check_regular_input(path, what)
+
+    def too_large(size: tuple[int, int] | None, how: str = "") -> SpdnnError:
+        shown = f" is {size[0]:,} x {size[1]:,} pixels" if size else how
+        return SpdnnError(f"the {what}{shown}, over the limit of {limit:,} pixels and "
+                          f"{MAX_IMAGE_SIDE:,} a side; it is refused before it is decoded",
+                          file=str(path), field=field, hint=hint)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            Image.MAX_IMAGE_PIXELS = None  # the size is checked here, with a clearer message
+            try:
+                with Image.open(path) as im:  # reads the header only
+                    size = im.size
+            except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+                size = None  # not a format Pillow reads: imread's other readers may
+            finally:
+                Image.MAX_IMAGE_PIXELS = limit
+            if size is not None and (size[0] * size[1] > limit or max(size) > MAX_IMAGE_SIDE):
+                raise too_large(size)
+            return imread(str(path))
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise too_large(None, " declares more pixels than allowed") from None
+
+
+# --------------------------------------------------------------------------------------------
 # checkpoints
 # --------------------------------------------------------------------------------------------
 def find_checkpoint(path: str | Path, prefer: str = BEST) -> Path:

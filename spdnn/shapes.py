@@ -49,15 +49,24 @@ class Limits:
         params: trainable parameters of the whole network.
         activations: values of the inputs and of every layer's output, for one sample.
         macs: multiply-accumulates of the whole network, for one sample.
+        pixels: pixels (width x height) of an image spdnn reads (``predict``, image folders):
+            the header is checked before the image is decoded (see
+            :func:`spdnn.io.read_image`). The default, 2^26 = 67,108,864 (8192 x 8192), is
+            below Pillow's own warning threshold and 800 MB as float32 RGB.
     """
 
     params: int = 10**10
     activations: int = 10**10
     macs: int = 10**13
+    pixels: int = 1 << 26
 
     def text(self) -> str:
-        """``params=1e+10,activations=1e+10,macs=1e+13`` (what :func:`parse_limits` reads)."""
-        return ",".join(f"{f.name}={getattr(self, f.name):.3g}" for f in fields(self))
+        """``params=1e+10,activations=1e+10,macs=1e+13,pixels=67108864`` (what
+        :func:`parse_limits` reads back to the same limits)."""
+        def short(n: int) -> str:
+            return f"{n:.3g}" if int(float(f"{n:.3g}")) == n else str(n)
+
+        return ",".join(f"{f.name}={short(getattr(self, f.name))}" for f in fields(self))
 
 
 DEFAULT_LIMITS = Limits()
