@@ -173,7 +173,7 @@ def _main(
              "parameters), activations (values of the inputs and layer outputs, one sample), "
              "macs (one sample), and pixels of an image read (checked from its header); "
              "e.g. --limits params=1e11,macs=1e14. Defaults: "
-             "params=1e10,activations=1e10,macs=1e13,pixels=67108864; keys left out keep "
+             "params=1e9,activations=1e10,macs=1e13,pixels=67108864; keys left out keep "
              "the SPDNN_LIMITS "
              "environment variable's value, or the default.")] = None,
 ) -> None:
