@@ -204,6 +204,72 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
 
 
 # --------------------------------------------------------------------------------------------
+# images
+# --------------------------------------------------------------------------------------------
+MAX_IMAGE_SIDE = 65_535
+"""Pixels along one side of an image spdnn reads (the most JPEG and WebP can hold): a 1 x
+2,000,000 strip is refused before it is decoded, not resized for a minute."""
+
+
+def read_image(path: str | Path, what: str = "image", field: str | None = None,
+               hint: str = "give a smaller image, or raise the limit with spdnn --limits "
+                           "pixels=N") -> Any:
+    """Read an image as a NumPy array (``skimage.io.imread``) after checking, from its header
+    and before it is decoded, that it is a regular file, that Pillow can tell its size, and
+    that it holds at most :attr:`spdnn.shapes.Limits.pixels` pixels (``spdnn --limits
+    pixels=N``) and at most :data:`MAX_IMAGE_SIDE` along a side. While ``imread`` decodes,
+    Pillow's ``Image.MAX_IMAGE_PIXELS`` is set to the same limit and its
+    ``DecompressionBombWarning`` is an error, so no reader behind ``imread`` decodes a larger
+    image either (Pillow's own setting is restored afterwards).
+
+    Args:
+        path: the image file.
+        what: what the file is, in the messages (``"image"``, ``"heatmap"``).
+        field: the recipe field the error is about, if any (``"data.root"``).
+        hint: what to do about too large an image.
+
+    Raises:
+        SpdnnError: (naming the file) not a regular file, too many pixels or too long a side.
+        Exception: what the decoder raises for a file it cannot read (``OSError``,
+            ``ValueError``, ...), unchanged: each caller words that in its own terms.
+    """
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+    from skimage.io import imread
+
+    from spdnn.shapes import get_limits
+
+    limit = get_limits().pixels
+    check_regular_input(path, what)
+
+    def too_large(size: tuple[int, int] | None, how: str = "") -> SpdnnError:
+        shown = f" is {size[0]:,} x {size[1]:,} pixels" if size else how
+        return SpdnnError(f"the {what}{shown}, over the limit of {limit:,} pixels and "
+                          f"{MAX_IMAGE_SIDE:,} a side; it is refused before it is decoded",
+                          file=str(path), field=field, hint=hint)
+
+    before = Image.MAX_IMAGE_PIXELS
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            Image.MAX_IMAGE_PIXELS = None  # the size is checked here, with a clearer message
+            try:
+                with Image.open(path) as im:  # reads the header only
+                    size = im.size
+            except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+                size = None  # not a format Pillow reads: imread's other readers may
+            if size is not None and (size[0] * size[1] > limit or max(size) > MAX_IMAGE_SIDE):
+                raise too_large(size)
+            Image.MAX_IMAGE_PIXELS = limit
+            return imread(str(path))
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise too_large(None, " declares more pixels than allowed") from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = before  # other readers (plots, renders) keep Pillow's
+
+
+# --------------------------------------------------------------------------------------------
 # checkpoints
 # --------------------------------------------------------------------------------------------
 def find_checkpoint(path: str | Path, prefer: str = BEST) -> Path:
@@ -264,7 +330,7 @@ def load_torch_file(file: str | Path, map_location: Any = "cpu", what: str = "ch
         raise CheckpointError(f"the {what} is empty", file=str(file),
                               hint=f"it was not written completely; {hint}")
     try:
-        return torch.load(file, map_location=map_location, weights_only=True)
+        obj = torch.load(file, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         text = str(exc)
         low = text.lower()  # torch: "Unsupported global: GLOBAL os.system was not an allowed
@@ -281,23 +347,82 @@ def load_torch_file(file: str | Path, map_location: Any = "cpu", what: str = "ch
         raise CheckpointError(f"not a readable {what} ({type(exc).__name__}: "
                               f"{_short(str(exc))})", file=str(file),
                               hint=f"the file is truncated or not a torch {what}") from None
+    check_tensors(obj, file, what)
+    return obj
 
 
-def load_checkpoint(path: str | Path, map_location: Any = "cpu", prefer: str = BEST) -> dict:
+COUNTERS = ("num_batches_tracked", "n_averaged")
+"""Names of the integer tensors a state dict may hold (batch-norm's and ``AveragedModel``'s
+counters); every other tensor of a state dict is a weight and must be floating point."""
+
+
+def check_tensors(obj: Any, file: str | Path, what: str = "checkpoint") -> None:
+    """Check every tensor in what ``torch.load(weights_only=True)`` returned (dicts, lists and
+    tuples walked without recursion): dense (strided layout: not sparse, not a meta tensor
+    without values, not quantized), real (not complex), and finite where floating point. In
+    a state dict (a mapping whose values are all tensors: a weights file, a checkpoint's
+    ``models`` or ``ema``) every tensor but the :data:`COUNTERS` is floating point.
+
+    Raises:
+        CheckpointError: naming the file, the tensor (its path of keys) and what is wrong.
+    """
+    import torch
+
+    def refuse(where: str, problem: str, hint: str) -> CheckpointError:
+        return CheckpointError(f"the tensor '{where}' {problem}", file=str(file),
+                               hint=hint)
+
+    other = f"the {what} was not written by spdnn or torch.save(module.state_dict())"
+    stack: list[tuple[str, Any, bool]] = [("", obj, False)]
+    while stack:
+        where, value, weight = stack.pop()
+        if isinstance(value, torch.Tensor):
+            t = value
+            if t.layout != torch.strided:
+                raise refuse(where, f"has layout {t.layout} (sparse); spdnn reads dense "
+                                    "tensors only", other)
+            if t.is_meta:
+                raise refuse(where, "is a meta tensor (it holds no values)", other)
+            if t.is_quantized or t.is_complex():
+                raise refuse(where, f"is {t.dtype}; spdnn reads real tensors only", other)
+            if weight and not t.is_floating_point() and where.rsplit(".", 1)[-1] not in COUNTERS:
+                raise refuse(where, f"is {t.dtype}; a weight is floating point", other)
+            if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
+                raise refuse(where, "holds NaN or infinite values",
+                             "the run diverged or the file is damaged; use an earlier "
+                             "checkpoint, or retrain with a lower learning rate")
+        elif isinstance(value, dict):
+            state_dict = bool(value) and all(isinstance(v, torch.Tensor)
+                                             for v in value.values())
+            stack.extend((f"{where}.{k}" if where else str(k), v, state_dict)
+                         for k, v in value.items())
+        elif isinstance(value, (list, tuple)):
+            stack.extend((f"{where}[{i}]", v, False) for i, v in enumerate(value))
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu", prefer: str = BEST,
+                    run: bool = True) -> dict:
     """Read a checkpoint of ``spdnn train`` safely (``torch.load(weights_only=True)``, no
-    fallback): a file that would need code to run while loading is refused.
+    fallback): a file that would need code to run while loading is refused, and what it holds
+    is validated (:func:`check_tensors`; with ``run``, :func:`validate_run_checkpoint`) before
+    anything uses it.
 
     Args:
         path: a ``.pt`` file or a run folder (see :func:`find_checkpoint`).
         map_location: passed to ``torch.load`` (``"cpu"`` by default).
         prefer: which checkpoint of a run folder to read first.
+        run: the file is a run's checkpoint (``last.pt``, ``best.pt``); ``False`` for other
+            files written by :func:`save_checkpoint` (latents, caches), whose readers check
+            their own keys.
 
     Returns:
         The checkpoint dict; its ``"path"`` key is set to the file read.
 
     Raises:
         CheckpointError: missing, empty, truncated or corrupt files, files holding executable
-            objects, and files not written by spdnn (each a one-line message naming the file).
+            objects, sparse, meta, complex or non-finite tensors, files not written by spdnn,
+            and (``run``) a run checkpoint of the wrong structure (each a one-line message
+            naming the file and what is wrong).
     """
     file = find_checkpoint(path, prefer)
     state = load_torch_file(file, map_location)
@@ -308,8 +433,106 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", prefer: str = B
         raise CheckpointError(f"checkpoint format {state['spdnn_checkpoint']!r} is not "
                               f"supported (this spdnn reads format {FORMAT})", file=str(file),
                               hint="retrain with this version of spdnn")
+    if run:
+        validate_run_checkpoint(state, file)
     state["path"] = str(file)
     return state
+
+
+def _run_checkpoint_schema() -> type:
+    """The pydantic model of a run checkpoint (what :meth:`spdnn.train.Trainer.state`
+    writes), built once on first use (it needs torch)."""
+    global _RUN_SCHEMA
+    if _RUN_SCHEMA is not None:
+        return _RUN_SCHEMA
+    from typing import Annotated
+
+    import torch
+    from pydantic import (
+        AfterValidator,
+        BaseModel,
+        ConfigDict,
+        Field,
+        InstanceOf,
+        StrictFloat,
+        StrictInt,
+        StrictStr,
+    )
+
+    def shaped(length: int | None, dtype: torch.dtype) -> Any:
+        """A 1-D tensor of ``dtype`` (and ``length``, unless ``None``)."""
+        def check(t: torch.Tensor) -> torch.Tensor:
+            if t.dim() != 1 or length not in (None, len(t)) or t.dtype != dtype:
+                raise ValueError(f"must be a 1-D {dtype} tensor" + (
+                    f" of {length} values" if length else "") + f", not {tuple(t.shape)} "
+                    f"{t.dtype}")
+            return t
+        return Annotated[InstanceOf[torch.Tensor], AfterValidator(check)]
+
+    Tensor = InstanceOf[torch.Tensor]
+    StateDict = dict[StrictStr, Tensor]
+    Plain = dict[StrictStr, Any]
+
+    class Strict(BaseModel):
+        model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    class PythonRng(Strict):
+        version: StrictInt
+        state: shaped(625, torch.int64)
+        gauss: StrictFloat | None
+
+    class NumpyRng(Strict):
+        keys: shaped(624, torch.int64)
+        pos: StrictInt = Field(ge=0, le=624)
+        has_gauss: StrictInt
+        cached_gaussian: StrictFloat
+
+    class Rng(Strict):
+        python: PythonRng
+        numpy: NumpyRng
+        torch: shaped(None, torch.uint8)
+        cuda: list[Tensor] = []
+
+    class RunCheckpoint(BaseModel):
+        model_config = ConfigDict(extra="allow", arbitrary_types_allowed=True)
+        step: StrictInt = Field(ge=0)
+        models: dict[StrictStr, StateDict] = Field(min_length=1)
+        optimizers: dict[StrictStr, Plain]
+        schedulers: dict[StrictStr, Plain]
+        ema: dict[StrictStr, StateDict]
+        scaler: Plain
+        rng: Rng
+        history: list[Plain]
+        best: StrictFloat | StrictInt | None
+        task: Plain = {}
+        recipe: Plain
+        netspecs: dict[StrictStr, StrictStr] = Field(min_length=1)
+
+    _RUN_SCHEMA = RunCheckpoint
+    return RunCheckpoint
+
+
+_RUN_SCHEMA: type | None = None
+
+
+def validate_run_checkpoint(state: dict, file: str | Path) -> None:
+    """Check that a loaded run checkpoint has the keys and types that
+    :meth:`spdnn.train.Trainer.state` writes (a pydantic model: ``step`` a non-negative
+    integer, ``models`` and ``ema`` mappings of names to state dicts, the RNG states of the
+    right shapes, ``recipe`` a mapping, ``netspecs`` YAML texts, ...).
+
+    Raises:
+        CheckpointError: one line naming the file and the first wrong field.
+    """
+    from spdnn.errors import validated
+
+    try:
+        validated(_run_checkpoint_schema(), state, "checkpoint", error=CheckpointError)
+    except CheckpointError as exc:
+        exc.file = str(file)
+        exc.hint = ("the file was not written by 'spdnn train' or is damaged; use another "
+                    "checkpoint")
+        raise
 
 
 def averaged_weights(checkpoint: dict, name: str) -> dict | None:

@@ -7,9 +7,13 @@ statistics are buffers and not counted).
 Size limits: :func:`infer` refuses a network whose parameters, activations (the values of its
 inputs and of every layer's output, for one sample) or MACs (per sample) pass a limit, naming
 the layer that crosses it, so that a netspec too big to build is refused when it is checked,
-not when a module is built. The defaults (:data:`DEFAULT_LIMITS`: 10^10 parameters, 10^10
-activations, 10^13 MACs) are far above every shipped netspec (AlexNet: 6.1e7 parameters; the
-largest activations, ThermalNet: 1.8e7; the most MACs, IRIS appendix D: 1.4e10). They are set,
+not when a module is built. The defaults (:data:`DEFAULT_LIMITS`: 10^9 parameters, 10^10
+activations, 10^13 MACs) are what a workstation holds: 10^9 float32 parameters are 4 GB of
+weights (training needs three to four times that, with gradients and optimizer state); they
+are far above every shipped netspec (VGG-11: 1.3e8
+parameters; the largest activations, ThermalNet: 1.8e7; the most MACs, IRIS appendix D:
+1.4e10). Whatever the limits, :func:`check_memory` refuses to build a network whose weights
+do not fit in the memory available (``spdnn export``, ``bench``, ``train`` build one). They are set,
 in this order of precedence, by :func:`set_limits` (the ``spdnn --limits`` option), the
 ``SPDNN_LIMITS`` environment variable (``params=1e11,activations=2e10,macs=1e14``; keys left out
 keep their defaults) or an explicit ``infer(..., limits=Limits(...))``.
@@ -25,6 +29,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields, replace
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from spdnn.errors import ShapeError, SpdnnError, SpecError
@@ -49,15 +54,24 @@ class Limits:
         params: trainable parameters of the whole network.
         activations: values of the inputs and of every layer's output, for one sample.
         macs: multiply-accumulates of the whole network, for one sample.
+        pixels: pixels (width x height) of an image spdnn reads (``predict``, image folders):
+            the header is checked before the image is decoded (see
+            :func:`spdnn.io.read_image`). The default, 2^26 = 67,108,864 (8192 x 8192), is
+            below Pillow's own warning threshold and 800 MB as float32 RGB.
     """
 
-    params: int = 10**10
+    params: int = 10**9
     activations: int = 10**10
     macs: int = 10**13
+    pixels: int = 1 << 26
 
     def text(self) -> str:
-        """``params=1e+10,activations=1e+10,macs=1e+13`` (what :func:`parse_limits` reads)."""
-        return ",".join(f"{f.name}={getattr(self, f.name):.3g}" for f in fields(self))
+        """``params=1e+09,activations=1e+10,macs=1e+13,pixels=67108864`` (what
+        :func:`parse_limits` reads back to the same limits)."""
+        def short(n: int) -> str:
+            return f"{n:.3g}" if int(float(f"{n:.3g}")) == n else str(n)
+
+        return ",".join(f"{f.name}={short(getattr(self, f.name))}" for f in fields(self))
 
 
 DEFAULT_LIMITS = Limits()
@@ -138,6 +152,39 @@ def limits_set(limits: Limits | str) -> Iterator[Limits]:
         yield get_limits()
     finally:
         _override = before
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process can still take: ``MemAvailable`` of ``/proc/meminfo``,
+    lowered to what the cgroup's ``memory.max`` leaves (a container's limit); ``None`` where
+    neither can be read (not Linux)."""
+    found: list[int] = []
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024)
+    with contextlib.suppress(OSError, ValueError):
+        cg = Path("/sys/fs/cgroup")
+        limit = (cg / "memory.max").read_text().strip()
+        if limit != "max":
+            found.append(int(limit) - int((cg / "memory.current").read_text()))
+    return min(found) if found else None
+
+
+def check_memory(nbytes: int, what: str, file: str | None = None) -> None:
+    """Refuse to allocate ``nbytes`` for ``what`` when the memory available
+    (:func:`available_memory`) is smaller, before anything is allocated; nothing is checked
+    where the available memory is unknown.
+
+    Raises:
+        LimitError: naming what needs how much, and how much is available.
+    """
+    free = available_memory()
+    if free is not None and nbytes > free:
+        raise LimitError(f"{what} need {nbytes / 1e9:,.1f} GB of memory, {free / 1e9:,.1f} GB "
+                         "are available; refused before allocating", file=file,
+                         hint="make the network smaller, or run it on a machine with more "
+                              "memory")
 
 
 def _raise_to(n: int) -> str:

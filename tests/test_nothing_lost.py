@@ -39,14 +39,6 @@ def png(path: Path, seed: int = 0) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("run")
-    assert main(["train", str(tiny_recipe(tmp)), "-o", str(tmp / "run"), "--set", "steps=2",
-                 "--quiet"]) == 0
-    return tmp / "run"
-
-
 # -- predict ------------------------------------------------------------------------------------
 def test_predict_never_overwrites_an_input(run, tmp_path: Path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -171,8 +171,10 @@ def _main(
         "--limits", metavar="KEY=N,...",
         help="Size limits of a network, checked when it is validated: params (trainable "
              "parameters), activations (values of the inputs and layer outputs, one sample), "
-             "macs (one sample); e.g. --limits params=1e11,macs=1e14. Defaults: "
-             "params=1e10,activations=1e10,macs=1e13; keys left out keep the SPDNN_LIMITS "
+             "macs (one sample), and pixels of an image read (checked from its header); "
+             "e.g. --limits params=1e11,macs=1e14. Defaults: "
+             "params=1e9,activations=1e10,macs=1e13,pixels=67108864; keys left out keep "
+             "the SPDNN_LIMITS "
              "environment variable's value, or the default.")] = None,
 ) -> None:
     """Global options (before the command)."""
@@ -192,12 +194,36 @@ for _info in app.registered_commands:
         _info.cls = _Command
 
 
+def name_too_long(exc: OSError) -> SpdnnError | None:
+    """The one-line error for ``OSError: File name too long`` (``ENAMETOOLONG``: a path
+    component over the file system's 255 bytes, or a path over 4,096), whichever command and
+    file it came from; ``None`` for any other ``OSError``. Long components are shown shortened
+    (``aaaaaaaaaaaa...(300 characters)``)."""
+    import errno
+
+    if exc.errno != errno.ENAMETOOLONG:
+        return None
+    name = str(exc.filename) if exc.filename is not None else None
+    if name is not None:
+        name = "/".join(c if len(c) <= 40 else f"{c[:12]}...({len(c)} characters)"
+                        for c in name.split("/"))
+    return SpdnnError("a file or folder name in the path is too long for the file system "
+                      "(File name too long: at most 255 bytes a name)", file=name,
+                      hint="shorten the path")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the CLI, turning spdnn errors into one line and exit code 2."""
+    """Entry point: run the CLI, turning spdnn errors (and a too-long file name, see
+    :func:`name_too_long`) into one line and exit code 2."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        # without standalone mode, click returns a typer.Exit's code instead of raising it
-        code = app(args=argv, prog_name="spdnn", standalone_mode=False)
+        try:
+            # without standalone mode, click returns a typer.Exit's code instead of raising it
+            code = app(args=argv, prog_name="spdnn", standalone_mode=False)
+        except OSError as exc:
+            if debug or (too_long := name_too_long(exc)) is None:
+                raise
+            raise too_long from None
     except SpdnnError as exc:
         if debug:
             raise

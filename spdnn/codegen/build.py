@@ -15,7 +15,7 @@ from torch import nn
 from spdnn.codegen.blocks import resolve
 from spdnn.codegen.helpers import helper_table
 from spdnn.codegen.names import layer_identifiers
-from spdnn.shapes import NetInfo, infer
+from spdnn.shapes import NetInfo, check_memory, infer
 
 if TYPE_CHECKING:
     from spdnn.spec.models import Netspec
@@ -63,6 +63,10 @@ class SpdnnModule(nn.Module):
     def __init__(self, spec: Netspec, info: NetInfo | None = None) -> None:
         super().__init__()
         info = info or infer(spec)
+        # a built network's weights are copied at least twice more by what follows: gradients
+        # and optimizer state (train), the ONNX file and ONNX Runtime's session (export, bench)
+        check_memory(3 * 4 * info.params, f"'{spec.name}' ({info.params:,} float32 parameters) "
+                                          "and two copies of its weights")
         self.spec = spec
         self._in_names, self._idents = layer_identifiers(spec)
         self._plan: list[tuple[str, str | None, list[str]]] = []
@@ -93,6 +97,8 @@ def build_module(spec: Netspec, info: NetInfo | None = None) -> SpdnnModule:
     its shape inference when already known.
 
     Raises:
-        ShapeError: shapes do not fit (from shape inference).
+        ShapeError: shapes do not fit (from shape inference), the network passes a size limit,
+            or its weights would not fit in the memory available
+            (:func:`spdnn.shapes.check_memory`).
     """
     return SpdnnModule(spec, info)

@@ -635,15 +635,16 @@ class KittiDepthDataset(CachedItems, Dataset):
 
     def compute_item(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Item ``index`` read from disk (what ``__getitem__`` returns or caches)."""
-        from skimage import io
         from skimage.color import rgb2gray
         from skimage.util import img_as_float
 
-        img = io.imread(str(self.image_paths[index]))
+        from spdnn.io import read_image
+
+        img = read_image(self.image_paths[index])
         if img.ndim == 3:
             img = rgb2gray(img[..., :3]) if img.shape[-1] >= 3 else img[..., 0]
         img = img_as_float(img).astype(np.float64)
-        raw = io.imread(str(self.disp_paths[index]))
+        raw = read_image(self.disp_paths[index], "disparity map")
         if raw.ndim == 3:
             raw = raw[..., 0]
         if raw.dtype != np.uint16:

@@ -301,10 +301,12 @@ def _opencv_digits(root: str | None) -> _Source:
             f"{OPENCV_DIGITS_PATH})", field="data.source",
             hint="`make opencv-digits` extracts it from the package (as root), or set data.root "
                  "to a folder with digits.png; `source: mnist` or `digits` need no package")
-    from skimage import io
+    from spdnn.io import read_image
 
     try:
-        sheet = np.asarray(io.imread(str(path)))
+        sheet = np.asarray(read_image(path, field="data.source"))
+    except SpdnnError:
+        raise
     except Exception as e:  # decoders raise many kinds
         raise SpdnnError(f"cannot read {path}: {type(e).__name__}: {e}", field="data.source"
                          ) from None
@@ -456,15 +458,14 @@ def read_image(path: Path) -> torch.Tensor:
     Raises:
         SpdnnError (``data.root``): the file cannot be decoded, or is not gray / RGB(A).
     """
-    from skimage import io
     from skimage.util import img_as_float32
 
-    from spdnn.io import check_regular_input
+    from spdnn.io import read_image
 
-    check_regular_input(path, "image")
     try:
-        img = io.imread(str(path))
-        img = img_as_float32(img)
+        img = img_as_float32(read_image(path, field="data.root"))
+    except SpdnnError:
+        raise
     except Exception as e:  # decoders raise many kinds (OSError, ValueError, SyntaxError, ...)
         raise SpdnnError(f"cannot read image {path}: {type(e).__name__}: {e}",
                          field="data.root", hint="remove or replace the file") from None

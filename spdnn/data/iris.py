@@ -578,12 +578,15 @@ def _read_gray(path: Path, label: bool = False) -> np.ndarray:
     With ``label=True`` (masks) an integer image whose values are all 0 or 1 is taken as a 0/1
     label image rather than as almost-black intensities.
     """
-    from skimage import io
     from skimage.color import rgb2gray
     from skimage.util import img_as_float
 
+    from spdnn.io import read_image
+
     try:
-        img = io.imread(str(path))
+        img = read_image(path)
+    except SpdnnError:
+        raise
     except Exception as e:  # noqa: BLE001 - any reader failure is a user data problem
         raise SpdnnError(
             f"cannot read image {path}: {e}", hint="check the file is a valid image"

@@ -37,60 +37,101 @@ POINTS = 68
 __all__ = ["POINTS", "read_pts", "LandmarkFolderDataset"]
 
 
+MAX_PTS_LINE = 256
+"""Characters a line of a ``.pts`` file may have ("x y" with two numbers needs about 20)."""
+MAX_PTS_HEADER_LINES = 16
+"""Lines before the opening ``{`` (300-W has two: ``version`` and ``n_points``)."""
+
+
 def read_pts(path: str | Path, n_points: int = POINTS) -> np.ndarray:
     """The landmarks of one ``.pts`` file as ``(n_points, 2)`` float64 ``(x, y)`` pixels.
 
+    The file is read line by line and checked as it goes: the header count against
+    ``n_points`` before any point is read, the points against the header as they are read
+    (one too many stops the reading), at most :data:`MAX_PTS_HEADER_LINES` lines before ``{``
+    and :data:`MAX_PTS_LINE` characters a line; so a file listing millions of points is refused
+    at the first point too many, and one endless line after :data:`MAX_PTS_LINE` characters.
+
     Raises:
-        SpdnnError: (naming the file and line) unreadable file, no ``n_points:`` header or a
-            header count other than ``n_points``, missing braces, a line that is not two
-            numbers, or a point count other than the header's.
+        SpdnnError: (naming the file and line) unreadable file, no ``n_points:`` header and
+            ``{`` in the first lines, a header count other than ``n_points``, a line that is
+            not two finite numbers or is too long, more or fewer points than the header's, or
+            no closing ``}``.
     """
+    from spdnn.io import check_regular_input
+
     p = Path(path)
+    check_regular_input(p, "landmark file")
+    hint = "the 300-W layout: version, n_points, '{', one 'x y' per line, '}'"
     try:
-        lines = p.read_text(encoding="utf-8", errors="strict").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpdnnError(f"cannot read the landmark file: {exc}", file=str(p)) from None
+        fh = p.open(encoding="utf-8", errors="strict", newline=None)
+    except OSError as exc:
+        raise SpdnnError(f"cannot read the landmark file: {exc.strerror or exc}",
+                         file=str(p)) from None
     header: int | None = None
-    start = None
-    for i, raw in enumerate(lines):
-        line = raw.strip()
-        if line.lower().startswith("n_points"):
-            try:
-                header = int(line.split(":", 1)[1])
-            except (IndexError, ValueError):
-                raise SpdnnError(f"bad n_points header '{line}'", file=f"{p}:{i + 1}",
-                                 hint="write 'n_points: 68'") from None
-        elif line == "{":
-            start = i + 1
-            break
-    if header is None or start is None:
-        raise SpdnnError("not a .pts landmark file (no 'n_points:' header and '{')", file=str(p),
-                         hint="the 300-W layout: version, n_points, '{', one 'x y' per line, '}'")
-    if header != n_points:
-        raise SpdnnError(f"the file has {header} points, {n_points} are expected",
-                         file=str(p), hint=f"use {n_points}-point annotations (300-W / iBUG)")
-    pts = []
-    for j in range(start, len(lines)):
-        line = lines[j].strip()
-        if line == "}":
-            break
-        if not line:
-            continue
-        parts = line.split()
+    opened = closed = False  # seen '{' / '}'
+    pts: list[tuple[float, float]] = []
+    no = 0
+    with fh:
         try:
-            if len(parts) != 2:
-                raise ValueError
-            pts.append((float(parts[0]), float(parts[1])))
-        except ValueError:
-            raise SpdnnError(f"expected two numbers 'x y', got '{line}'",
-                             file=f"{p}:{j + 1}") from None
-    else:
-        raise SpdnnError("the point list has no closing '}'", file=str(p))
-    arr = np.asarray(pts, dtype=np.float64).reshape(-1, 2)
-    if len(arr) != n_points or not np.isfinite(arr).all():
-        raise SpdnnError(f"the file lists {len(arr)} points, its header says {header}",
+            for no, raw in enumerate(iter(lambda: fh.readline(MAX_PTS_LINE + 1), ""), 1):
+                if len(raw) > MAX_PTS_LINE:
+                    raise SpdnnError(f"a line longer than {MAX_PTS_LINE} characters",
+                                     file=f"{p}:{no}", hint=hint)
+                line = raw.strip()
+                if not opened:
+                    if line.lower().startswith("n_points"):
+                        try:
+                            header = int(line.split(":", 1)[1])
+                        except (IndexError, ValueError):
+                            raise SpdnnError(f"bad n_points header '{line[:40]}'",
+                                             file=f"{p}:{no}",
+                                             hint="write 'n_points: 68'") from None
+                    elif line == "{" and header is not None:
+                        if header != n_points:
+                            raise SpdnnError(f"the file has {header} points, {n_points} are "
+                                             "expected", file=str(p),
+                                             hint=f"use {n_points}-point annotations "
+                                                  "(300-W / iBUG)")
+                        opened = True
+                    elif line == "{" or no >= MAX_PTS_HEADER_LINES:
+                        break
+                    continue
+                if line == "}":
+                    closed = True
+                    break
+                if not line:
+                    continue
+                parts = line.split()
+                try:
+                    if len(parts) != 2:
+                        raise ValueError
+                    xy = (float(parts[0]), float(parts[1]))
+                    if not (np.isfinite(xy[0]) and np.isfinite(xy[1])):
+                        raise ValueError
+                except ValueError:
+                    raise SpdnnError(f"expected two finite numbers 'x y', got '{line[:40]}'",
+                                     file=f"{p}:{no}") from None
+                if len(pts) == header:  # stop at the first point too many
+                    raise SpdnnError(f"the file lists more than {header} points, its header "
+                                     f"says {header}", file=f"{p}:{no}",
+                                     hint=f"give exactly {n_points} 'x y' lines")
+                pts.append(xy)
+        except UnicodeDecodeError:
+            raise SpdnnError("the landmark file is not UTF-8 text", file=str(p),
+                             hint=hint) from None
+        except OSError as exc:
+            raise SpdnnError(f"cannot read the landmark file: {exc.strerror or exc}",
+                             file=str(p)) from None
+    if not opened:
+        raise SpdnnError("not a .pts landmark file (no 'n_points:' header and '{')", file=str(p),
+                         hint=hint)
+    if not closed:
+        raise SpdnnError("the point list has no closing '}'", file=str(p), hint=hint)
+    if len(pts) != header:
+        raise SpdnnError(f"the file lists {len(pts)} points, its header says {header}",
                          file=str(p), hint=f"give exactly {n_points} 'x y' lines")
-    return arr
+    return np.asarray(pts, dtype=np.float64).reshape(-1, 2)
 
 
 class LandmarkFolderDataset(Dataset):
@@ -138,14 +179,16 @@ class LandmarkFolderDataset(Dataset):
         return len(self.stems)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        from skimage import io
         from skimage.util import img_as_float32
 
         from spdnn.data.images import fit_images
+        from spdnn.io import read_image
 
         path = self.image_paths[i]
         try:
-            img = img_as_float32(io.imread(str(path)))
+            img = img_as_float32(read_image(path))
+        except SpdnnError:
+            raise
         except Exception as exc:  # noqa: BLE001 - any reader failure is a data problem
             raise SpdnnError(f"cannot read image: {exc}", file=str(path)) from None
         if img.ndim == 3 and img.shape[2] in (2, 4):

@@ -479,12 +479,14 @@ def read_heatmap(path: str | Path, field: str | None = "data.root") -> np.ndarra
                 raise ValueError(f"dtype {arr.dtype} is not numeric")
             arr = arr.astype(np.float32)
         else:
-            from skimage import io
+            from spdnn.io import read_image
 
-            raw = io.imread(str(path))
+            raw = read_image(path, "heatmap", field=field)
             if raw.dtype != np.uint16:
                 raise ValueError(f"a PNG heatmap must be 16-bit, this one is {raw.dtype}")
             arr = raw.astype(np.float32) * PNG_UNITS_C
+    except SpdnnError:
+        raise
     except Exception as e:  # numpy / imageio raise many kinds
         raise SpdnnError(f"cannot read heatmap {path}: {type(e).__name__}: {e}", field=field,
                          hint="remove or replace the file") from None

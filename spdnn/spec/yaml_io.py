@@ -1,14 +1,19 @@
 """Safe YAML loading that remembers where every value came from.
 
-Only ``yaml.SafeLoader`` is used, so tags such as ``!!python/object`` are rejected instead of
-building Python objects. Alongside the data we return a map from the path of every mapping key
+Only the safe constructor is used, so tags such as ``!!python/object`` are rejected instead of
+building Python objects. Text is scanned and parsed by libyaml (``yaml.CSafeLoader``'s C parser)
+when PyYAML was built with it, else by PyYAML's pure-Python parser (about 20 times slower); the
+nodes are composed by PyYAML's composer in both cases, so that the bounds below and the line of
+every node are the same. Alongside the data we return a map from the path of every mapping key
 and sequence item (``("layers", 3, "kernel_size")``) to its 1-based line, so that validation
 errors can point at the line the user has to edit.
 
 Hostile files are refused while they are parsed, before anything is built from them: a document
 may nest at most :data:`MAX_DEPTH` levels (a netspec needs about eight), aliases may add at most
 :data:`MAX_ALIAS_NODES` nodes when expanded (a "billion laughs" file is refused at the alias
-that crosses the limit) and may not refer to the node that holds them (a recursive structure).
+that crosses the limit) and may not refer to the node that holds them (a recursive structure),
+and a document may hold at most :data:`MAX_NODES` nodes (a 1 MiB file of any shape is decided in
+well under 2 s; see ``benchmarks/bench_yaml_bounds.py``).
 """
 
 from __future__ import annotations
@@ -34,18 +39,25 @@ a longer run of digits is a typo or an attack, and past 4,300 digits Python refu
 MAX_ALIAS_NODES = 100_000
 """Nodes that the aliases of one document may add when expanded (each use of ``*a`` adds the
 whole of what ``&a`` holds, with the aliases in it expanded)."""
+MAX_NODES = 50_000
+"""Nodes (scalars, sequences, mappings) one document may hold as written; the largest shipped
+YAML file (netspecs/blocks/spade.yaml) has 1,144. A file of hundreds of thousands of tiny nodes is refused at the node
+that crosses the limit instead of being built."""
+
+LIBYAML = getattr(yaml, "__with_libyaml__", False)
+"""Whether PyYAML was built with libyaml: then its C scanner and parser are used."""
 
 
-class _BoundedLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` whose composer counts, for every node, how many nodes and how many
-    levels it stands for with its aliases expanded, and refuses too deep a document or aliases
-    that expand to too much, at the line where the limit is crossed (one pass over the literal
-    nodes: an alias costs one step however much it stands for)."""
+class _Bounds:
+    """Mixed into a safe loader: its composer counts, for every node, how many nodes and how
+    many levels it stands for with its aliases expanded, and refuses too deep a document, too
+    many nodes or aliases that expand to too much, at the line where the limit is crossed (one
+    pass over the literal nodes: an alias costs one step however much it stands for)."""
 
-    def __init__(self, text: str, file: str | None) -> None:
-        super().__init__(text)
+    def _start(self, file: str | None) -> None:
         self._file = file
         self._depth = 0
+        self._nodes = 0
         self._size: dict[int, int] = {}  # id(node) -> nodes, aliases expanded
         self._height: dict[int, int] = {}  # id(node) -> levels, aliases expanded
         self._alias_nodes = 0
@@ -80,8 +92,9 @@ class _BoundedLoader(yaml.SafeLoader):
                                "write a value of that type, or drop the tag") from None
 
     def fetch_flow_collection_start(self, token_class: type) -> None:
-        # the scanner looks up to 1024 characters ahead for a key after every '[' / '{', which
-        # costs time quadratic in the nesting: refuse a too deep flow collection as it opens
+        # PyYAML's scanner (libyaml's stops at 1,000 levels by itself) looks up to 1024
+        # characters ahead for a key after every '[' / '{', which costs time quadratic in the
+        # nesting: refuse a too deep flow collection as it opens
         if self.flow_level >= MAX_DEPTH:
             raise self._refuse(f"the YAML nests more than {MAX_DEPTH} levels deep",
                                self.get_mark(), "a netspec needs only a few levels of nesting")
@@ -92,6 +105,12 @@ class _BoundedLoader(yaml.SafeLoader):
         if self._depth >= MAX_DEPTH:
             raise self._refuse(f"the YAML nests more than {MAX_DEPTH} levels deep",
                                event.start_mark, "a netspec needs only a few levels of nesting")
+        if not isinstance(event, yaml.AliasEvent):
+            self._nodes += 1
+            if self._nodes > MAX_NODES:
+                raise self._refuse(f"the YAML holds more than {MAX_NODES:,} nodes",
+                                   event.start_mark,
+                                   "a netspec or recipe holds a few thousand values at most")
         self._depth += 1
         try:
             node = super().compose_node(parent, index)
@@ -152,7 +171,37 @@ def _walk(node: yaml.Node, path: Path_, lines: dict[Path_, int], seen: set[int],
             _walk(item, ipath, lines, seen, file)
 
 
-_BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_bounded_int)
+class _PyBoundedLoader(_Bounds, yaml.SafeLoader):
+    """PyYAML's pure-Python safe loader, bounded."""
+
+    def __init__(self, text: str, file: str | None) -> None:
+        yaml.SafeLoader.__init__(self, text)
+        self._start(file)
+
+
+_BoundedLoader: type = _PyBoundedLoader
+"""The loader :func:`load_yaml` uses: :class:`_CBoundedLoader` where libyaml is there."""
+
+if LIBYAML:
+    from yaml.cyaml import CParser
+
+    class _CBoundedLoader(_Bounds, yaml.composer.Composer, CParser,
+                          yaml.constructor.SafeConstructor, yaml.resolver.Resolver):
+        """libyaml's scanner and parser (C, about 20 times faster) under PyYAML's composer
+        (Python, so that :meth:`_Bounds.compose_node` sees every node) and safe constructor,
+        bounded."""
+
+        def __init__(self, text: str, file: str | None) -> None:
+            CParser.__init__(self, text)
+            yaml.composer.Composer.__init__(self)
+            yaml.constructor.SafeConstructor.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+            self._start(file)
+
+    _BoundedLoader = _CBoundedLoader
+
+for _cls in {_PyBoundedLoader, _BoundedLoader}:
+    _cls.add_constructor("tag:yaml.org,2002:int", _Bounds.construct_bounded_int)
 
 
 def load_yaml(text: str, file: str | None = None) -> tuple[Any, dict[Path_, int]]:
@@ -167,12 +216,17 @@ def load_yaml(text: str, file: str | None = None) -> tuple[Any, dict[Path_, int]
 
     Raises:
         SpecError: the text is not YAML, holds several documents, is empty, uses a tag that
-            would build a Python object, nests more than :data:`MAX_DEPTH` levels, or has
-            aliases that expand to more than :data:`MAX_ALIAS_NODES` nodes or hold themselves.
+            would build a Python object, nests more than :data:`MAX_DEPTH` levels, holds more
+            than :data:`MAX_NODES` nodes, or has aliases that expand to more than
+            :data:`MAX_ALIAS_NODES` nodes or hold themselves.
     """
     loader = None
     lines: dict[Path_, int] = {}
     try:
+        bad = yaml.reader.Reader.NON_PRINTABLE.search(text)
+        if bad:  # what PyYAML's reader refuses (libyaml's accepts a few more characters)
+            raise yaml.reader.ReaderError(file, bad.start(), ord(bad.group()), "unicode",
+                                          "special characters are not allowed")
         loader = _BoundedLoader(text, file)
         node = loader.get_single_node()
         if node is None:
@@ -186,13 +240,18 @@ def load_yaml(text: str, file: str | None = None) -> tuple[Any, dict[Path_, int]
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
         problem = exc.problem or exc.context or "invalid YAML"
-        if "could not determine a constructor" in str(exc):
+        if "exceeded maximum nesting depth" in problem:  # libyaml's own limit (1,000)
+            problem = f"the YAML nests more than {MAX_DEPTH} levels deep"
+            hint = "a netspec needs only a few levels of nesting"
+        elif "could not determine a constructor" in str(exc):
             m = re.search(r"'([^']+)'", problem)
             tag = (m.group(1) if m else "?").replace("tag:yaml.org,2002:", "!!")
             problem = f"YAML tag '{tag}' is not allowed"
             hint = "tags that build Python objects are never loaded; write plain YAML"
         else:
             hint = "fix the YAML syntax"
+            if LIBYAML and isinstance(exc, (yaml.scanner.ScannerError, yaml.parser.ParserError)):
+                problem = _python_problem(text, mark) or problem
         raise SpecError(problem, file=file, line=line, hint=hint) from None
     except yaml.reader.ReaderError as exc:
         raise SpecError(f"unacceptable character #x{exc.character:04x} in the file", file=file,
@@ -207,6 +266,34 @@ def load_yaml(text: str, file: str | None = None) -> tuple[Any, dict[Path_, int]
         if loader is not None:
             loader.dispose()
     return data, lines
+
+
+_MESSAGE_PREFIX = 64 << 10
+"""Text up to a syntax error that PyYAML's parser reads again for its message (see
+:func:`_python_problem`): about a second at most."""
+
+
+def _python_problem(text: str, mark: yaml.Mark | None) -> str | None:
+    """PyYAML's wording of the syntax error libyaml found at ``mark`` (it names the character,
+    libyaml does not: "found character '\\t' that cannot start any token"), from the text up to
+    the end of that line when it is at most :data:`_MESSAGE_PREFIX` characters; ``None`` when
+    PyYAML finds no error on that line there."""
+    if mark is None:
+        return None
+    end = text.find("\n", mark.index)
+    prefix = text if end < 0 else text[:end + 1]
+    if len(prefix) > _MESSAGE_PREFIX:
+        return None
+    try:
+        for _ in yaml.parse(prefix, Loader=yaml.SafeLoader):
+            pass
+    except yaml.MarkedYAMLError as exc:
+        at = exc.problem_mark or exc.context_mark
+        if at is not None and at.line == mark.line:
+            return exc.problem or exc.context
+    except yaml.YAMLError:
+        pass
+    return None
 
 
 def read_yaml(path: str | Path) -> tuple[Any, dict[Path_, int]]:

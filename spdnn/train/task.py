@@ -242,12 +242,11 @@ class ImageToMapTask(SupervisedTask):
         ``stretch``). The description says which of these steps were applied.
 
         Raises:
-            SpdnnError: no inputs, an unreadable image, an unsupported channel count or an
-                unknown ``fit``.
+            SpdnnError: no inputs, an unreadable or too large image (:func:`spdnn.io.read_image`),
+                an unsupported channel count or an unknown ``fit``.
         """
         import numpy as np
         from skimage.color import gray2rgb, rgb2gray
-        from skimage.io import imread
         from skimage.util import img_as_float32
 
         from spdnn.tasks.common import FIT_MODES, fit_image
@@ -258,12 +257,11 @@ class ImageToMapTask(SupervisedTask):
         if fit not in FIT_MODES:
             raise SpdnnError(f"unknown fit '{fit}'", field="--fit", hint="use pad, crop or stretch")
         c, h, w = self.netspecs["net"].inputs[0].shape
-        from spdnn.io import check_regular_input
+        from spdnn.io import read_image
 
         for path in inputs:
-            check_regular_input(path, "image")
             try:
-                raw = imread(path)
+                raw = read_image(path)
             except (OSError, ValueError, SyntaxError) as exc:
                 raise SpdnnError(f"cannot read image: {exc}", file=str(path)) from None
             notes = []

@@ -34,6 +34,7 @@ import math
 import os
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -335,7 +336,16 @@ class Trainer:
         """Update model ``name`` from ``loss``: zero its gradients, backward (scaled under AMP),
         clip its gradient norm (its or the recipe's ``grad_clip``), optimizer step. The scaler's
         ``update()`` runs once per iteration, after :meth:`Task.training_step` (the AMP rule for
-        several optimizers), not here."""
+        several optimizers), not here.
+
+        Raises:
+            SpdnnError: the loss is NaN or infinite (the training diverged): training stops
+                at this step, naming it, instead of failing later in a metric or a loss that
+                needs finite inputs; nothing of this step is saved.
+        """
+        if not bool(torch.isfinite(loss.detach()).all()):
+            raise self._diverged(name, f"its training loss is "
+                                       f"{float(loss.detach().float().sum())}")
         opt = self.optimizers[name]
         opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -344,6 +354,72 @@ class Trainer:
             self.scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(self.models[name].parameters(), clip)
         self.scaler.step(opt)
+
+    def _diverged(self, name: str, what: str, validation: bool = False) -> SpdnnError:
+        """The one-line error that stops a diverged training at the step under way (or in
+        the validation after the last step)."""
+        lr = self.recipe.model_optim(name.removesuffix(" (EMA)")).lr
+        when = (f"in the validation after step {self.step}" if validation else
+                f"at step {self.step + 1}")
+        return SpdnnError(f"the training diverged {when}: {what} (model "
+                          f"'{name}'); training stopped", field="optim.lr",
+                          hint=f"lower the learning rate (now {lr:g}), set grad_clip, or check "
+                               "the data")
+
+    @contextlib.contextmanager
+    def _outputs_kept(self) -> Iterator[None]:
+        """While training: keep a reference to each model's latest output (a forward hook,
+        no copy, no synchronisation), for :meth:`non_finite` to look at when a step fails."""
+        self._outputs: dict[str, Any] = {}
+
+        def keep(name: str):
+            return lambda module, args, out: self._outputs.__setitem__(name, out)
+
+        hooks = [m.register_forward_hook(keep(k)) for k, m in self.models.items()]
+        hooks += [e.module.register_forward_hook(keep(f"{k} (EMA)")) for k, e in self.ema.items()]
+        try:
+            yield
+        finally:
+            for h in hooks:
+                h.remove()
+            self._outputs = {}
+
+    @contextlib.contextmanager
+    def _divergence_named(self, validation: bool = False) -> Iterator[None]:
+        """Around a training or validation step: a ``RuntimeError`` or ``ValueError`` raised
+        while a network holds non-finite weights or outputs (BCE refuses NaN probabilities)
+        becomes :meth:`_diverged`'s one line naming the step."""
+        try:
+            yield
+        except (RuntimeError, ValueError):
+            bad = self.non_finite()
+            if bad is None:
+                raise
+            raise self._diverged(bad[0], f"{bad[1]}, so the loss cannot be computed",
+                                 validation) from None
+
+    def non_finite(self) -> tuple[str, str] | None:
+        """``(model, what)`` for the first model (or its EMA) whose parameters, or whose
+        latest output in training or validation, hold NaN or an infinity (``what``: ``"the
+        weight c1.weight holds nan"``, ``"its output holds nan"``); ``None`` when all are
+        finite."""
+        def first_bad(t: torch.Tensor) -> float | None:
+            bad = ~torch.isfinite(t.detach())
+            return float(t.detach()[bad].flatten()[0]) if bool(bad.any()) else None
+
+        models = [*self.models.items(), *((f"{k} (EMA)", e.module) for k, e in self.ema.items())]
+        for k, m in models:
+            for pname, p in m.named_parameters():
+                if (v := first_bad(p)) is not None:
+                    return k, f"the weight {pname} holds {v}"
+        for k, out in getattr(self, "_outputs", {}).items():
+            outs = out.values() if isinstance(out, dict) else (
+                out if isinstance(out, (list, tuple)) else [out])
+            for t in outs:
+                if isinstance(t, torch.Tensor) and t.is_floating_point() and (
+                        v := first_bad(t)) is not None:
+                    return k, f"its output holds {v}"
+        return None
 
     def param_counts(self) -> dict[str, int]:
         """Trainable parameters of each model."""
@@ -567,7 +643,7 @@ class Trainer:
                                               purge_step=self.step if self.resume else None)
         forced = saved = False
         try:
-            with self._signals():
+            with self._signals(), self._outputs_kept():
                 try:
                     last_eval = self._loop()
                 except _ForcedStop:
@@ -635,7 +711,8 @@ class Trainer:
                     batches += 1
                     self._in_step = True
                     batch = tuple(self.to_device(t) for t in batch)
-                    logs = self.task.training_step(self, batch)
+                    with self._divergence_named():
+                        logs = self.task.training_step(self, batch)
                     self.scaler.update()  # once per iteration, whatever the number of optimizers
                     for s in self.schedulers.values():
                         s.step()
@@ -665,7 +742,8 @@ class Trainer:
                             f"{k[6:]} {v:.4f}" for k, v in row.items() if k.startswith("train_"))
                             + f" | {row['samples_per_s']:.0f} samples/s")
                     if self.step % r.eval_every == 0 or self.step == self.total_steps:
-                        last_eval = self.evaluate()
+                        with self._divergence_named(validation=True):
+                            last_eval = self.evaluate()
                         self.history.append({"step": self.step, "epoch": epoch, **last_eval})
                         self._tb_write(self.history[-1])
                         self._track_best(last_eval)

@@ -237,7 +237,7 @@ def trained_classifier(kind: str, spec, train, val, steps: int, seed: int, cache
     path = Path(cache_dir) / f"{kind}_{hashlib.sha256(text.encode()).hexdigest()[:16]}.pt"
     if path.is_file():
         try:
-            st = load_checkpoint(path)
+            st = load_checkpoint(path, run=False)
             if st.get("key") == text:
                 with torch.random.fork_rng(devices=[]):  # initialisation draws, then replaced
                     module = build_module(spec)

@@ -283,7 +283,7 @@ def load_latents(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise SpdnnError("no such latents file", file=str(p),
                          hint="write one with: spdnn invert RUN -o latents.pt")
-    st = load_checkpoint(p)
+    st = load_checkpoint(p, run=False)
     if st.get("format") != LATENTS_FORMAT or "z" not in st:
         raise SpdnnError("not a latents file of 'spdnn invert'", file=str(p),
                          hint="write one with: spdnn invert RUN -o latents.pt")
