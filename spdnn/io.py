@@ -603,11 +603,21 @@ def check_outputs(inputs: Iterable[str | Path], outputs: Iterable[str | Path | N
                              hint="give a folder")
 
 
+_DEPENDENCIES: list[Callable[[Path], list[Path]]] = []
+"""Functions that name the files an input file reads too (a netspec's ``imports:``), which no
+output may overwrite. The spec stage registers its own (:func:`spdnn.spec.blocks.imported_files`)
+so this low-level module does not import the spec stage."""
+
+
+def register_dependencies(find: Callable[[Path], list[Path]]) -> None:
+    """Add ``find(path) -> files that path reads too`` to what :func:`check_outputs` protects."""
+    if find not in _DEPENDENCIES:
+        _DEPENDENCIES.append(find)
+
+
 def _imports_of(path: Path) -> list[Path]:
-    """The files a netspec imports (:func:`spdnn.spec.blocks.imported_files`); nothing for
+    """The files an input reads too (:data:`_DEPENDENCIES`: a netspec's imports); nothing for
     other files, or ones that cannot be read (the command reports those itself)."""
     if path.suffix.lower() not in (".yaml", ".yml"):
         return []
-    from spdnn.spec.blocks import imported_files
-
-    return imported_files(path)
+    return [f for find in _DEPENDENCIES for f in find(path)]

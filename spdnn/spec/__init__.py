@@ -17,9 +17,20 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from spdnn.errors import SpecError
+from spdnn.io import register_dependencies
 from spdnn.ops import OPS
 from spdnn.spec.models import InputSpec, Netspec, OutputSpec, rebuild_layer_union
 from spdnn.spec.yaml_io import dump_flow, dump_yaml, line_of, load_yaml, read_yaml
+
+
+
+def _netspec_imports(path: Path) -> list[Path]:
+    from spdnn.spec.blocks import imported_files
+
+    return imported_files(path)
+
+
+register_dependencies(_netspec_imports)  # no command may write over a netspec's imports
 
 __all__ = ["MAX_DATA_DEPTH", "InputSpec", "Netspec", "OutputSpec", "check_depth", "check_graph", "dump", "example_inputs",
            "find_cycle", "from_data", "load", "load_checked", "load_inferred", "loads", "rebuild_layer_union", "spec_hash", "validation_error"]
