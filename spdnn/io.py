@@ -401,7 +401,7 @@ def check_tensors(obj: Any, file: str | Path, what: str = "checkpoint") -> None:
 
 
 def load_checkpoint(path: str | Path, map_location: Any = "cpu", prefer: str = BEST,
-                    run: bool = True) -> dict:
+                    run: bool = True, networks_only: bool = False) -> dict:
     """Read a checkpoint of ``spdnn train`` safely (``torch.load(weights_only=True)``, no
     fallback): a file that would need code to run while loading is refused, and what it holds
     is validated (:func:`check_tensors`; with ``run``, :func:`validate_run_checkpoint`) before
@@ -414,6 +414,8 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", prefer: str = B
         run: the file is a run's checkpoint (``last.pt``, ``best.pt``); ``False`` for other
             files written by :func:`save_checkpoint` (latents, caches), whose readers check
             their own keys.
+        networks_only: only the networks are read (``spdnn export``): ``models`` and
+            ``netspecs`` are checked, the training state only where present.
 
     Returns:
         The checkpoint dict; its ``"path"`` key is set to the file read.
@@ -434,14 +436,15 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", prefer: str = B
                               f"supported (this spdnn reads format {FORMAT})", file=str(file),
                               hint="retrain with this version of spdnn")
     if run:
-        validate_run_checkpoint(state, file)
+        validate_run_checkpoint(state, file, networks_only=networks_only)
     state["path"] = str(file)
     return state
 
 
-def _run_checkpoint_schema() -> type:
-    """The pydantic model of a run checkpoint (what :meth:`spdnn.train.Trainer.state`
-    writes), built once on first use (it needs torch)."""
+def _run_checkpoint_schema() -> tuple:
+    """The pydantic models of a run checkpoint, for reading its networks and for evaluating or
+    resuming
+    (what :meth:`spdnn.train.Trainer.state` writes), built once on first use (torch)."""
     global _RUN_SCHEMA
     if _RUN_SCHEMA is not None:
         return _RUN_SCHEMA
@@ -493,10 +496,29 @@ def _run_checkpoint_schema() -> type:
         torch: shaped(None, torch.uint8)
         cuda: list[Tensor] = []
 
-    class RunCheckpoint(BaseModel):
+    class ModelCheckpoint(BaseModel):
+        """What every reader needs (export, evaluate, predict): the networks; the rest is
+        checked where present."""
         model_config = ConfigDict(extra="allow", arbitrary_types_allowed=True)
-        step: StrictInt = Field(ge=0)
+        models: dict[StrictStr, StateDict]
+        netspecs: dict[StrictStr, StrictStr]
+        step: StrictInt | None = Field(None, ge=0)
+        optimizers: dict[StrictStr, Plain] | None = None
+        schedulers: dict[StrictStr, Plain] | None = None
+        ema: dict[StrictStr, StateDict] | None = None
+        scaler: Plain | None = None
+        rng: Rng | None = None
+        history: list[Plain] | None = None
+        best: StrictFloat | StrictInt | None = None
+        task: Plain = {}
+        recipe: Plain | None = None
+
+    class RunCheckpoint(ModelCheckpoint):
+        """What evaluating and resuming need: everything :meth:`spdnn.train.Trainer.state`
+        writes."""
         models: dict[StrictStr, StateDict] = Field(min_length=1)
+        netspecs: dict[StrictStr, StrictStr] = Field(min_length=1)
+        step: StrictInt = Field(ge=0)
         optimizers: dict[StrictStr, Plain]
         schedulers: dict[StrictStr, Plain]
         ema: dict[StrictStr, StateDict]
@@ -504,18 +526,16 @@ def _run_checkpoint_schema() -> type:
         rng: Rng
         history: list[Plain]
         best: StrictFloat | StrictInt | None
-        task: Plain = {}
         recipe: Plain
-        netspecs: dict[StrictStr, StrictStr] = Field(min_length=1)
 
-    _RUN_SCHEMA = RunCheckpoint
-    return RunCheckpoint
-
-
-_RUN_SCHEMA: type | None = None
+    _RUN_SCHEMA = (ModelCheckpoint, RunCheckpoint)
+    return _RUN_SCHEMA
 
 
-def validate_run_checkpoint(state: dict, file: str | Path) -> None:
+_RUN_SCHEMA: tuple | None = None
+
+
+def validate_run_checkpoint(state: dict, file: str | Path, networks_only: bool = False) -> None:
     """Check that a loaded run checkpoint has the keys and types that
     :meth:`spdnn.train.Trainer.state` writes (a pydantic model: ``step`` a non-negative
     integer, ``models`` and ``ema`` mappings of names to state dicts, the RNG states of the
@@ -527,7 +547,8 @@ def validate_run_checkpoint(state: dict, file: str | Path) -> None:
     from spdnn.errors import validated
 
     try:
-        validated(_run_checkpoint_schema(), state, "checkpoint", error=CheckpointError)
+        validated(_run_checkpoint_schema()[0 if networks_only else 1], state, "checkpoint",
+                  error=CheckpointError)
     except CheckpointError as exc:
         exc.file = str(file)
         exc.hint = ("the file was not written by 'spdnn train' or is damaged; use another "

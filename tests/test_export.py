@@ -214,6 +214,9 @@ def test_bad_sources_are_one_line_errors(tmp_path: Path):
     with pytest.raises(CheckpointError, match="not a checkpoint written by 'spdnn train'"):
         E.export_onnx(tmp_path / "foreign.pt", tmp_path / "x.onnx")
     save_checkpoint({"models": {}}, tmp_path / "nospec.pt")
+    with pytest.raises(CheckpointError, match="checkpoint.netspecs: Field required"):
+        E.export_onnx(tmp_path / "nospec.pt", tmp_path / "x.onnx")
+    save_checkpoint({"models": {}, "netspecs": {}}, tmp_path / "nospec.pt")
     with pytest.raises(E.ExportError, match="holds no netspec"):
         E.export_onnx(tmp_path / "nospec.pt", tmp_path / "x.onnx")
     (tmp_path / "empty").mkdir()

@@ -65,7 +65,7 @@ def load_source(source: str | Path | Netspec,
     if path.is_file() and path.suffix.lower() in _YAML:
         _no_model(model, "a netspec file", str(path))
         return load_checked(path), [], str(path)
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, networks_only=True)
     return _from_checkpoint(ckpt, model)
 
 
