@@ -314,41 +314,39 @@ def run_family(b: Bench, family: str, seeds: list[int]) -> dict:
     # the row only spdnn can produce: the trained parents merged with their weights (sum),
     # pruned to like-each and fine-tuned
     rounds, ft_steps = b.args.prune_rounds, max(1, b.cfg["steps"] // b.args.prune_rounds)
+    carried_at: dict[int, tuple] = {}
+
+    def carried_merge(seed: int) -> tuple:
+        """``(MergeResult, CarriedMerge)`` of the parents of ``seed`` with their weights."""
+        from spdnn.graph.weights import merge_with_weights
+
+        if seed not in carried_at:
+            carried_at[seed] = merge_with_weights(paths, [b.weights_path(k)
+                                                          for k in parent_keys[seed]])
+        return carried_at[seed]
+
     for seed in seeds:
         wkey = _hash({"kind": "exact", "parents": parent_keys[seed]})
-        holder: dict = {}
 
         def carried(seed=seed):
-            from spdnn.graph.weights import merge_with_weights
-
-            res, car = merge_with_weights(paths, [b.weights_path(k) for k in parent_keys[seed]])
-            holder.update(res=res, car=car)
-            net = _net(car.spec, car.state_dict)
-            return {"params": car.params, "nonzero": car.nonzero_params, "macs": infer(car.spec).macs,
-                    "exact": bool(car.exact), "max_abs_err": car.max_abs_err,
-                    "notes": car.notes, **b.errors(net)}
+            car = carried_merge(seed)[1]
+            return {"params": car.params, "nonzero": car.nonzero_params,
+                    "macs": infer(car.spec).macs, "exact": bool(car.exact),
+                    "max_abs_err": car.max_abs_err, "notes": car.notes,
+                    **b.errors(_net(car.spec, car.state_dict))}
 
         r = record("exact init (weights carried, params sum)", seed, wkey, carried)
         if seed == seeds[0] and "error" not in r:
-            from spdnn.graph.weights import merge_with_weights
-
-            if "car" not in holder:
-                res, car = merge_with_weights(paths, [b.weights_path(k) for k in parent_keys[seed]])
-                holder.update(res=res, car=car)
-            nets["exact init (weights carried, params sum)"] = {"specs": [holder["car"].spec],
-                                                                "kind": "single"}
+            nets["exact init (weights carried, params sum)"] = {
+                "specs": [carried_merge(seed)[1].spec], "kind": "single"}
         pkey = _hash({"kind": "pruned", "from": wkey, "target": target, "rounds": rounds,
                       "ft_steps": ft_steps, "lr": b.args.finetune_lr, "recipe": b.recipe_hash})
         pname = "exact init pruned to like-each + fine-tuned"
 
-        def pruned(seed=seed, wkey=wkey, pkey=pkey):
+        def pruned(seed=seed, pkey=pkey):
             from spdnn.graph.prune import prune_to
-            from spdnn.graph.weights import merge_with_weights
 
-            if "car" not in holder:
-                res, car = merge_with_weights(paths, [b.weights_path(k) for k in parent_keys[seed]])
-                holder.update(res=res, car=car)
-            res, car = holder["res"], holder["car"]
+            res, car = carried_merge(seed)
             frozen = {res.letters[n] for n in res.rebuild.freed}
             spec, st = car.spec, car.state_dict
             have = car.params
@@ -540,7 +538,37 @@ def write(b: Bench, fams: list[dict], wall: float) -> str:
     write_atomic(b.args.out / f"merge_real{b.suffix}.md", text)
     write_atomic(b.args.out / f"merge_real{b.suffix}.json",
                  json.dumps({"config": c, "families": fams}, indent=1, default=str))
+    if fams and not b.args.quick:
+        plot(fams, b.args.out / f"merge_real{b.suffix}.png")
     return text
+
+
+def plot(fams: list[dict], path: Path) -> None:
+    """Test error (mean +- sd over seeds) against MACs, one panel per family."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from spdnn.io import save_figure
+
+    fig, axes = plt.subplots(1, len(fams), figsize=(5.2 * len(fams), 4.0), squeeze=False)
+    for ax, fam in zip(axes[0], fams):
+        for name, rs in fam["rows"].items():
+            st = _stats(rs)
+            ok = [r for r in rs if "error" not in r]
+            if st is None or not ok:
+                continue
+            marker = "*" if name.startswith("merged") else "s" if "exact" in name else "o"
+            ax.errorbar(ok[0]["macs"], st[0], yerr=st[1], fmt=marker, capsize=3,
+                        markersize=10 if marker == "*" else 6, label=name[:48])
+        ax.set_xscale("log")
+        ax.set_xlabel("MACs per image")
+        ax.set_ylabel("test error % (mean +- sd)")
+        ax.set_title(TITLES[fam["family"]][:60], fontsize=8)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> int:

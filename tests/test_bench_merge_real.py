@@ -26,7 +26,7 @@ def _bench():
 
 def test_quick_table_structure_and_resume(tmp_path):
     bench = _bench()
-    args = ["--quick", "--family", "classifiers", "--seeds", "0", "1", "--quiet",
+    args = ["--quick", "--family", "classifiers", "--seeds", "0", "--quiet",
             "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")]
     assert bench.main(args) == 0
     md = (tmp_path / "out" / "merge_real_quick.md").read_text()
@@ -43,8 +43,8 @@ def test_quick_table_structure_and_resume(tmp_path):
                 "exact init pruned to like-each + fine-tuned"]:
         assert row in names, row
     assert any(n.startswith("best parent (") and "widened" in n for n in names)
-    for line in table[2:9]:  # every trained row: two seeds, an error mean +- sd
-        assert re.search(r"\| \d+\.\d\d \+- \d+\.\d\d \| 2 \|$", line) or "n/a" in line, line
+    for line in table[2:9]:  # every row: one seed, an error mean +- sd
+        assert re.search(r"\| \d+\.\d\d \+- \d+\.\d\d \| 1 \|$", line) or "n/a" in line, line
     assert re.search(r"\*\*Verdict\.\*\* SPDNN (won|did not win|lost)", md)
     n_rows = len(rows_file.read_text().splitlines())
     assert bench.main(args) == 0  # a rerun trains nothing
