@@ -65,6 +65,9 @@ TITLES = {"classifiers": "(a) small classifiers: LeNet-5, Smart Augmentation net
                          "two-block VGG-style",
           "resnet": "(b) residual: ResNet-8 and ResNet-14 (CIFAR design, widths 8/16/32)",
           "mobile": "(b) mobile: small MobileNetV2 and ResNet-8"}
+FAMILY_STEPS = {"classifiers": 1500, "resnet": 1000, "mobile": 800}
+"""Full-run training steps a row, per family: each family's full run fits ~30 min of 2 shared
+cores (the merged networks of the residual and mobile families train 2-3x slower a step)."""
 FULL = {"steps": 1500, "train": 58000, "val": 2000, "test": 10000, "eval_every": 250}
 QUICK = {"steps": 3, "train": 500, "val": 200, "test": 500, "eval_every": 3}
 WIDTH_FIELDS = {"Conv2d": "out_channels", "Linear": "out_features", "BasicBlock": "planes",
@@ -128,10 +131,20 @@ class Bench:
                           f"checkpoint_every={c['steps']}", f"data.train_size={c['train']}",
                           f"data.val_size={c['val']}", "log_every=1000"]
         self.recipe = load_recipe(RECIPE, self.overrides)
-        self.recipe_hash = _hash({"recipe": self.recipe.model_dump(mode="json",
-                                                                   exclude={"name", "output"}),
-                                  "test": c["test"]})
         self._test = None
+
+    def steps(self, family: str) -> int:
+        """Training steps a row of ``family``: ``--steps``, else 3 with ``--quick``, else
+        :data:`FAMILY_STEPS`."""
+        if self.args.steps or self.args.quick:
+            return self.cfg["steps"]
+        return FAMILY_STEPS[family]
+
+    def recipe_hash(self, steps: int) -> str:
+        """A hash of the recipe at ``steps`` training steps, with the test split size."""
+        r = self.recipe.model_copy(update={"steps": steps, "checkpoint_every": steps})
+        return _hash({"recipe": r.model_dump(mode="json", exclude={"name", "output"}),
+                      "test": self.cfg["test"]})
 
     # data -----------------------------------------------------------------------------------
     def test_set(self):
@@ -147,7 +160,7 @@ class Bench:
         return image_datasets(self.recipe.data, (1, 28, 28))[1]
 
     # one trained network ----------------------------------------------------------------------
-    def train(self, spec, seed: int, key: str, steps: int | None = None, lr: float | None = None,
+    def train(self, spec, seed: int, key: str, steps: int, lr: float | None = None,
               init: dict | None = None) -> dict:
         """Train ``spec`` (from ``init`` when given) with the benchmark's recipe and ``seed``;
         the best-validation weights are kept in ``<work>/<key>/weights.pt``. Returns them."""
@@ -158,7 +171,6 @@ class Bench:
         done = self.args.work / key / "weights.pt"
         if done.is_file():
             return torch.load(done, weights_only=True)
-        steps = steps or self.cfg["steps"]
         upd = {"seed": seed, "steps": steps, "checkpoint_every": steps,
                "eval_every": max(1, min(self.cfg["eval_every"], steps))}
         recipe = self.recipe.model_copy(update=upd)
@@ -252,31 +264,39 @@ def run_family(b: Bench, family: str, seeds: list[int]) -> dict:
     mspec, minfo = merged.spec, infer(merged.spec)
     target = merged.report.target_params or round(sum(i.params for i in infos) / len(infos))
     nets: dict[str, dict] = {}  # row name -> {"spec", "what"} for the latency table
+    steps = b.steps(family)
+    rhash = b.recipe_hash(steps)
     out: dict = {"family": family, "parents": [s.name for s in specs], "target": target,
+                 "steps": steps, "finetune_steps": max(1, steps // b.args.prune_rounds),
                  "merge_notes": merged.report.notes, "seeds": seeds, "rows": {}}
     log = print if not b.args.quiet else (lambda *a, **k: None)
 
     def record(name: str, seed: int, key: str, compute) -> dict:
+        from spdnn.errors import SpdnnError
+
         row = b.rows.get(key)
         if row is None:
             t0 = time.perf_counter()
+            row = {"key": key, "family": family, "row": name, "seed": seed}
             try:
-                res = compute()
-            except Exception as e:  # a row spdnn cannot produce today: say why, go on
-                res = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}
-            row = b.rows.put({"key": key, "family": family, "row": name, "seed": seed,
-                              "wall_s": round(time.perf_counter() - t0, 1), **res})
+                row.update(compute())
+            except SpdnnError as e:  # a row spdnn cannot produce today: say why (not cached,
+                # so a rerun with a fixed spdnn produces it), go on
+                row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+            row["wall_s"] = round(time.perf_counter() - t0, 1)
+            if "error" not in row:
+                b.rows.put(row)
             log(f"[{family}] {name} seed {seed}: " + (row.get("error") or
                 f"test error {100 * row['test_error']:.2f}%") + f" ({row['wall_s']} s)", flush=True)
         out["rows"].setdefault(name, []).append(row)
         return row
 
     def trained(name, spec, seed, extra=None, **kw):
-        key = _hash({"kind": "train", "spec": spec_hash(spec), "seed": seed, "recipe": b.recipe_hash,
+        key = _hash({"kind": "train", "spec": spec_hash(spec), "seed": seed, "recipe": rhash,
                      **(extra or {})})
 
         def compute():
-            st = b.train(spec, seed, key, **kw)
+            st = b.train(spec, seed, key, steps, **kw)
             info = infer(spec)
             return {"params": info.params, "macs": info.macs, **b.errors(_net(spec, st))}
 
@@ -313,7 +333,7 @@ def run_family(b: Bench, family: str, seeds: list[int]) -> dict:
 
     # the row only spdnn can produce: the trained parents merged with their weights (sum),
     # pruned to like-each and fine-tuned
-    rounds, ft_steps = b.args.prune_rounds, max(1, b.cfg["steps"] // b.args.prune_rounds)
+    rounds, ft_steps = b.args.prune_rounds, max(1, steps // b.args.prune_rounds)
     carried_at: dict[int, tuple] = {}
 
     def carried_merge(seed: int) -> tuple:
@@ -340,7 +360,7 @@ def run_family(b: Bench, family: str, seeds: list[int]) -> dict:
             nets["exact init (weights carried, params sum)"] = {
                 "specs": [carried_merge(seed)[1].spec], "kind": "single"}
         pkey = _hash({"kind": "pruned", "from": wkey, "target": target, "rounds": rounds,
-                      "ft_steps": ft_steps, "lr": b.args.finetune_lr, "recipe": b.recipe_hash})
+                      "ft_steps": ft_steps, "lr": b.args.finetune_lr, "recipe": rhash})
         pname = "exact init pruned to like-each + fine-tuned"
 
         def pruned(seed=seed, pkey=pkey):
@@ -422,7 +442,9 @@ def _compare(a, b) -> tuple[str, float, float]:
 def family_section(fam: dict, cfg: dict) -> list[str]:
     rows, lat = fam["rows"], fam["latency"]
     lines = [f"## {TITLES[fam['family']]}", "",
-             f"like-each target {fam['target']:,} parameters; merged network "
+             f"{fam['steps']} training steps of batch 64 a row "
+             f"({fam['steps'] * 64 / cfg['train']:.1f} epochs); pruning: {fam['finetune_steps']} "
+             f"fine-tuning steps a round. Like-each target {fam['target']:,} parameters; merged network "
              f"{fam['merged']['params']:,} parameters, {fam['merged']['macs']:,} MACs; merged "
              f"widths {fam['merged']['widths']}.", "",
              "| row | params | MACs | latency ms torch / ort | test error % (mean +- sd) | seeds |",
@@ -515,8 +537,8 @@ def write(b: Bench, fams: list[dict], wall: float) -> str:
              f"classes), its 70,000 images pooled and split stratified (data seed 0) into "
              f"{c['train']:,} training, {c['val']:,} validation and {c['test']:,} test images "
              f"(disjoint). Recipe `recipes/classifier/fashion_merge_bench.yaml` for every "
-             f"network: Adam lr 0.001 with cosine decay, batch 64, {c['steps']} steps "
-             f"({c['steps'] * 64 / c['train']:.1f} epochs), the best-validation checkpoint "
+             f"network: Adam lr 0.001 with cosine decay, batch 64, the steps a row of each "
+             f"family below, the best-validation checkpoint "
              f"tested; seeds {seeds} (init and batch order; one data split). Budget of the "
              f"merge: `like-each` (mean of the parents' parameters), by today's "
              f"`spdnn.graph.merge`. Controls: the parents' logit-averaged ensemble (no "
@@ -525,7 +547,7 @@ def write(b: Bench, fams: list[dict], wall: float) -> str:
              f"parents of the same seed merged with their weights (params sum), pruned to "
              f"like-each in {b.args.prune_rounds} rounds of L1 filter pruning "
              f"(`spdnn.graph.prune.prune_to`, convolutions only), each fine-tuned "
-             f"{max(1, c['steps'] // b.args.prune_rounds)} steps at lr {b.args.finetune_lr:g}. "
+             f"half the family's steps at lr {b.args.finetune_lr:g}. "
              f"Latency: float32, batch 1, one thread, p50 (spdnn.bench; torch eager inference "
              f"mode / onnxruntime CPU). Error sd: over seeds; \"within noise\" = the difference "
              f"is at most the combined sd. Wall time of the rows: "
@@ -608,7 +630,7 @@ def _cached(b: Bench, family: str, seeds: list[int]) -> bool:
         s = load(p)
         for seed in seeds:
             if b.rows.get(_hash({"kind": "train", "spec": spec_hash(s), "seed": seed,
-                                 "recipe": b.recipe_hash})) is None:
+                                 "recipe": b.recipe_hash(b.steps(family))})) is None:
                 return False
     return True
 
