@@ -488,8 +488,11 @@ def family_section(fam: dict, cfg: dict) -> list[str]:
               f"({wid[0]:.2f}%, {d3:+.2f})."]
     if pr is not None:
         w4, d4, _ = _compare(pr, m)
+        cw = next((r["conv_widths"] for r in rows[pname] if "conv_widths" in r), {})
         lines.append(f"The exact-init merge pruned to like-each and fine-tuned {w4} the merge "
-                     f"trained from scratch ({pr[0]:.2f}% vs {m[0]:.2f}%, {d4:+.2f}).")
+                     f"trained from scratch ({pr[0]:.2f}% vs {m[0]:.2f}%, {d4:+.2f}); "
+                     f"`prune_to` prunes convolutions only, to widths {cw} (seed "
+                     f"{rows[pname][0]['seed']}), dense layers keep theirs.")
     else:
         e = next((r["error"] for r in rows.get(pname, []) if "error" in r), "not run")
         lines.append(f"The pruned exact-init row could not be produced: {e}.")
@@ -552,7 +555,8 @@ def write(b: Bench, fams: list[dict], wall: float) -> str:
              f"mode / onnxruntime CPU). Error sd: over seeds; \"within noise\" = the difference "
              f"is at most the combined sd. Wall time of the rows: "
              f"{sum(r.get('wall_s', 0) for f in fams for rs in f['rows'].values() for r in rs) / 60:.1f}"
-             f" min (this invocation {wall / 60:.1f} min; 1 thread, 2 cores shared).", ""]
+             f" min in all (1 thread, 2 cores shared with other sessions; a rerun from the cache took "
+             f"{wall / 60:.1f} min).", ""]
     for f in fams:
         lines += family_section(f, c)
     lines += iris_section()
