@@ -25,8 +25,10 @@ MACs (``spdnn.shapes.infer``), latency (``spdnn.bench``: float32, batch 1, one t
 eager inference mode and onnxruntime).
 
     python benchmarks/bench_merge_real.py --family classifiers   # ~25 min on 2 shared cores
-    python benchmarks/bench_merge_real.py                        # every family
-    python benchmarks/bench_merge_real.py --quick                # 3 steps a row (smoke)
+    python benchmarks/bench_merge_real.py --family resnet        # ~15 min
+    python benchmarks/bench_merge_real.py --family mobile        # ~20 min
+    python benchmarks/bench_merge_real.py                        # every family, ~1 h
+    python benchmarks/bench_merge_real.py --quick                # 3 steps a row (smoke, ~1 min)
 
 Resumable: every finished row is a line of ``<out>/merge_real[_quick]_rows.jsonl`` keyed by a
 hash of its configuration (netspec, recipe, steps, seed, and the keys of the rows it starts
