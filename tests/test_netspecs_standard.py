@@ -127,6 +127,7 @@ def _three_ways(name: str, size: int):
 @pytest.mark.parametrize("name,size", [("resnet18", 64), ("mobilenet_v2", 32)])
 def test_compiles_and_runs_on_a_small_input(name, size, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT))
+    torch.manual_seed(0)  # an unseeded init could leave a ReLU6 unit dead on 2 samples
     spec, ref, emitted, committed = _three_ways(name, size)
     assert sum(p.numel() for p in ref.parameters()) == PUBLISHED[name][0]  # size-independent
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))

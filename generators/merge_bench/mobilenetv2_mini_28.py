@@ -5,7 +5,7 @@
 Regenerate with `spdnn compile NETSPEC -o FILE`.
 """
 # netspec: mobilenetv2_mini_28
-# netspec sha256: 170e0797230b1e85
+# netspec sha256: 62c6dbf06f706cd8
 # small MobileNetV2 (CVPR 2018 Tables 1-2, reduced) at 28x28 gray input, 10 class logits
 
 import torch

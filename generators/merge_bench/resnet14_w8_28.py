@@ -5,7 +5,7 @@
 Regenerate with `spdnn compile NETSPEC -o FILE`.
 """
 # netspec: resnet14_w8_28
-# netspec sha256: 98ba71bf36183ee6
+# netspec sha256: 516f9df80ea9bb4f
 # ResNet-14 (CVPR 2016 sec. 4.2, n = 2, widths 8/16/32) at 28x28 gray input, 10 class logits
 
 import torch

@@ -5,7 +5,7 @@
 Regenerate with `spdnn compile NETSPEC -o FILE`.
 """
 # netspec: resnet8_w8_28
-# netspec sha256: 1325e6caed0d6e8a
+# netspec sha256: bd586d99a69fb4f8
 # ResNet-8 (CVPR 2016 sec. 4.2, n = 1, widths 8/16/32) at 28x28 gray input, 10 class logits
 
 import torch
