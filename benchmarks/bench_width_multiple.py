@@ -101,7 +101,9 @@ def main() -> None:
                             f"{max(ratios):.2f}x K=1's at "
                             f"{reports[8].merged_macs / reports[1].merged_macs:.2f}x the MACs "
                             f"(widths rounded up to 8 where the parents are thinner).")
-    md += ["## Verdict", "", "One run; a ratio within 0.9-1.1 is within this machine's noise.",
+    md += ["## Verdict", "", "No random seeds (the merges and the inputs are deterministic); "
+           "one run, each latency the p50 of the timed repeats of `spdnn bench`, no spread "
+           "across runs: a ratio within 0.9-1.1 is within this machine's noise.",
            ""] + verdicts
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "width_multiple.md").write_text("\n".join(md) + "\n")
